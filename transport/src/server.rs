@@ -1,0 +1,115 @@
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::{Connection, Limits, ServerTls, TransportError};
+
+/// A QUIC server endpoint: a UDP socket that accepts TLS 1.3 connections.
+///
+/// ```no_run
+/// # async fn run(tls: quicall_transport::ServerTls) -> Result<(), quicall_transport::TransportError> {
+/// use quicall_transport::{Limits, ServerEndpoint};
+/// let server = ServerEndpoint::bind("127.0.0.1:4433".parse().unwrap(), tls, Limits::default())?;
+/// while let Some(incoming) = server.accept().await {
+///     tokio::spawn(async move {
+///         if let Ok(conn) = incoming.accept().await {
+///             println!("client {:?}", conn.peer().map(|p| p.name().to_owned()));
+///         }
+///     });
+/// }
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct ServerEndpoint {
+    endpoint: quinn::Endpoint,
+    slots: Arc<Semaphore>,
+    handshake_timeout: Duration,
+}
+
+impl ServerEndpoint {
+    /// Binds a UDP socket at `addr` and serves QUIC on it with `tls`.
+    pub fn bind(addr: SocketAddr, tls: ServerTls, limits: Limits) -> Result<Self, TransportError> {
+        let mut config = quinn::ServerConfig::with_crypto(tls.quic_config()?);
+        config.transport_config(limits.transport_config());
+        let endpoint = quinn::Endpoint::server(config, addr)?;
+        Ok(Self {
+            endpoint,
+            slots: Arc::new(Semaphore::new(limits.max_connections)),
+            handshake_timeout: limits.handshake_timeout,
+        })
+    }
+
+    /// The bound address (with the port chosen when bound to port 0).
+    pub fn local_addr(&self) -> Result<SocketAddr, TransportError> {
+        Ok(self.endpoint.local_addr()?)
+    }
+
+    /// Waits for the next connection attempt. Attempts beyond
+    /// [`Limits::max_connections`] are refused here and not returned.
+    /// Returns `None` once the endpoint is closed.
+    pub async fn accept(&self) -> Option<Incoming> {
+        loop {
+            let incoming = self.endpoint.accept().await?;
+            match self.slots.clone().try_acquire_owned() {
+                Ok(slot) => {
+                    return Some(Incoming {
+                        inner: incoming,
+                        slot,
+                        handshake_timeout: self.handshake_timeout,
+                    });
+                }
+                Err(_) => {
+                    tracing::warn!(peer = %incoming.remote_address(), "connection limit reached; refused");
+                    incoming.refuse();
+                }
+            }
+        }
+    }
+
+    /// Connections open now.
+    pub fn open_connections(&self) -> usize {
+        self.endpoint.open_connections()
+    }
+
+    /// Closes every connection at once with `code` and `reason`.
+    pub fn close(&self, code: u32, reason: &[u8]) {
+        self.endpoint.close(quinn::VarInt::from_u32(code), reason);
+    }
+
+    /// Waits until every connection is closed and its close is sent.
+    pub async fn wait_idle(&self) {
+        self.endpoint.wait_idle().await;
+    }
+}
+
+/// A connection attempt, not yet accepted.
+#[derive(Debug)]
+pub struct Incoming {
+    inner: quinn::Incoming,
+    slot: OwnedSemaphorePermit,
+    handshake_timeout: Duration,
+}
+
+impl Incoming {
+    /// The address the attempt comes from.
+    pub fn remote_address(&self) -> SocketAddr {
+        self.inner.remote_address()
+    }
+
+    /// Runs the handshake (bounded by the handshake timeout) and returns the
+    /// connection with the client's verified identity.
+    pub async fn accept(self) -> Result<Connection, TransportError> {
+        let connecting = self.inner.accept()?;
+        let conn = tokio::time::timeout(self.handshake_timeout, connecting)
+            .await
+            .map_err(|_| TransportError::HandshakeTimeout)??;
+        Ok(Connection::new(conn, Some(self.slot)))
+    }
+
+    /// Refuses the attempt (the client sees CONNECTION_REFUSED at once).
+    pub fn refuse(self) {
+        self.inner.refuse();
+    }
+}
