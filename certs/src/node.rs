@@ -89,7 +89,9 @@ impl NodeSpec {
 
     fn params(&self) -> Result<CertificateParams, Error> {
         let mut params = CertificateParams::default();
-        params.distinguished_name.push(DnType::CommonName, &self.name);
+        params
+            .distinguished_name
+            .push(DnType::CommonName, &self.name);
         params
             .distinguished_name
             .push(DnType::OrganizationName, "quicall");
@@ -232,7 +234,9 @@ mod tests {
     #[test]
     fn bad_san_is_a_clear_error() {
         let ca = crate::CertificateAuthority::new("ca", Duration::from_secs(60)).unwrap();
-        let err = ca.issue(&NodeSpec::server("n").san("not a name")).unwrap_err();
+        let err = ca
+            .issue(&NodeSpec::server("n").san("not a name"))
+            .unwrap_err();
         assert!(matches!(err, Error::InvalidName { .. }), "{err}");
     }
 }

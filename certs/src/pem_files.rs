@@ -51,7 +51,9 @@ pub fn write_private(path: &Path, contents: &str) -> Result<(), Error> {
         use std::os::unix::fs::OpenOptionsExt;
         options.mode(0o600);
     }
-    let mut file = options.open(path).map_err(|source| io_error(path, source))?;
+    let mut file = options
+        .open(path)
+        .map_err(|source| io_error(path, source))?;
     file.write_all(contents.as_bytes())
         .map_err(|source| io_error(path, source))
 }

@@ -43,8 +43,8 @@ fn node_certificate_has_requested_names_usage_and_validity() {
     assert_eq!(ips, [4, 16]);
     let eku = cert.extended_key_usage().unwrap().unwrap();
     assert!(eku.value.server_auth && !eku.value.client_auth);
-    let days = (cert.validity().not_after.timestamp() - cert.validity().not_before.timestamp())
-        / 86_400;
+    let days =
+        (cert.validity().not_after.timestamp() - cert.validity().not_before.timestamp()) / 86_400;
     assert_eq!(days, 10, "10 days plus the hour of clock skew");
     let (_, ca_cert) = X509Certificate::from_der(ca.cert_der()).unwrap();
     assert_eq!(cert.issuer(), ca_cert.subject());
@@ -59,9 +59,7 @@ fn ca_read_from_files_signs_verifiable_certificates() {
     let loaded =
         CertificateAuthority::read_pem(&dir.path().join("ca.crt"), &dir.path().join("ca.key"))
             .unwrap();
-    let client = loaded
-        .issue(&NodeSpec::new("alice", Role::Client))
-        .unwrap();
+    let client = loaded.issue(&NodeSpec::new("alice", Role::Client)).unwrap();
     let chain = client.chain();
     let (_, cert) = X509Certificate::from_der(&chain[0]).unwrap();
     let (_, ca_cert) = X509Certificate::from_der(ca.cert_der()).unwrap();

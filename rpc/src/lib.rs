@@ -1,1 +1,54 @@
-//! placeholder
+//! quicall's RPC layer: the wire format, typed zero-copy methods, status
+//! codes, the server and the client.
+//!
+//! Every call is one bidirectional QUIC stream: the client writes a 24-byte
+//! [`wire::RequestHeader`] and the request body and finishes its side; the
+//! server answers with an 8-byte [`wire::ResponseHeader`] and the response
+//! body, and finishes. Messages are fixed-layout zerocopy structs (or byte
+//! slices), received as [`Msg`] views over the received bytes: no copy, no
+//! parse. Failures are [`Status`]es with a [`Code`].
+//!
+//! ```no_run
+//! use quicall_rpc::{Client, ClientOptions, Method, Router, Server, ServerOptions, Status};
+//! use zerocopy::little_endian::I64;
+//! use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
+//!
+//! #[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+//! #[repr(C)]
+//! struct AddRequest { a: I64, b: I64 }
+//! #[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+//! #[repr(C)]
+//! struct AddResponse { sum: I64 }
+//! const ADD: Method<AddRequest, AddResponse> = Method::new("calc.Calc/Add").idempotent();
+//!
+//! # async fn run(server_tls: quicall_transport::ServerTls, client_tls: quicall_transport::ClientTls)
+//! #     -> Result<(), Box<dyn std::error::Error>> {
+//! let router = Router::new().route(&ADD, |_ctx, req| async move {
+//!     Ok::<_, Status>(AddResponse { sum: I64::new(req.a.get() + req.b.get()) })
+//! })?;
+//! let server = Server::bind("127.0.0.1:0".parse()?, server_tls, router, ServerOptions::default())?;
+//! let client = Client::connect(server.local_addr(), "localhost", client_tls, ClientOptions::default()).await?;
+//! let sum = client.call(&ADD, &AddRequest { a: I64::new(2), b: I64::new(3) }).await?;
+//! assert_eq!(sum.sum.get(), 5);
+//! # Ok(()) }
+//! ```
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod client;
+mod io;
+mod message;
+mod method;
+mod server;
+mod status;
+pub mod wire;
+
+pub use client::{CallOptions, Client, ClientOptions};
+pub use message::{Encode, Message, Msg, SizeError};
+pub use method::{Method, method_id};
+pub use server::{Context, RouteError, Router, Server, ServerOptions, ShutdownReport};
+pub use status::{Code, Status};
+
+pub use bytes::Bytes;
+pub use quicall_transport as transport;
+pub use zerocopy;

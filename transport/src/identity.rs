@@ -97,10 +97,12 @@ impl PeerIdentity {
     /// The fingerprint as 64 lowercase hex digits.
     pub fn fingerprint_hex(&self) -> String {
         use fmt::Write;
-        self.fingerprint.iter().fold(String::with_capacity(64), |mut s, b| {
-            let _ = write!(s, "{b:02x}");
-            s
-        })
+        self.fingerprint
+            .iter()
+            .fold(String::with_capacity(64), |mut s, b| {
+                let _ = write!(s, "{b:02x}");
+                s
+            })
     }
 }
 
@@ -135,7 +137,10 @@ mod tests {
 
     #[test]
     fn ip_bytes() {
-        assert_eq!(ip_from_bytes(&[127, 0, 0, 1]), Some("127.0.0.1".parse().unwrap()));
+        assert_eq!(
+            ip_from_bytes(&[127, 0, 0, 1]),
+            Some("127.0.0.1".parse().unwrap())
+        );
         assert_eq!(ip_from_bytes(&[0; 16]), Some("::".parse().unwrap()));
         assert_eq!(ip_from_bytes(&[1, 2, 3]), None);
     }

@@ -1,0 +1,128 @@
+use bytes::Bytes;
+use quicall_transport::quinn::{ConnectionError, ReadError, RecvStream, SendStream, WriteError};
+use quicall_transport::{Failure, TransportError};
+
+use crate::io::{self, ReadFail};
+use crate::wire::{self, ErrorCode, RESPONSE_HEADER_LEN, ResponseFlags, WireError};
+use crate::{Code, Status};
+
+/// The two halves of a call's stream. Dropped before [`CallStream::complete`]
+/// (the caller dropped the call, or it failed), it resets its send side and
+/// stops its receive side with CANCELLED, which cancels the server's handler.
+pub(super) struct CallStream {
+    send: SendStream,
+    recv: RecvStream,
+    complete: bool,
+}
+
+impl CallStream {
+    pub(super) fn new(send: SendStream, recv: RecvStream) -> Self {
+        Self {
+            send,
+            recv,
+            complete: false,
+        }
+    }
+
+    pub(super) async fn send_request(
+        &mut self,
+        head: Bytes,
+        tail: Option<Bytes>,
+    ) -> Result<(), Status> {
+        match io::write_message(&mut self.send, head, tail).await {
+            Ok(()) => Ok(()),
+            // The server answered without reading everything (unknown
+            // method, too large ...): its answer says why.
+            Err(WriteError::Stopped(_)) => Ok(()),
+            Err(WriteError::ConnectionLost(e)) => Err(connection_status(&e)),
+            Err(e) => Err(Status::unavailable(format!("request not sent: {e}"))),
+        }
+    }
+
+    pub(super) async fn read_response(&mut self, max_body: u32) -> Result<Bytes, Status> {
+        let header = io::read_array::<RESPONSE_HEADER_LEN>(&mut self.recv)
+            .await
+            .map_err(|e| read_status(e, "response header"))?;
+        let head = wire::decode_response(&header, max_body).map_err(|e| match e {
+            WireError::TooLarge { len, max } => Status::resource_exhausted(format!(
+                "response body of {len} bytes exceeds the limit of {max}"
+            )),
+            e => Status::internal(format!("malformed response header: {e}")),
+        })?;
+        let body = io::read_body(&mut self.recv, head.body_len as usize)
+            .await
+            .map_err(|e| read_status(e, "response body"))?;
+        match io::read_fin(&mut self.recv).await {
+            Ok(true) => {}
+            Ok(false) => return Err(Status::internal("bytes after the response body")),
+            Err(e) => return Err(read_status(ReadFail::Read(e), "end of response")),
+        }
+        if head.status == Code::Ok.as_u16() {
+            return Ok(body);
+        }
+        let status = Status::new(
+            Code::from_u16(head.status),
+            String::from_utf8_lossy(&body).into_owned(),
+        );
+        Err(if head.flags.contains(ResponseFlags::NOT_PROCESSED) {
+            status.not_processed()
+        } else {
+            status
+        })
+    }
+
+    /// Marks the exchange finished: dropping no longer resets the stream.
+    pub(super) fn complete(&mut self) {
+        self.complete = true;
+    }
+}
+
+impl Drop for CallStream {
+    fn drop(&mut self) {
+        if !self.complete {
+            let _ = self.send.reset(ErrorCode::CANCELLED.into());
+            let _ = self.recv.stop(ErrorCode::CANCELLED.into());
+        }
+    }
+}
+
+fn read_status(fail: ReadFail, what: &str) -> Status {
+    match fail {
+        ReadFail::Finished { got } => Status::internal(format!(
+            "server ended the stream inside the {what} after {got} bytes"
+        )),
+        ReadFail::Read(ReadError::Reset(code)) => {
+            let code = ErrorCode::from(u32::try_from(code.into_inner()).unwrap_or(u32::MAX));
+            match code {
+                ErrorCode::PROTOCOL => Status::internal("server reset the call: protocol error"),
+                ErrorCode::TIMEOUT => Status::deadline_exceeded("server timed the call out"),
+                ErrorCode::CANCELLED => Status::cancelled("server cancelled the call"),
+                code => Status::unavailable(format!("server reset the call ({code})")),
+            }
+        }
+        ReadFail::Read(ReadError::ConnectionLost(e)) => connection_status(&e),
+        ReadFail::Read(e) => Status::internal(format!("reading the {what}: {e}")),
+    }
+}
+
+/// The status of a call whose connection failed.
+pub(crate) fn connection_status(e: &ConnectionError) -> Status {
+    match Failure::of(e) {
+        Failure::Authentication => {
+            Status::unauthenticated(format!("TLS authentication failed: {e}"))
+        }
+        _ => Status::unavailable(format!("connection failed: {e}")),
+    }
+}
+
+/// The status of a failed connection attempt. The call never reached a server.
+pub(super) fn transport_status(e: &TransportError) -> Status {
+    let status = match e.failure() {
+        Failure::Authentication => {
+            Status::unauthenticated(format!("TLS authentication failed: {e}"))
+        }
+        Failure::Config => Status::invalid_argument(e.to_string()),
+        _ => Status::unavailable(e.to_string()),
+    };
+    status.not_processed()
+}

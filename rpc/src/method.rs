@@ -1,0 +1,131 @@
+//! Typed methods: constants naming a request type, a response type and a
+//! stable identifier.
+
+use std::fmt;
+use std::marker::PhantomData;
+
+use crate::Message;
+
+/// A method: its name, its 64-bit identifier (FNV-1a 64 of the name, computed
+/// at compile time), whether it is idempotent, and the request and response
+/// types, shared by client and server code.
+///
+/// ```
+/// use quicall_rpc::Method;
+/// use zerocopy::little_endian::I64;
+/// use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
+///
+/// #[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+/// #[repr(C)]
+/// pub struct AddRequest { pub a: I64, pub b: I64 }
+///
+/// #[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+/// #[repr(C)]
+/// pub struct AddResponse { pub sum: I64 }
+///
+/// pub const ADD: Method<AddRequest, AddResponse> = Method::new("calc.Calc/Add").idempotent();
+/// // Variable-length data: a byte slice.
+/// pub const ECHO: Method<[u8], [u8]> = Method::new("demo.Echo/Echo");
+///
+/// assert_eq!(ADD.id(), quicall_rpc::method_id("calc.Calc/Add"));
+/// assert!(ADD.is_idempotent() && !ECHO.is_idempotent());
+/// ```
+pub struct Method<Req: ?Sized, Resp: ?Sized> {
+    name: &'static str,
+    id: u64,
+    idempotent: bool,
+    _types: PhantomData<fn(*const Req) -> *const Resp>,
+}
+
+impl<Req: Message + ?Sized, Resp: Message + ?Sized> Method<Req, Resp> {
+    /// A method named `name` (by convention `package.Service/Method`).
+    pub const fn new(name: &'static str) -> Self {
+        Self {
+            name,
+            id: method_id(name),
+            idempotent: false,
+            _types: PhantomData,
+        }
+    }
+
+    /// Declares the method idempotent: running it twice has the effect of
+    /// running it once, so a failed call may be retried or hedged.
+    pub const fn idempotent(mut self) -> Self {
+        self.idempotent = true;
+        self
+    }
+}
+
+impl<Req: ?Sized, Resp: ?Sized> Method<Req, Resp> {
+    /// The method name.
+    pub const fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// The identifier sent on the wire.
+    pub const fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// Whether the method is idempotent.
+    pub const fn is_idempotent(&self) -> bool {
+        self.idempotent
+    }
+}
+
+impl<Req: ?Sized, Resp: ?Sized> Clone for Method<Req, Resp> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<Req: ?Sized, Resp: ?Sized> Copy for Method<Req, Resp> {}
+
+impl<Req: ?Sized, Resp: ?Sized> fmt::Debug for Method<Req, Resp> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Method")
+            .field("name", &self.name)
+            .field("id", &format_args!("{:#018x}", self.id))
+            .field("idempotent", &self.idempotent)
+            .finish()
+    }
+}
+
+/// The identifier of a method name: 64-bit FNV-1a over the name's UTF-8
+/// bytes (offset basis `0xcbf29ce484222325`, prime `0x100000001b3`).
+///
+/// ```
+/// assert_eq!(quicall_rpc::method_id(""), 0xcbf2_9ce4_8422_2325);
+/// assert_eq!(quicall_rpc::method_id("a"), 0xaf63_dc4c_8601_ec8c);
+/// ```
+pub const fn method_id(name: &str) -> u64 {
+    let bytes = name.as_bytes();
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut i = 0;
+    while i < bytes.len() {
+        hash ^= bytes[i] as u64;
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+        i += 1;
+    }
+    hash
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fnv1a_reference_vectors() {
+        // Published FNV-1a 64 test vectors.
+        assert_eq!(method_id("foobar"), 0x85944171f73967e8);
+        assert_eq!(method_id("calc.Calc/Add"), method_id("calc.Calc/Add"));
+        assert_ne!(method_id("calc.Calc/Add"), method_id("calc.Calc/Sub"));
+    }
+
+    #[test]
+    fn ids_are_computed_at_compile_time() {
+        const ID: u64 = method_id("calc.Calc/Add");
+        const M: Method<[u8], [u8]> = Method::new("calc.Calc/Add");
+        assert_eq!(M.id(), ID);
+    }
+}

@@ -1,0 +1,76 @@
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use quicall_transport::PeerIdentity;
+use tokio::time::Instant;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
+
+/// What a handler knows about its call: who made it, by when it must be
+/// answered, and whether it was abandoned.
+///
+/// When the caller drops the call or the deadline passes, the server drops
+/// the handler's future (so an `.await` in it simply never returns) and
+/// cancels [`Context::cancelled`], which work the handler spawned can watch.
+///
+/// ```
+/// use quicall_rpc::{Context, Method, Router, Status};
+/// const WHOAMI: Method<[u8], [u8]> = Method::new("demo.Who/AmI");
+///
+/// let router = Router::new().route(&WHOAMI, |ctx: Context, _req| async move {
+///     let peer = ctx.peer().ok_or_else(|| Status::unauthenticated("no client certificate"))?;
+///     Ok::<_, Status>(format!("{} ({:?} left)", peer.name(), ctx.remaining()))
+/// })?;
+/// # Ok::<(), quicall_rpc::RouteError>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct Context {
+    pub(crate) peer: Option<Arc<PeerIdentity>>,
+    pub(crate) remote: SocketAddr,
+    pub(crate) deadline: Instant,
+    pub(crate) method: &'static str,
+    pub(crate) cancel: CancellationToken,
+}
+
+impl Context {
+    /// The caller's verified certificate identity, or `None` for a client
+    /// without a certificate (possible only when the server does not require one).
+    pub fn peer(&self) -> Option<&PeerIdentity> {
+        self.peer.as_deref()
+    }
+
+    /// The caller's UDP address.
+    pub fn remote_addr(&self) -> SocketAddr {
+        self.remote
+    }
+
+    /// The instant by which the call must be answered: the caller's budget
+    /// (or the server's default), capped by the server's maximum.
+    pub fn deadline(&self) -> Instant {
+        self.deadline
+    }
+
+    /// Time left until the deadline.
+    pub fn remaining(&self) -> std::time::Duration {
+        self.deadline.saturating_duration_since(Instant::now())
+    }
+
+    /// The name of the method called.
+    pub fn method(&self) -> &'static str {
+        self.method
+    }
+
+    /// Whether the call was abandoned (caller gone or deadline passed).
+    pub fn is_cancelled(&self) -> bool {
+        self.cancel.is_cancelled()
+    }
+
+    /// Completes when the call is abandoned.
+    pub fn cancelled(&self) -> WaitForCancellationFuture<'_> {
+        self.cancel.cancelled()
+    }
+
+    /// A token that is cancelled when the call is abandoned, for spawned work.
+    pub fn cancellation_token(&self) -> CancellationToken {
+        self.cancel.clone()
+    }
+}

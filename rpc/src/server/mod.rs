@@ -1,0 +1,175 @@
+//! The server: a router of methods served on a QUIC endpoint, one task per
+//! call, with limits, deadlines, cancellation and graceful shutdown.
+
+mod call;
+mod context;
+mod options;
+mod router;
+mod unwind;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use quicall_transport::{Incoming, ServerEndpoint, ServerTls, TransportError};
+use tokio::sync::Semaphore;
+use tokio::task::JoinHandle;
+
+pub use context::Context;
+pub use options::ServerOptions;
+pub use router::{RouteError, Router};
+
+use crate::wire::ErrorCode;
+
+/// State shared by every task of one server.
+struct Shared {
+    router: Router,
+    options: ServerOptions,
+    /// One permit per call between admission and answer.
+    calls: Semaphore,
+    /// One permit per byte of request body held in memory.
+    body_bytes: Semaphore,
+    draining: AtomicBool,
+}
+
+/// A running server. Dropping it does not stop it; call [`Server::shutdown`].
+///
+/// ```no_run
+/// use quicall_rpc::{Method, Router, Server, ServerOptions, Status};
+/// # async fn run(tls: quicall_transport::ServerTls) -> Result<(), Box<dyn std::error::Error>> {
+/// const ECHO: Method<[u8], [u8]> = Method::new("demo.Echo/Echo");
+/// let router = Router::new().route(&ECHO, |_ctx, msg| async move { Ok::<_, Status>(msg) })?;
+/// let server = Server::bind("127.0.0.1:4433".parse()?, tls, router, ServerOptions::default())?;
+/// println!("listening on {}", server.local_addr());
+/// tokio::signal::ctrl_c().await?;
+/// let report = server.shutdown(std::time::Duration::from_secs(5)).await;
+/// println!("{} calls were cut off", report.unfinished_calls);
+/// # Ok(()) }
+/// ```
+pub struct Server {
+    endpoint: Arc<ServerEndpoint>,
+    shared: Arc<Shared>,
+    local_addr: SocketAddr,
+    accept_task: JoinHandle<()>,
+}
+
+/// How a shutdown ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ShutdownReport {
+    /// Calls still running when the grace period ended, cut off by the close.
+    pub unfinished_calls: usize,
+}
+
+impl Server {
+    /// Binds `addr` with `tls` and starts serving `router` in the background
+    /// (must be called within a tokio runtime).
+    pub fn bind(
+        addr: SocketAddr,
+        tls: ServerTls,
+        router: Router,
+        options: ServerOptions,
+    ) -> Result<Server, TransportError> {
+        let endpoint = Arc::new(ServerEndpoint::bind(addr, tls, options.transport.clone())?);
+        let local_addr = endpoint.local_addr()?;
+        let shared = Arc::new(Shared {
+            router,
+            calls: Semaphore::new(options.max_calls_in_flight),
+            body_bytes: Semaphore::new(options.max_buffered_request_bytes),
+            options,
+            draining: AtomicBool::new(false),
+        });
+        let accept_task = tokio::spawn(accept_loop(endpoint.clone(), shared.clone()));
+        Ok(Server {
+            endpoint,
+            shared,
+            local_addr,
+            accept_task,
+        })
+    }
+
+    /// The address the server listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Calls running now (admitted and not yet answered).
+    pub fn calls_in_flight(&self) -> usize {
+        self.shared.options.max_calls_in_flight - self.shared.calls.available_permits()
+    }
+
+    /// Connections open now.
+    pub fn open_connections(&self) -> usize {
+        self.endpoint.open_connections()
+    }
+
+    /// Shuts down gracefully: stops accepting connections and calls (new
+    /// calls are answered UNAVAILABLE, marked not processed, so that clients
+    /// may safely send them elsewhere), waits up to `grace` for the calls in
+    /// flight to finish, then closes every connection.
+    pub async fn shutdown(self, grace: Duration) -> ShutdownReport {
+        self.shared.draining.store(true, Ordering::SeqCst);
+        let all = u32::try_from(self.shared.options.max_calls_in_flight).unwrap_or(u32::MAX);
+        let drained = tokio::time::timeout(grace, self.shared.calls.acquire_many(all)).await;
+        let unfinished_calls = match drained {
+            Ok(_) => 0,
+            Err(_) => self.calls_in_flight(),
+        };
+        self.endpoint
+            .close(ErrorCode::SHUTDOWN.get(), b"server shutting down");
+        // Bounded: the close is retransmitted for a few RTTs, then given up.
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.endpoint.wait_idle()).await;
+        self.accept_task.abort();
+        ShutdownReport { unfinished_calls }
+    }
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("local_addr", &self.local_addr)
+            .field("router", &self.shared.router)
+            .finish_non_exhaustive()
+    }
+}
+
+async fn accept_loop(endpoint: Arc<ServerEndpoint>, shared: Arc<Shared>) {
+    while let Some(incoming) = endpoint.accept().await {
+        if shared.draining.load(Ordering::Relaxed) {
+            incoming.refuse();
+            continue;
+        }
+        tokio::spawn(serve_connection(shared.clone(), incoming));
+    }
+}
+
+async fn serve_connection(shared: Arc<Shared>, incoming: Incoming) {
+    let remote = incoming.remote_address();
+    let conn = match incoming.accept().await {
+        Ok(conn) => conn,
+        Err(e) => {
+            tracing::debug!(%remote, "handshake failed: {e}");
+            return;
+        }
+    };
+    tracing::debug!(%remote, peer = ?conn.peer().map(|p| p.name()), "connection established");
+    let peer = conn.peer().cloned();
+    loop {
+        match conn.accept_bi().await {
+            Ok((send, recv)) => {
+                tokio::spawn(call::serve(
+                    shared.clone(),
+                    peer.clone(),
+                    remote,
+                    send,
+                    recv,
+                ));
+            }
+            Err(e) => {
+                tracing::debug!(%remote, "connection ended: {e}");
+                return;
+            }
+        }
+    }
+}

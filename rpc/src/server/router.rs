@@ -1,0 +1,187 @@
+use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::pin::Pin;
+
+use bytes::Bytes;
+
+use crate::message::frame;
+use crate::wire::{ResponseFlags, ResponseHead};
+use crate::{Code, Context, Encode, Message, Method, Msg, Status};
+
+/// A handler's answer, laid out for the wire: the response header followed
+/// by any inline body, and a body chunk sent without a copy.
+pub(crate) struct Reply {
+    pub(crate) head: Bytes,
+    pub(crate) tail: Option<Bytes>,
+}
+
+pub(crate) type HandlerFuture = Pin<Box<dyn Future<Output = Result<Reply, Status>> + Send>>;
+
+trait Handler: Send + Sync {
+    fn call(&self, ctx: Context, body: Bytes) -> HandlerFuture;
+}
+
+struct TypedHandler<Req: ?Sized, Resp: ?Sized, F> {
+    f: F,
+    _types: std::marker::PhantomData<fn(*const Req) -> *const Resp>,
+}
+
+impl<Req, Resp, F, Fut, R> Handler for TypedHandler<Req, Resp, F>
+where
+    Req: Message + ?Sized,
+    Resp: Message + ?Sized,
+    F: Fn(Context, Msg<Req>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<R, Status>> + Send + 'static,
+    R: Encode<Resp> + Send + 'static,
+{
+    fn call(&self, ctx: Context, body: Bytes) -> HandlerFuture {
+        let request = Msg::<Req>::new(body);
+        let fut = request.map(|request| (self.f)(ctx, request));
+        Box::pin(async move {
+            let fut = fut.map_err(|e| Status::invalid_argument(e.to_string()))?;
+            let value = fut.await?;
+            let body_len = u32::try_from(value.body_len()).map_err(|_| {
+                Status::internal(format!(
+                    "response body of {} bytes exceeds the protocol's 4 GiB limit",
+                    value.body_len()
+                ))
+            })?;
+            let header = ResponseHead {
+                status: Code::Ok.as_u16(),
+                flags: ResponseFlags::NONE,
+                body_len,
+            };
+            let (head, tail) = frame::<Resp>(&header.encode(), value);
+            Ok(Reply { head, tail })
+        })
+    }
+}
+
+pub(crate) struct Route {
+    pub(crate) name: &'static str,
+    handler: Box<dyn Handler>,
+}
+
+impl Route {
+    pub(crate) fn call(&self, ctx: Context, body: Bytes) -> HandlerFuture {
+        self.handler.call(ctx, body)
+    }
+}
+
+/// Method identifiers are already uniform 64-bit hashes, and the table never
+/// grows from network input, so they index the table as they are.
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+    fn write_u64(&mut self, id: u64) {
+        self.0 = id;
+    }
+}
+
+/// A table from method identifier to handler.
+///
+/// ```
+/// use quicall_rpc::{Method, Router, Status};
+/// const ECHO: Method<[u8], [u8]> = Method::new("demo.Echo/Echo");
+/// const SAME: Method<[u8], [u8]> = Method::new("demo.Echo/Echo");
+///
+/// let router = Router::new()
+///     .route(&ECHO, |_ctx, msg| async move { Ok::<_, Status>(msg) })?;
+/// // A second method with the same identifier is refused at registration.
+/// assert!(router.route(&SAME, |_ctx, msg| async move { Ok::<_, Status>(msg) }).is_err());
+/// # Ok::<(), quicall_rpc::RouteError>(())
+/// ```
+#[derive(Default)]
+pub struct Router {
+    routes: HashMap<u64, Route, BuildHasherDefault<IdHasher>>,
+}
+
+/// A method could not be registered.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RouteError {
+    /// Another method with the same identifier is registered already.
+    #[error("method {name:?} has id {id:#018x}, already taken by {existing:?}")]
+    Duplicate {
+        /// The method being registered.
+        name: &'static str,
+        /// The one registered before.
+        existing: &'static str,
+        /// Their shared identifier.
+        id: u64,
+    },
+}
+
+impl Router {
+    /// An empty router.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Registers `handler` for `method`. The handler receives the call's
+    /// [`Context`] and the request as a [`Msg`] view over the received bytes,
+    /// and returns the response (anything that [`Encode`]s as the response
+    /// type) or a [`Status`].
+    ///
+    /// Fails if a method with the same identifier is registered already.
+    pub fn route<Req, Resp, F, Fut, R>(
+        mut self,
+        method: &Method<Req, Resp>,
+        handler: F,
+    ) -> Result<Self, RouteError>
+    where
+        Req: Message + ?Sized,
+        Resp: Message + ?Sized,
+        F: Fn(Context, Msg<Req>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<R, Status>> + Send + 'static,
+        R: Encode<Resp> + Send + 'static,
+    {
+        if let Some(existing) = self.routes.get(&method.id()) {
+            return Err(RouteError::Duplicate {
+                name: method.name(),
+                existing: existing.name,
+                id: method.id(),
+            });
+        }
+        let handler = TypedHandler::<Req, Resp, F> {
+            f: handler,
+            _types: std::marker::PhantomData,
+        };
+        self.routes.insert(
+            method.id(),
+            Route {
+                name: method.name(),
+                handler: Box::new(handler),
+            },
+        );
+        Ok(self)
+    }
+
+    pub(crate) fn get(&self, id: u64) -> Option<&Route> {
+        self.routes.get(&id)
+    }
+
+    /// The registered methods, as (name, identifier).
+    pub fn methods(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+        self.routes.iter().map(|(id, route)| (route.name, *id))
+    }
+}
+
+impl fmt::Debug for Router {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list()
+            .entries(self.routes.values().map(|r| r.name))
+            .finish()
+    }
+}

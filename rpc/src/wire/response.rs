@@ -1,0 +1,151 @@
+use zerocopy::little_endian::{U16, U32};
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
+
+use super::{VERSION, WireError};
+
+/// Length of [`ResponseHeader`] on the wire.
+pub const RESPONSE_HEADER_LEN: usize = size_of::<ResponseHeader>();
+
+/// The response header, as laid out on the wire (8 bytes, little-endian).
+///
+/// | offset | size | field |
+/// |---|---|---|
+/// | 0 | 1 | `version`: 1 |
+/// | 1 | 1 | `flags`: bit 0 = NOT_PROCESSED, others 0 |
+/// | 2 | 2 | `status`: status code, 0 = OK |
+/// | 4 | 4 | `body_len`: response body (OK) or UTF-8 message (otherwise) |
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned,
+)]
+#[repr(C)]
+pub struct ResponseHeader {
+    /// Protocol version, [`VERSION`](super::VERSION).
+    pub version: u8,
+    /// [`ResponseFlags`] bits.
+    pub flags: u8,
+    /// Status code: 0 for success.
+    pub status: U16,
+    /// Length of the body (or error message) that follows.
+    pub body_len: U32,
+}
+
+/// Response flag bits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ResponseFlags(u8);
+
+impl ResponseFlags {
+    /// The server did not start the handler: the call had no effect and is
+    /// safe to send again, even for a method that is not idempotent.
+    pub const NOT_PROCESSED: ResponseFlags = ResponseFlags(1);
+    /// No flag.
+    pub const NONE: ResponseFlags = ResponseFlags(0);
+    const KNOWN: u8 = 1;
+
+    /// Whether every bit of `other` is set.
+    pub fn contains(self, other: ResponseFlags) -> bool {
+        self.0 & other.0 == other.0
+    }
+
+    /// The raw bits.
+    pub fn bits(self) -> u8 {
+        self.0
+    }
+}
+
+/// A validated response header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResponseHead {
+    /// Status code as sent: 0 is OK.
+    pub status: u16,
+    /// Flags.
+    pub flags: ResponseFlags,
+    /// Length of the body or message that follows.
+    pub body_len: u32,
+}
+
+impl ResponseHead {
+    /// The header's bytes.
+    pub fn encode(&self) -> [u8; RESPONSE_HEADER_LEN] {
+        let header = ResponseHeader {
+            version: VERSION,
+            flags: self.flags.0,
+            status: U16::new(self.status),
+            body_len: U32::new(self.body_len),
+        };
+        let mut out = [0u8; RESPONSE_HEADER_LEN];
+        out.copy_from_slice(header.as_bytes());
+        out
+    }
+}
+
+/// Decodes and validates a response header from the start of `bytes`, with
+/// the body length checked against `max_body` before any body is read.
+pub fn decode_response(bytes: &[u8], max_body: u32) -> Result<ResponseHead, WireError> {
+    let (header, _) = ResponseHeader::ref_from_prefix(bytes).map_err(|_| WireError::Truncated {
+        got: bytes.len(),
+        need: RESPONSE_HEADER_LEN,
+    })?;
+    if header.version != VERSION {
+        return Err(WireError::UnsupportedVersion(header.version));
+    }
+    if header.flags & !ResponseFlags::KNOWN != 0 {
+        return Err(WireError::Reserved(u32::from(header.flags)));
+    }
+    let body_len = header.body_len.get();
+    if body_len > max_body {
+        return Err(WireError::TooLarge {
+            len: body_len,
+            max: max_body,
+        });
+    }
+    Ok(ResponseHead {
+        status: header.status.get(),
+        flags: ResponseFlags(header.flags),
+        body_len,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layout_is_byte_exact() {
+        let head = ResponseHead {
+            status: 12,
+            flags: ResponseFlags::NOT_PROCESSED,
+            body_len: 0x0102,
+        };
+        assert_eq!(head.encode(), [1, 1, 12, 0, 0x02, 0x01, 0, 0]);
+        assert_eq!(decode_response(&head.encode(), 0x0102), Ok(head));
+    }
+
+    #[test]
+    fn truncated_oversized_and_reserved() {
+        let head = ResponseHead {
+            status: 0,
+            flags: ResponseFlags::NONE,
+            body_len: 64,
+        };
+        let bytes = head.encode();
+        for n in 0..RESPONSE_HEADER_LEN {
+            assert!(matches!(
+                decode_response(&bytes[..n], 64),
+                Err(WireError::Truncated { .. })
+            ));
+        }
+        assert_eq!(
+            decode_response(&bytes, 63),
+            Err(WireError::TooLarge { len: 64, max: 63 })
+        );
+        let mut bad = bytes;
+        bad[1] = 0x82;
+        assert_eq!(decode_response(&bad, 64), Err(WireError::Reserved(0x82)));
+        bad = bytes;
+        bad[0] = 0;
+        assert_eq!(
+            decode_response(&bad, 64),
+            Err(WireError::UnsupportedVersion(0))
+        );
+    }
+}
