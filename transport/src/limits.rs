@@ -20,7 +20,6 @@ use quinn::{IdleTimeout, TransportConfig, VarInt};
 /// assert_eq!(limits.max_connections, Limits::default().max_connections);
 /// ```
 #[derive(Debug, Clone)]
-#[non_exhaustive]
 pub struct Limits {
     /// Bidirectional streams (calls) the peer may have open at once on one
     /// connection. Further calls wait for a stream to close. Default 1024.

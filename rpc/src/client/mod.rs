@@ -30,7 +30,6 @@ pub(crate) use stream::connection_status;
 /// assert_eq!(options.max_response_size, 16 << 20);
 /// ```
 #[derive(Debug, Clone)]
-#[non_exhaustive]
 pub struct ClientOptions {
     /// Transport limits (timeouts, flow-control windows).
     pub transport: Limits,
@@ -60,7 +59,6 @@ impl Default for ClientOptions {
 /// assert_eq!(options.deadline, Some(Duration::from_millis(50)));
 /// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-#[non_exhaustive]
 pub struct CallOptions {
     /// Time budget of the call, sent to the server, which stops the handler
     /// when it runs out; `None` takes the client's default.

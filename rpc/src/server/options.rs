@@ -14,7 +14,6 @@ use quicall_transport::Limits;
 /// assert_eq!(options.max_calls_in_flight, 1024);
 /// ```
 #[derive(Debug, Clone)]
-#[non_exhaustive]
 pub struct ServerOptions {
     /// Transport limits (streams per connection, connections, timeouts,
     /// flow-control windows).

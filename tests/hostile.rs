@@ -1,0 +1,223 @@
+//! Malformed streams written by hand over a real mTLS connection: each ends
+//! in a status or a reset stream, and never disturbs the server or other calls.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Pki, bounded, connect, serve, serve_with};
+use quicall::demo::{ADD, AddRequest};
+use quicall::transport::quinn::{ReadError, VarInt};
+use quicall::transport::{ClientEndpoint, Connection};
+use quicall::wire::{self, ErrorCode, RequestHead};
+use quicall::{Code, Limits, Server, ServerOptions};
+use zerocopy::IntoBytes;
+use zerocopy::little_endian::I64;
+
+async fn raw_connection(pki: &Pki, server: &Server) -> Connection {
+    let endpoint = ClientEndpoint::new(pki.client_tls(), Limits::default()).unwrap();
+    bounded(endpoint.connect(server.local_addr(), "localhost"))
+        .await
+        .unwrap()
+}
+
+/// Writes `bytes` on a new stream, finishes it, and reads the whole answer.
+async fn exchange(conn: &Connection, bytes: &[u8]) -> Result<Vec<u8>, ReadError> {
+    let (mut send, mut recv) = conn.open_bi().await.unwrap();
+    send.write_all(bytes).await.unwrap();
+    send.finish().unwrap();
+    let mut out = Vec::new();
+    while let Some(chunk) = recv.read_chunk(usize::MAX, true).await? {
+        out.extend_from_slice(&chunk.bytes);
+    }
+    Ok(out)
+}
+
+fn status_of(answer: &[u8]) -> (Code, String) {
+    let head = wire::decode_response(answer, u32::MAX).unwrap();
+    let message = &answer[wire::RESPONSE_HEADER_LEN..];
+    assert_eq!(
+        message.len(),
+        head.body_len as usize,
+        "message length matches its header"
+    );
+    (
+        Code::from_u16(head.status),
+        String::from_utf8_lossy(message).into_owned(),
+    )
+}
+
+fn add_header(body_len: u32) -> [u8; wire::REQUEST_HEADER_LEN] {
+    RequestHead {
+        method_id: ADD.id(),
+        body_len,
+        deadline: None,
+    }
+    .encode()
+}
+
+fn add_body() -> Vec<u8> {
+    AddRequest {
+        a: I64::new(40),
+        b: I64::new(2),
+    }
+    .as_bytes()
+    .to_vec()
+}
+
+async fn still_serves(pki: &Pki, server: &Server) {
+    let client = connect(pki, server).await;
+    let reply = bounded(client.call(
+        &ADD,
+        &AddRequest {
+            a: I64::new(1),
+            b: I64::new(2),
+        },
+    ))
+    .await
+    .unwrap();
+    assert_eq!(reply.sum.get(), 3);
+}
+
+#[tokio::test]
+async fn hand_written_call_matches_the_spec() {
+    let pki = Pki::new();
+    let server = serve(&pki, quicall::demo::router());
+    let conn = raw_connection(&pki, &server).await;
+    let mut request = add_header(16).to_vec();
+    request.extend_from_slice(&add_body());
+    let answer = bounded(exchange(&conn, &request)).await.unwrap();
+    assert_eq!(answer.len(), wire::RESPONSE_HEADER_LEN + 8);
+    assert_eq!(&answer[..8], &[1, 0, 0, 0, 8, 0, 0, 0]);
+    assert_eq!(i64::from_le_bytes(answer[8..].try_into().unwrap()), 42);
+}
+
+#[tokio::test]
+async fn truncated_header_resets_the_stream_only() {
+    let pki = Pki::new();
+    let server = serve(&pki, quicall::demo::router());
+    let conn = raw_connection(&pki, &server).await;
+    for len in [0, 1, 10, wire::REQUEST_HEADER_LEN - 1] {
+        let err = bounded(exchange(&conn, &add_header(16)[..len]))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err,
+            ReadError::Reset(VarInt::from_u32(ErrorCode::PROTOCOL.get()))
+        );
+    }
+    // Same connection, a good call.
+    let mut request = add_header(16).to_vec();
+    request.extend_from_slice(&add_body());
+    let answer = bounded(exchange(&conn, &request)).await.unwrap();
+    assert_eq!(i64::from_le_bytes(answer[8..].try_into().unwrap()), 42);
+    still_serves(&pki, &server).await;
+}
+
+#[tokio::test]
+async fn lying_lengths_are_invalid_argument() {
+    let pki = Pki::new();
+    let server = serve(&pki, quicall::demo::router());
+    let conn = raw_connection(&pki, &server).await;
+    // Announces 16 bytes, sends 5 and finishes.
+    let mut short = add_header(16).to_vec();
+    short.extend_from_slice(&[0; 5]);
+    let (code, message) = status_of(&bounded(exchange(&conn, &short)).await.unwrap());
+    assert_eq!(code, Code::InvalidArgument);
+    assert!(message.contains("truncated"), "{message}");
+    // Announces 16 bytes, sends 20.
+    let mut long = add_header(16).to_vec();
+    long.extend_from_slice(&[0; 20]);
+    let (code, message) = status_of(&bounded(exchange(&conn, &long)).await.unwrap());
+    assert_eq!(code, Code::InvalidArgument);
+    assert!(message.contains("after"), "{message}");
+    // Announces and sends 8 bytes, for a 16-byte request type.
+    let mut wrong = add_header(8).to_vec();
+    wrong.extend_from_slice(&[0; 8]);
+    let (code, _) = status_of(&bounded(exchange(&conn, &wrong)).await.unwrap());
+    assert_eq!(code, Code::InvalidArgument);
+    still_serves(&pki, &server).await;
+}
+
+#[tokio::test]
+async fn huge_announced_length_is_refused_without_reading_the_body() {
+    let pki = Pki::new();
+    let options = ServerOptions {
+        max_request_size: 64 << 10,
+        ..ServerOptions::default()
+    };
+    let server = serve_with(&pki, quicall::demo::router(), options);
+    let conn = raw_connection(&pki, &server).await;
+    let (mut send, mut recv) = conn.open_bi().await.unwrap();
+    // Claims 4 GiB and sends only the header, without finishing: the answer
+    // must come from the header alone.
+    send.write_all(&add_header(u32::MAX)).await.unwrap();
+    let mut answer = Vec::new();
+    while let Some(chunk) = bounded(recv.read_chunk(usize::MAX, true)).await.unwrap() {
+        answer.extend_from_slice(&chunk.bytes);
+    }
+    let (code, message) = status_of(&answer);
+    assert_eq!(code, Code::ResourceExhausted);
+    assert!(message.contains("4294967295"), "{message}");
+    // And the server asked us to stop sending the body.
+    let stopped = bounded(send.stopped()).await.unwrap();
+    assert_eq!(stopped, Some(VarInt::from_u32(ErrorCode::REJECTED.get())));
+    still_serves(&pki, &server).await;
+}
+
+#[tokio::test]
+async fn reset_mid_body_does_not_disturb_the_server() {
+    let pki = Pki::new();
+    let server = serve(&pki, quicall::demo::router());
+    let conn = raw_connection(&pki, &server).await;
+    for _ in 0..20 {
+        let (mut send, _recv) = conn.open_bi().await.unwrap();
+        send.write_all(&add_header(16)).await.unwrap();
+        send.write_all(&[0; 7]).await.unwrap();
+        send.reset(VarInt::from_u32(99)).unwrap();
+    }
+    let mut request = add_header(16).to_vec();
+    request.extend_from_slice(&add_body());
+    let answer = bounded(exchange(&conn, &request)).await.unwrap();
+    assert_eq!(i64::from_le_bytes(answer[8..].try_into().unwrap()), 42);
+    still_serves(&pki, &server).await;
+}
+
+#[tokio::test]
+async fn bad_version_reserved_bits_and_garbage_are_invalid_argument() {
+    let pki = Pki::new();
+    let server = serve(&pki, quicall::demo::router());
+    let conn = raw_connection(&pki, &server).await;
+    let mut v2 = add_header(0);
+    v2[0] = 2;
+    let mut flags = add_header(0);
+    flags[1] = 0x40;
+    let garbage = [0xa5u8; 64];
+    for bytes in [&v2[..], &flags[..], &garbage[..]] {
+        let (code, message) = status_of(&bounded(exchange(&conn, bytes)).await.unwrap());
+        assert_eq!(code, Code::InvalidArgument, "{message}");
+    }
+    still_serves(&pki, &server).await;
+}
+
+#[tokio::test]
+async fn silent_stream_is_reset_after_the_header_timeout() {
+    let pki = Pki::new();
+    let options = ServerOptions {
+        header_timeout: Duration::from_millis(200),
+        ..ServerOptions::default()
+    };
+    let server = serve_with(&pki, quicall::demo::router(), options);
+    let conn = raw_connection(&pki, &server).await;
+    let (mut send, mut recv) = conn.open_bi().await.unwrap();
+    // Open the stream with two header bytes, then say nothing more.
+    send.write_all(&[1, 0]).await.unwrap();
+    let err = bounded(recv.read_chunk(usize::MAX, true))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err,
+        ReadError::Reset(VarInt::from_u32(ErrorCode::TIMEOUT.get()))
+    );
+    still_serves(&pki, &server).await;
+}
