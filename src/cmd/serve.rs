@@ -1,0 +1,59 @@
+//! `quicall serve`: the demo methods on a real address, until Ctrl-C.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use quicall::{ClientAuth, Server, ServerOptions, ServerTls};
+
+/// Arguments of `quicall serve`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// Address to listen on (host:port).
+    #[arg(long, default_value = "127.0.0.1:4433")]
+    listen: String,
+    /// The server's certificate chain (PEM).
+    #[arg(long)]
+    cert: PathBuf,
+    /// The server's private key (PEM).
+    #[arg(long)]
+    key: PathBuf,
+    /// CA certificate(s) that client certificates must chain to (PEM).
+    /// Client certificates are required unless --no-client-auth is given.
+    #[arg(long, required_unless_present = "no_client_auth")]
+    ca: Option<PathBuf>,
+    /// Do not ask clients for certificates (still TLS 1.3, still encrypted).
+    #[arg(long)]
+    no_client_auth: bool,
+    /// Seconds that calls in flight get to finish on Ctrl-C.
+    #[arg(long, default_value_t = 5)]
+    grace: u64,
+}
+
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let (chain, key) = super::identity(&args.cert, &args.key)?;
+    let client_auth = match (&args.ca, args.no_client_auth) {
+        (_, true) => ClientAuth::None,
+        (Some(ca), false) => ClientAuth::Required(quicall::certs::read_certs(ca)?),
+        (None, false) => unreachable!("clap requires --ca"),
+    };
+    let addr = super::resolve(&args.listen).await?;
+    let tls = ServerTls::new(chain, key, client_auth);
+    let server = Server::bind(addr, tls, quicall::demo::router(), ServerOptions::default())?;
+    println!(
+        "serving add, echo and whoami on {} ({}); Ctrl-C to stop",
+        server.local_addr(),
+        if args.no_client_auth {
+            "TLS"
+        } else {
+            "mutual TLS"
+        }
+    );
+    tokio::signal::ctrl_c().await?;
+    println!(
+        "shutting down: letting calls in flight finish (up to {} s)",
+        args.grace
+    );
+    let report = server.shutdown(Duration::from_secs(args.grace)).await;
+    println!("stopped; {} calls cut off", report.unfinished_calls);
+    Ok(())
+}
