@@ -100,6 +100,53 @@ impl Failure {
     }
 }
 
+/// A sentence for people about a failed connection, naming the TLS alert in
+/// words when the handshake was refused.
+///
+/// ```
+/// use quicall_transport::{describe, quinn::ConnectionError};
+/// assert_eq!(describe(&ConnectionError::TimedOut), "timed out");
+/// ```
+pub fn describe(error: &ConnectionError) -> String {
+    let (code, by_peer, reason) = match error {
+        ConnectionError::TransportError(e) => (u64::from(e.code), false, e.reason.as_str()),
+        ConnectionError::ConnectionClosed(close) => (
+            u64::from(close.error_code),
+            true,
+            std::str::from_utf8(&close.reason).unwrap_or(""),
+        ),
+        other => return other.to_string(),
+    };
+    if !is_crypto(code) {
+        return error.to_string();
+    }
+    let alert = match code - 0x100 {
+        40 => "handshake failure",
+        42 => "bad certificate",
+        43 => "unsupported certificate",
+        44 => "certificate revoked",
+        45 => "certificate expired",
+        46 => "certificate unknown",
+        48 => "unknown CA",
+        49 => "access denied",
+        51 => "decrypt error",
+        80 => "internal error",
+        116 => "certificate required",
+        120 => "no application protocol",
+        _ => "TLS alert",
+    };
+    let detail = if reason.is_empty() {
+        String::new()
+    } else {
+        format!(" ({reason})")
+    };
+    if by_peer {
+        format!("the peer refused the handshake: {alert}{detail}")
+    } else {
+        format!("the peer's certificate was refused here: {alert}{detail}")
+    }
+}
+
 /// QUIC transport error CONNECTION_REFUSED (RFC 9000, section 20.1).
 const CONNECTION_REFUSED: u64 = 0x2;
 

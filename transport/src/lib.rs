@@ -39,7 +39,7 @@ mod tls;
 
 pub use client::ClientEndpoint;
 pub use connection::Connection;
-pub use error::{Failure, TransportError};
+pub use error::{Failure, TransportError, describe};
 pub use identity::PeerIdentity;
 pub use limits::Limits;
 pub use server::{Incoming, ServerEndpoint};

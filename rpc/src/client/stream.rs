@@ -1,6 +1,6 @@
 use bytes::Bytes;
 use quicall_transport::quinn::{ConnectionError, ReadError, RecvStream, SendStream, WriteError};
-use quicall_transport::{Failure, TransportError};
+use quicall_transport::{Failure, TransportError, describe};
 
 use crate::io::{self, ReadFail};
 use crate::wire::{self, ErrorCode, RESPONSE_HEADER_LEN, ResponseFlags, WireError};
@@ -108,20 +108,19 @@ fn read_status(fail: ReadFail, what: &str) -> Status {
 /// The status of a call whose connection failed.
 pub(crate) fn connection_status(e: &ConnectionError) -> Status {
     match Failure::of(e) {
-        Failure::Authentication => {
-            Status::unauthenticated(format!("TLS authentication failed: {e}"))
-        }
-        _ => Status::unavailable(format!("connection failed: {e}")),
+        Failure::Authentication => Status::unauthenticated(describe(e)),
+        _ => Status::unavailable(format!("connection failed: {}", describe(e))),
     }
 }
 
 /// The status of a failed connection attempt. The call never reached a server.
 pub(super) fn transport_status(e: &TransportError) -> Status {
-    let status = match e.failure() {
-        Failure::Authentication => {
-            Status::unauthenticated(format!("TLS authentication failed: {e}"))
+    let status = match (e.failure(), e) {
+        (Failure::Authentication, TransportError::Connection { error, .. }) => {
+            Status::unauthenticated(describe(error))
         }
-        Failure::Config => Status::invalid_argument(e.to_string()),
+        (Failure::Authentication, _) => Status::unauthenticated(e.to_string()),
+        (Failure::Config, _) => Status::invalid_argument(e.to_string()),
         _ => Status::unavailable(e.to_string()),
     };
     status.not_processed()

@@ -1,0 +1,188 @@
+//! The `quicall` binary and the `add` examples, run as a user runs them.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Waits for `child` with a bound; kills it if it overstays.
+fn wait_bounded(mut child: Child, limit: Duration) -> std::process::Output {
+    let start = Instant::now();
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            return child.wait_with_output().unwrap();
+        }
+        if start.elapsed() > limit {
+            child.kill().unwrap();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "process did not finish in {limit:?}; stdout:\n{}",
+                String::from_utf8_lossy(&out.stdout)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn demo_runs_to_completion_and_exits_zero() {
+    let child = Command::new(env!("CARGO_BIN_EXE_quicall"))
+        .args(["demo", "--calls", "600"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = wait_bounded(child, Duration::from_secs(120));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "demo failed: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(stdout.matches("add(2, 3) = 5").count(), 3, "{stdout}");
+    assert_eq!(
+        stdout.matches("whoami = \"demo-client\"").count(),
+        3,
+        "{stdout}"
+    );
+    assert_eq!(
+        stdout.matches(": refused (UNAUTHENTICATED").count(),
+        9,
+        "{stdout}"
+    );
+    assert!(stdout.contains("count 600"), "{stdout}");
+}
+
+#[test]
+fn certs_command_writes_a_usable_cluster_pki() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_quicall"))
+        .arg("certs")
+        .arg("--out")
+        .arg(dir.path())
+        .args(["--server", "node-1,localhost,127.0.0.1", "--client", "ops"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for file in [
+        "ca.crt",
+        "ca.key",
+        "node-1.crt",
+        "node-1.key",
+        "ops.crt",
+        "ops.key",
+    ] {
+        assert!(dir.path().join(file).exists(), "{file} missing");
+    }
+    // A second run adds a node signed by the same CA.
+    let ca_before = std::fs::read(dir.path().join("ca.crt")).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_quicall"))
+        .arg("certs")
+        .arg("--out")
+        .arg(dir.path())
+        .args(["--server", "node-2,localhost"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(std::fs::read(dir.path().join("ca.crt")).unwrap(), ca_before);
+
+    // serve + call with those files, over mutual TLS.
+    let mut server = Command::new(env!("CARGO_BIN_EXE_quicall"))
+        .arg("serve")
+        .args(["--listen", "127.0.0.1:0"])
+        .arg("--cert")
+        .arg(dir.path().join("node-2.crt"))
+        .arg("--key")
+        .arg(dir.path().join("node-2.key"))
+        .arg("--ca")
+        .arg(dir.path().join("ca.crt"))
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let addr = listening_address(&mut server);
+    let call = |args: &[&str], with_cert: bool| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_quicall"));
+        cmd.arg("call")
+            .args(["--server", &addr, "--server-name", "localhost"])
+            .arg("--ca")
+            .arg(dir.path().join("ca.crt"));
+        if with_cert {
+            cmd.arg("--cert")
+                .arg(dir.path().join("ops.crt"))
+                .arg("--key")
+                .arg(dir.path().join("ops.key"));
+        }
+        cmd.args(args).output().unwrap()
+    };
+    let add = call(&["add", "2", "3"], true);
+    let who = call(&["whoami"], true);
+    let anonymous = call(&["add", "2", "3"], false);
+    server.kill().unwrap();
+    let _ = server.wait();
+    assert!(
+        add.status.success(),
+        "{}",
+        String::from_utf8_lossy(&add.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&add.stdout).trim(), "5");
+    assert_eq!(String::from_utf8_lossy(&who.stdout).trim(), "ops");
+    assert!(!anonymous.status.success());
+    assert!(String::from_utf8_lossy(&anonymous.stderr).contains("UNAUTHENTICATED"));
+}
+
+/// Reads the address from the server's "... on ADDR ..." first line.
+fn listening_address(child: &mut Child) -> String {
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut reader = BufReader::new(stdout);
+        let mut line = String::new();
+        let _ = reader.read_line(&mut line);
+        let _ = tx.send(line);
+        // Keep draining, so that the child never writes to a closed pipe.
+        let _ = std::io::copy(&mut reader, &mut std::io::sink());
+    });
+    let line = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("server printed nothing");
+    line.split_whitespace()
+        .find(|w| w.starts_with("127.0.0.1:"))
+        .unwrap_or_else(|| panic!("no address in {line:?}"))
+        .to_owned()
+}
+
+#[test]
+fn add_examples_print_five() {
+    let examples = std::env::current_exe()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("examples");
+    let server_bin = examples.join("add_server");
+    let client_bin = examples.join("add_client");
+    assert!(
+        server_bin.exists() && client_bin.exists(),
+        "cargo test builds the examples"
+    );
+    let mut server = Command::new(&server_bin)
+        .arg("127.0.0.1:0")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let addr = listening_address(&mut server);
+    let client = Command::new(&client_bin)
+        .arg(&addr)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = wait_bounded(client, Duration::from_secs(60));
+    server.kill().unwrap();
+    let _ = server.wait();
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "5");
+}
