@@ -60,7 +60,7 @@ pub use quicall_rpc as rpc;
 pub use quicall_transport as transport;
 
 pub use quicall_rpc::{
-    CallOptions, Client, ClientOptions, Code, Context, Encode, Message, Method, Msg, RouteError,
-    Router, Server, ServerOptions, ShutdownReport, Status, method_id, wire,
+    Bytes, CallOptions, Client, ClientOptions, Code, Context, Encode, Message, Method, Msg,
+    RouteError, Router, Server, ServerOptions, ShutdownReport, Status, method_id, wire,
 };
 pub use quicall_transport::{ClientAuth, ClientTls, Limits, PeerIdentity, ServerTls};

@@ -231,7 +231,7 @@ async fn load(
                 }
                 let client = &clients[i % clients.len()];
                 let began = Instant::now();
-                if i % 2 == 0 {
+                if i.is_multiple_of(2) {
                     let n = i as i64;
                     let reply = client.call(&ADD, &add_request(n, n)).await?;
                     ensure!(reply.sum.get() == 2 * n, "wrong sum");
