@@ -32,7 +32,7 @@ impl ClientEndpoint {
     /// first use (must be called within a tokio runtime).
     pub fn new(tls: ClientTls, limits: Limits) -> Result<Self, TransportError> {
         let mut config = quinn::ClientConfig::new(tls.quic_config()?);
-        config.transport_config(limits.transport_config());
+        config.transport_config(limits.client_transport_config());
         Ok(Self {
             inner: Arc::new(Inner {
                 config,

@@ -59,8 +59,20 @@ impl Default for Limits {
 }
 
 impl Limits {
-    /// The quinn transport configuration these limits describe.
+    /// The quinn transport configuration for a client: the server never opens
+    /// streams towards a client, so it may open none.
+    pub(crate) fn client_transport_config(&self) -> Arc<TransportConfig> {
+        let mut config = self.base_config();
+        config.max_concurrent_bidi_streams(VarInt::from_u32(0));
+        Arc::new(config)
+    }
+
+    /// The quinn transport configuration for a server.
     pub(crate) fn transport_config(&self) -> Arc<TransportConfig> {
+        Arc::new(self.base_config())
+    }
+
+    fn base_config(&self) -> TransportConfig {
         let mut config = TransportConfig::default();
         config
             .max_concurrent_bidi_streams(VarInt::from_u32(self.max_concurrent_streams))
@@ -70,6 +82,6 @@ impl Limits {
             .stream_receive_window(VarInt::from_u32(self.stream_receive_window))
             .receive_window(VarInt::from_u32(self.receive_window))
             .send_window(self.send_window);
-        Arc::new(config)
+        config
     }
 }
