@@ -59,8 +59,11 @@ pub use quicall_certs as certs;
 pub use quicall_rpc as rpc;
 pub use quicall_transport as transport;
 
+pub use quicall_rpc::balance::Policy;
+pub use quicall_rpc::cluster::{Cluster, ClusterOptions, Discovery};
 pub use quicall_rpc::{
     Bytes, CallOptions, Client, ClientOptions, Code, Context, Encode, Message, Method, Msg,
     RouteError, Router, Server, ServerOptions, ShutdownReport, Status, method_id, wire,
 };
-pub use quicall_transport::{ClientAuth, ClientTls, Limits, PeerIdentity, ServerTls};
+pub use quicall_rpc::{Hedge, metrics};
+pub use quicall_transport::{ClientAuth, ClientTls, Limits, PeerIdentity, PoolOptions, ServerTls};

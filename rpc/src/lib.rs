@@ -37,16 +37,18 @@
 
 pub mod balance;
 mod client;
+pub mod cluster;
 mod io;
 mod message;
 mod method;
+pub mod metrics;
 mod server;
 mod status;
 pub mod wire;
 
 pub use client::{CallOptions, Client, ClientOptions};
 pub use message::{Encode, Message, Msg, SizeError};
-pub use method::{Method, method_id};
+pub use method::{Hedge, Method, method_id};
 pub use server::{Context, RouteError, Router, Server, ServerOptions, ShutdownReport};
 pub use status::{Code, Status};
 

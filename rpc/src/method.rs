@@ -34,6 +34,7 @@ pub struct Method<Req: ?Sized, Resp: ?Sized> {
     name: &'static str,
     id: u64,
     idempotent: bool,
+    hedge: Option<Hedge>,
     _types: PhantomData<fn(*const Req) -> *const Resp>,
 }
 
@@ -44,6 +45,7 @@ impl<Req: Message + ?Sized, Resp: Message + ?Sized> Method<Req, Resp> {
             name,
             id: method_id(name),
             idempotent: false,
+            hedge: None,
             _types: PhantomData,
         }
     }
@@ -54,6 +56,38 @@ impl<Req: Message + ?Sized, Resp: Message + ?Sized> Method<Req, Resp> {
         self.idempotent = true;
         self
     }
+
+    /// Hedges calls of this method made through a
+    /// [`Cluster`](crate::cluster::Cluster): when no answer has come after
+    /// the [`Hedge`] delay, the same call goes to a second server and the
+    /// first answer wins. Only idempotent methods may be hedged (checked at
+    /// compile time for a `const`).
+    ///
+    /// ```
+    /// use quicall_rpc::{Hedge, Method};
+    /// use std::time::Duration;
+    /// const GET: Method<[u8], [u8]> = Method::new("kv.Store/Get")
+    ///     .idempotent()
+    ///     .hedged(Hedge::Percentile(0.95));
+    /// assert_eq!(GET.hedge(), Some(Hedge::Percentile(0.95)));
+    /// ```
+    pub const fn hedged(mut self, hedge: Hedge) -> Self {
+        assert!(self.idempotent, "only idempotent methods can be hedged");
+        self.hedge = Some(hedge);
+        self
+    }
+}
+
+/// When a hedged call sends its second copy.
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[non_exhaustive]
+pub enum Hedge {
+    /// After a fixed delay.
+    After(std::time::Duration),
+    /// After the given quantile (0.0 to 1.0, for example 0.95) of this
+    /// method's own observed latency. Until the method has a few dozen
+    /// observations, calls are not hedged.
+    Percentile(f64),
 }
 
 impl<Req: ?Sized, Resp: ?Sized> Method<Req, Resp> {
@@ -71,6 +105,11 @@ impl<Req: ?Sized, Resp: ?Sized> Method<Req, Resp> {
     pub const fn is_idempotent(&self) -> bool {
         self.idempotent
     }
+
+    /// The method's hedging, if any.
+    pub const fn hedge(&self) -> Option<Hedge> {
+        self.hedge
+    }
 }
 
 impl<Req: ?Sized, Resp: ?Sized> Clone for Method<Req, Resp> {
@@ -87,6 +126,7 @@ impl<Req: ?Sized, Resp: ?Sized> fmt::Debug for Method<Req, Resp> {
             .field("name", &self.name)
             .field("id", &format_args!("{:#018x}", self.id))
             .field("idempotent", &self.idempotent)
+            .field("hedge", &self.hedge)
             .finish()
     }
 }

@@ -16,6 +16,23 @@ pub enum TransportError {
     /// The handshake did not finish within the configured timeout.
     #[error("handshake timed out")]
     HandshakeTimeout,
+    /// The pool holds as many connections as it may.
+    #[error("connection pool full ({0} connections)")]
+    PoolFull(usize),
+    /// The server is shutting down; it takes no new calls.
+    #[error("server is draining")]
+    Draining,
+    /// The last connection attempt to this server failed; the next one waits.
+    #[error("{failure}; next connection attempt in {retry_in:?}")]
+    BackingOff {
+        /// Why the last attempt failed.
+        failure: Failure,
+        /// Time until the next attempt.
+        retry_in: std::time::Duration,
+    },
+    /// The pool is gone.
+    #[error("connection pool closed")]
+    Closed,
     /// The connection failed or was closed.
     #[error("{failure}: {error}")]
     Connection {
@@ -31,6 +48,9 @@ impl TransportError {
     pub fn failure(&self) -> Failure {
         match self {
             TransportError::Config(_) | TransportError::Connect(_) => Failure::Config,
+            TransportError::PoolFull(_) => Failure::Config,
+            TransportError::Draining | TransportError::Closed => Failure::Closed,
+            TransportError::BackingOff { failure, .. } => *failure,
             TransportError::Bind(_) => Failure::Unreachable,
             TransportError::HandshakeTimeout => Failure::Timeout,
             TransportError::Connection { failure, .. } => *failure,

@@ -34,6 +34,7 @@ mod connection;
 mod error;
 mod identity;
 mod limits;
+mod pool;
 mod server;
 mod tls;
 
@@ -42,6 +43,7 @@ pub use connection::Connection;
 pub use error::{Failure, TransportError, describe};
 pub use identity::PeerIdentity;
 pub use limits::Limits;
+pub use pool::{CallGuard, Pool, PoolOptions, Slot, SlotStatus};
 pub use server::{Incoming, ServerEndpoint};
 pub use tls::{ALPN, ClientAuth, ClientTls, ServerTls};
 

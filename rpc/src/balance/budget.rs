@@ -185,7 +185,10 @@ mod tests {
         let mut b = RetryBudget::new(config(0.0, 1));
         assert_eq!((0..20).filter(|_| b.try_withdraw(ms(0))).count(), 10);
         assert!(!b.try_withdraw(ms(5_000)));
-        assert!(b.try_withdraw(ms(10_000)), "the early withdrawals have expired");
+        assert!(
+            b.try_withdraw(ms(10_000)),
+            "the early withdrawals have expired"
+        );
     }
 
     #[test]

@@ -117,6 +117,14 @@ impl Health {
         }
     }
 
+    /// Gives back the probe admission of an attempt that ended with no
+    /// verdict (cancelled), so that another probe may go.
+    pub fn release_probe(&mut self) {
+        if self.state == (State::Probation { probing: true }) {
+            self.state = State::Probation { probing: false };
+        }
+    }
+
     /// Times this server was ejected.
     pub fn ejections(&self) -> u32 {
         self.ejections
@@ -162,8 +170,7 @@ fn ejection_time(previous: u32, jitter: f64, config: &EjectionConfig) -> Duratio
     let factor = 2f64.powi(previous.min(30) as i32);
     let raw = config.base_ejection.as_secs_f64() * factor;
     let capped = raw.min(config.max_ejection.as_secs_f64());
-    Duration::from_secs_f64(capped * (0.75 + 0.5 * jitter.clamp(0.0, 1.0)))
-        .min(config.max_ejection)
+    Duration::from_secs_f64(capped * (0.75 + 0.5 * jitter.clamp(0.0, 1.0))).min(config.max_ejection)
 }
 
 #[cfg(test)]
@@ -176,7 +183,9 @@ mod tests {
 
     fn fail(h: &mut Health, now: Duration, times: u32) -> bool {
         let config = EjectionConfig::default();
-        (0..times).fold(false, |ejected, _| h.on_failure(now, true, 0.5, &config) || ejected)
+        (0..times).fold(false, |ejected, _| {
+            h.on_failure(now, true, 0.5, &config) || ejected
+        })
     }
 
     #[test]
@@ -218,7 +227,10 @@ mod tests {
         fail(&mut h, s(0), 5);
         assert!(h.try_admit(s(5)), "the ejection (5 s) is over: a probe");
         assert!(!h.try_admit(s(5)), "only one probe at a time");
-        assert!(h.on_failure(s(6), true, 0.5, &config), "a failed probe ejects at once");
+        assert!(
+            h.on_failure(s(6), true, 0.5, &config),
+            "a failed probe ejects at once"
+        );
         assert!(h.is_ejected(s(6 + 9)));
         assert!(!h.is_ejected(s(6 + 10)), "second ejection: 10 s");
         assert!(h.try_admit(s(16)));

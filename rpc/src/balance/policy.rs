@@ -127,7 +127,9 @@ fn first_available(
     start: usize,
     candidate: &impl Fn(usize) -> Option<Candidate>,
 ) -> Option<usize> {
-    (0..n).map(|k| (start + k) % n).find(|&i| candidate(i).is_some())
+    (0..n)
+        .map(|k| (start + k) % n)
+        .find(|&i| candidate(i).is_some())
 }
 
 fn p2c(
@@ -185,7 +187,9 @@ mod tests {
         let mut counts = vec![0; servers.len()];
         let mut r = rng(42);
         for turn in 0..calls as u64 {
-            let i = policy.pick(servers.len(), |i| servers[i], turn, &mut r).unwrap();
+            let i = policy
+                .pick(servers.len(), |i| servers[i], turn, &mut r)
+                .unwrap();
             counts[i] += 1;
         }
         counts
@@ -229,11 +233,26 @@ mod tests {
             Policy::Random,
             Policy::LeastOutstanding,
         ] {
-            let servers = [None, Some(c(3, 9.0)), None, None, None, None, None, None, None, None];
+            let servers = [
+                None,
+                Some(c(3, 9.0)),
+                None,
+                None,
+                None,
+                None,
+                None,
+                None,
+                None,
+                None,
+            ];
             let counts = shares(policy, &servers, 200);
             assert_eq!(counts[1], 200, "{policy}: {counts:?}");
             let none: [Option<Candidate>; 3] = [None, None, None];
-            assert_eq!(policy.pick(3, |i| none[i], 0, &mut rng(1)), None, "{policy}");
+            assert_eq!(
+                policy.pick(3, |i| none[i], 0, &mut rng(1)),
+                None,
+                "{policy}"
+            );
             assert_eq!(policy.pick(0, |_| None, 0, &mut rng(1)), None, "{policy}");
         }
     }
@@ -243,7 +262,11 @@ mod tests {
         let servers = [Some(c(0, 1.0)), None, Some(c(0, 1.0))];
         let mut r = rng(3);
         let picks: Vec<_> = (0..6)
-            .map(|t| Policy::RoundRobin.pick(3, |i| servers[i], t, &mut r).unwrap())
+            .map(|t| {
+                Policy::RoundRobin
+                    .pick(3, |i| servers[i], t, &mut r)
+                    .unwrap()
+            })
             .collect();
         assert_eq!(picks, [0, 2, 2, 0, 2, 2]);
         let all = [Some(c(0, 20.0)), Some(c(0, 1.0)), Some(c(0, 1.0))];
@@ -253,7 +276,10 @@ mod tests {
     #[test]
     fn least_outstanding_picks_the_fewest_in_flight() {
         let servers = [Some(c(4, 1.0)), Some(c(2, 50.0)), Some(c(3, 1.0))];
-        assert_eq!(shares(Policy::LeastOutstanding, &servers, 50), vec![0, 50, 0]);
+        assert_eq!(
+            shares(Policy::LeastOutstanding, &servers, 50),
+            vec![0, 50, 0]
+        );
     }
 
     #[test]

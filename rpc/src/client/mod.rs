@@ -16,7 +16,7 @@ use crate::wire::{ErrorCode, RequestHead};
 use crate::{Encode, Message, Method, Msg, Status};
 use stream::CallStream;
 
-pub(crate) use stream::connection_status;
+pub(crate) use stream::{connection_status, transport_status};
 
 /// Client limits and defaults.
 ///
@@ -217,6 +217,25 @@ impl Client {
             endpoint.close(ErrorCode::NO_ERROR.get(), b"client closed");
         }
     }
+}
+
+/// One request and its response on a new stream of `conn`; the response
+/// body. Dropping the future resets the stream.
+pub(crate) async fn exchange(
+    conn: &Connection,
+    head: Bytes,
+    tail: Option<Bytes>,
+    max_response_size: u32,
+) -> Result<Bytes, Status> {
+    let (send, recv) = conn
+        .open_bi()
+        .await
+        .map_err(|e| connection_status(&e).not_processed())?;
+    let mut stream = CallStream::new(send, recv);
+    stream.send_request(head, tail).await?;
+    let body = stream.read_response(max_response_size).await?;
+    stream.complete();
+    Ok(body)
 }
 
 #[cfg(test)]

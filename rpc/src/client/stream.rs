@@ -114,7 +114,7 @@ pub(crate) fn connection_status(e: &ConnectionError) -> Status {
 }
 
 /// The status of a failed connection attempt. The call never reached a server.
-pub(super) fn transport_status(e: &TransportError) -> Status {
+pub(crate) fn transport_status(e: &TransportError) -> Status {
     let status = match (e.failure(), e) {
         (Failure::Authentication, TransportError::Connection { error, .. }) => {
             Status::unauthenticated(describe(error))

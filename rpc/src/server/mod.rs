@@ -125,6 +125,18 @@ impl Server {
     }
 }
 
+impl Server {
+    /// Stops at once, without grace: every connection is closed now and
+    /// calls in flight fail at their callers with UNAVAILABLE. What a crash
+    /// looks like to clients, short of a silent one.
+    pub fn abort(self) {
+        self.shared.draining.store(true, Ordering::SeqCst);
+        self.endpoint
+            .close(ErrorCode::SHUTDOWN.get(), b"server aborted");
+        self.accept_task.abort();
+    }
+}
+
 impl std::fmt::Debug for Server {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Server")

@@ -21,7 +21,7 @@ mod request;
 mod response;
 
 pub use error_code::ErrorCode;
-pub use request::{REQUEST_HEADER_LEN, RequestHead, RequestHeader, decode_request};
+pub use request::{REQUEST_HEADER_LEN, RequestHead, RequestHeader, decode_request, set_deadline};
 pub use response::{
     RESPONSE_HEADER_LEN, ResponseFlags, ResponseHead, ResponseHeader, decode_response,
 };

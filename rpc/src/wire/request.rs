@@ -53,12 +53,7 @@ impl RequestHead {
     /// capped at `u64::MAX` microseconds; a zero deadline is sent as 1 µs, so
     /// that it stays distinct from "none".
     pub fn encode(&self) -> [u8; REQUEST_HEADER_LEN] {
-        let deadline_us = match self.deadline {
-            None => 0,
-            Some(d) => u64::try_from(d.as_nanos().div_ceil(1000))
-                .unwrap_or(u64::MAX)
-                .max(1),
-        };
+        let deadline_us = deadline_micros(self.deadline);
         let header = RequestHeader {
             version: VERSION,
             flags: 0,
@@ -70,6 +65,31 @@ impl RequestHead {
         let mut out = [0u8; REQUEST_HEADER_LEN];
         out.copy_from_slice(header.as_bytes());
         out
+    }
+}
+
+/// Rewrites the deadline of an encoded request header in place (a retry or
+/// hedge sends the budget left, not the budget at the first attempt).
+///
+/// ```
+/// use quicall_rpc::wire::{RequestHead, decode_request, set_deadline};
+/// use std::time::Duration;
+/// let mut bytes = RequestHead { method_id: 1, body_len: 0, deadline: None }.encode();
+/// set_deadline(&mut bytes, Some(Duration::from_millis(3)));
+/// assert_eq!(decode_request(&bytes, 0).unwrap().deadline, Some(Duration::from_millis(3)));
+/// ```
+pub fn set_deadline(header: &mut [u8], deadline: Option<Duration>) {
+    if let Ok((header, _)) = RequestHeader::mut_from_prefix(header) {
+        header.deadline_us = U64::new(deadline_micros(deadline));
+    }
+}
+
+fn deadline_micros(deadline: Option<Duration>) -> u64 {
+    match deadline {
+        None => 0,
+        Some(d) => u64::try_from(d.as_nanos().div_ceil(1000))
+            .unwrap_or(u64::MAX)
+            .max(1),
     }
 }
 

@@ -1,0 +1,313 @@
+//! One call through a cluster: picking servers, attempts, retries, hedges,
+//! and what each outcome teaches the balancer.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use quicall_transport::Connection;
+use tokio::time::Instant;
+
+use super::Inner;
+use super::member::Member;
+use crate::balance::may_eject;
+use crate::client::{exchange, transport_status};
+use crate::metrics::Stats;
+use crate::{Code, Hedge, Status};
+
+/// Observations a method needs before a percentile hedge delay is trusted.
+const MIN_HEDGE_SAMPLES: u64 = 20;
+/// Servers remembered as tried by one call (to retry elsewhere).
+const TRIED: usize = 8;
+
+pub(super) struct Call<'a> {
+    pub(super) inner: &'a Inner,
+    pub(super) stats: &'a Stats,
+    pub(super) idempotent: bool,
+    pub(super) hedge: Option<Hedge>,
+    pub(super) head: Bytes,
+    pub(super) tail: Option<Bytes>,
+    pub(super) deadline: Option<Instant>,
+}
+
+/// Servers a call has tried, by index in the server list it started with.
+#[derive(Default)]
+struct Tried {
+    indices: [usize; TRIED],
+    len: usize,
+}
+
+impl Tried {
+    fn add(&mut self, i: usize) {
+        if self.len < TRIED {
+            self.indices[self.len] = i;
+            self.len += 1;
+        }
+    }
+    fn contains(&self, i: usize) -> bool {
+        self.indices[..self.len].contains(&i)
+    }
+}
+
+impl Call<'_> {
+    pub(super) async fn run(&self) -> Result<Bytes, Status> {
+        let servers = self.inner.servers();
+        let mut tried = Tried::default();
+        let mut attempts = 0u32;
+        loop {
+            let Some(first) = self.pick(&servers, &tried) else {
+                return Err(Status::unavailable(format!(
+                    "no server available among {}",
+                    servers.len()
+                ))
+                .not_processed());
+            };
+            tried.add(first);
+            let head = self.head_now(attempts);
+            let result = match self.hedge_delay() {
+                Some(delay) if attempts == 0 => {
+                    self.hedged(&servers, first, head, delay, &mut tried).await
+                }
+                _ => attempt(self.inner, &servers[first], head, self.tail.clone()).await,
+            };
+            attempts += 1;
+            let status = match result {
+                Ok(body) => return Ok(body),
+                Err(status) => status,
+            };
+            if !status.is_retry_safe(self.idempotent)
+                || attempts >= self.inner.options.max_attempts
+                || self.deadline.is_some_and(|d| Instant::now() >= d)
+            {
+                return Err(status);
+            }
+            if !self.inner.lock_budget().try_withdraw(self.inner.now()) {
+                self.stats.add_budget_exhausted();
+                self.inner.total.add_budget_exhausted();
+                return Err(exhausted(status));
+            }
+            self.stats.add_retry();
+            self.inner.total.add_retry();
+            servers[first].stats.add_retry();
+        }
+    }
+
+    /// Picks a server: preferably connected and not tried by this call yet;
+    /// else one that needs a connection first; else one already tried.
+    fn pick(&self, servers: &[Arc<Member>], tried: &Tried) -> Option<usize> {
+        let inner = self.inner;
+        let now = inner.now();
+        let turn = inner
+            .turn
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut rng = || fastrand::u64(..);
+        let policy = inner.options.policy;
+        let n = servers.len();
+        let untried = |connected_only| {
+            move |i: usize| {
+                (!tried.contains(i))
+                    .then(|| servers[i].candidate(now, connected_only))
+                    .flatten()
+            }
+        };
+        policy
+            .pick(n, untried(true), turn, &mut rng)
+            .or_else(|| policy.pick(n, untried(false), turn, &mut rng))
+            .or_else(|| policy.pick(n, |i| servers[i].candidate(now, false), turn, &mut rng))
+    }
+
+    /// The request header and inline body, with the deadline left now.
+    fn head_now(&self, attempts: u32) -> Bytes {
+        match (attempts, self.deadline) {
+            (0, _) | (_, None) => self.head.clone(),
+            (_, Some(deadline)) => {
+                let mut head = BytesMut::from(&self.head[..]);
+                crate::wire::set_deadline(
+                    &mut head,
+                    Some(deadline.saturating_duration_since(Instant::now())),
+                );
+                head.freeze()
+            }
+        }
+    }
+
+    fn hedge_delay(&self) -> Option<Duration> {
+        match self.hedge? {
+            Hedge::After(delay) => Some(delay),
+            Hedge::Percentile(q) => (self.stats.calls() >= MIN_HEDGE_SAMPLES)
+                .then(|| self.stats.quantile(q))
+                .flatten(),
+        }
+    }
+
+    /// The first attempt, and a second one on another server if the first
+    /// has not answered after `delay`; the first answer wins and the other
+    /// attempt is dropped, which resets its stream.
+    async fn hedged(
+        &self,
+        servers: &[Arc<Member>],
+        first: usize,
+        head: Bytes,
+        delay: Duration,
+        tried: &mut Tried,
+    ) -> Result<Bytes, Status> {
+        let a = attempt(self.inner, &servers[first], head.clone(), self.tail.clone());
+        tokio::pin!(a);
+        tokio::select! {
+            result = &mut a => return result,
+            _ = tokio::time::sleep(delay) => {}
+        }
+        let Some(second) = self.pick(servers, tried).filter(|&s| s != first) else {
+            return a.await;
+        };
+        if !self.inner.lock_budget().try_withdraw(self.inner.now()) {
+            self.stats.add_budget_exhausted();
+            self.inner.total.add_budget_exhausted();
+            return a.await;
+        }
+        tried.add(second);
+        self.stats.add_hedge();
+        self.inner.total.add_hedge();
+        servers[second].stats.add_hedge();
+        let b = attempt(self.inner, &servers[second], head, self.tail.clone());
+        tokio::pin!(b);
+        tokio::select! {
+            result = &mut a => match result {
+                Ok(body) => Ok(body),
+                Err(_) => b.await,
+            },
+            result = &mut b => match result {
+                Ok(body) => Ok(body),
+                Err(_) => a.await,
+            },
+        }
+    }
+}
+
+/// The status of a call that may not be retried for want of budget.
+fn exhausted(status: Status) -> Status {
+    let not_processed = status.was_not_processed();
+    let status = Status::new(
+        status.code(),
+        format!("{} (not retried: retry budget exhausted)", status.message()),
+    );
+    if not_processed {
+        status.not_processed()
+    } else {
+        status
+    }
+}
+
+/// One attempt on one server. Whatever its end (an answer, a failure, or
+/// the future dropped by a hedge or a deadline), the server's latency
+/// estimate, health and stats learn from it.
+async fn attempt(
+    inner: &Inner,
+    member: &Arc<Member>,
+    head: Bytes,
+    tail: Option<Bytes>,
+) -> Result<Bytes, Status> {
+    if !member.health().try_admit(inner.now()) {
+        return Err(Status::unavailable("server ejected").not_processed());
+    }
+    let mut outcome = Outcome {
+        inner,
+        member,
+        start: Instant::now(),
+        done: false,
+    };
+    let _in_flight = member.slot.begin_call();
+    let conn = match member.slot.ready() {
+        Some(conn) => conn,
+        None => match member.slot.connect().await {
+            Ok(conn) => conn,
+            Err(e) => {
+                let status = transport_status(&e);
+                outcome.failure(&status, None);
+                return Err(status);
+            }
+        },
+    };
+    let result = exchange(&conn, head, tail, inner.options.client.max_response_size).await;
+    match &result {
+        Ok(_) => outcome.answer(Code::Ok),
+        Err(status) if is_server_failure(status) => outcome.failure(status, Some(&conn)),
+        Err(status) => outcome.answer(status.code()),
+    }
+    result
+}
+
+/// UNAVAILABLE (connection lost or refused, stream reset, draining) and
+/// UNAUTHENTICATED say the server cannot serve; other statuses are answers.
+fn is_server_failure(status: &Status) -> bool {
+    matches!(status.code(), Code::Unavailable | Code::Unauthenticated)
+}
+
+/// What an attempt teaches about its server, recorded exactly once.
+struct Outcome<'a> {
+    inner: &'a Inner,
+    member: &'a Arc<Member>,
+    start: Instant,
+    done: bool,
+}
+
+impl Outcome<'_> {
+    fn answer(&mut self, code: Code) {
+        self.done = true;
+        let latency = self.start.elapsed();
+        let now = self.inner.now();
+        self.member.ewma().observe(latency, now);
+        self.member.health().on_success(now);
+        self.member.stats.record(latency, code);
+    }
+
+    fn failure(&mut self, status: &Status, conn: Option<&Connection>) {
+        self.done = true;
+        let latency = self.start.elapsed();
+        self.member.stats.record(latency, status.code());
+        // A live connection answering UNAVAILABLE, not processed: the server
+        // is draining. Send nothing new there; that is not a failure.
+        if status.code() == Code::Unavailable
+            && status.was_not_processed()
+            && conn.is_some_and(|c| c.close_reason().is_none())
+        {
+            self.member.slot.mark_draining();
+            self.member.health().on_success(self.inner.now());
+            return;
+        }
+        let now = self.inner.now();
+        let servers = self.inner.servers();
+        let ejected = servers
+            .iter()
+            .filter(|m| m.health().is_ejected(now))
+            .count();
+        let allowed = may_eject(
+            ejected,
+            servers.len(),
+            self.inner.options.ejection.max_ejected_share,
+        );
+        let ejected_now = self.member.health().on_failure(
+            now,
+            allowed,
+            fastrand::f64(),
+            &self.inner.options.ejection,
+        );
+        if ejected_now {
+            tracing::warn!(addr = %self.member.slot.addr(), "server ejected: {status}");
+            self.member.stats.add_ejection();
+            self.inner.total.add_ejection();
+        }
+    }
+}
+
+impl Drop for Outcome<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            // Abandoned (a hedge lost, or the deadline passed): the server
+            // was at least this slow, and a probe slot must be given back.
+            let now = self.inner.now();
+            self.member.ewma().observe(self.start.elapsed(), now);
+            self.member.health().release_probe();
+        }
+    }
+}

@@ -1,0 +1,422 @@
+//! The cluster client: calls spread over many servers by a selection policy,
+//! with ejection of failing servers, retries within a budget, hedging, DNS
+//! discovery and per-method and per-server metrics.
+
+mod attempt;
+mod discovery;
+mod member;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::time::Duration;
+
+use quicall_transport::{ClientEndpoint, ClientTls, Pool, PoolOptions, SlotStatus};
+use tokio::time::{Instant, timeout_at};
+
+pub use discovery::{Discovery, Resolve, SystemResolver, host_of};
+
+use crate::balance::{EjectionConfig, Policy, RetryBudget, RetryBudgetConfig};
+use crate::message::frame;
+use crate::metrics::{Stats, StatsSnapshot};
+use crate::wire::RequestHead;
+use crate::{CallOptions, ClientOptions, Code, Encode, Message, Method, Msg, Status};
+use member::Member;
+
+/// Settings of a [`Cluster`].
+///
+/// ```
+/// use quicall_rpc::balance::Policy;
+/// use quicall_rpc::cluster::ClusterOptions;
+/// let options = ClusterOptions { policy: Policy::RoundRobin, ..ClusterOptions::default() };
+/// assert_eq!(options.max_attempts, 3);
+/// ```
+#[derive(Debug, Clone)]
+pub struct ClusterOptions {
+    /// How calls are spread over servers. Default: power of two choices by
+    /// peak-EWMA latency × (calls in flight + 1).
+    pub policy: Policy,
+    /// When failing servers are ejected.
+    pub ejection: EjectionConfig,
+    /// How many retries and hedges the cluster may send.
+    pub retry_budget: RetryBudgetConfig,
+    /// Attempts of one call at most (first + retries), whatever the budget. Default 3.
+    pub max_attempts: u32,
+    /// Latency estimate of a server not yet observed. Default 1 ms: low, so
+    /// that a new server is tried soon.
+    pub initial_latency: Duration,
+    /// Time constant of the latency estimate's decay. Default 5 s.
+    pub latency_decay: Duration,
+    /// Per-connection client settings: transport limits, response size
+    /// limit, default deadline.
+    pub client: ClientOptions,
+    /// Pool settings: connection cap, idle timeout, reconnection backoff.
+    pub pool: PoolOptions,
+    /// How often a DNS discovery is resolved again. Default 5 s.
+    pub resolve_interval: Duration,
+}
+
+impl Default for ClusterOptions {
+    fn default() -> Self {
+        Self {
+            policy: Policy::default(),
+            ejection: EjectionConfig::default(),
+            retry_budget: RetryBudgetConfig::default(),
+            max_attempts: 3,
+            initial_latency: Duration::from_millis(1),
+            latency_decay: Duration::from_secs(5),
+            client: ClientOptions::default(),
+            pool: PoolOptions::default(),
+            resolve_interval: Duration::from_secs(5),
+        }
+    }
+}
+
+/// A client of a set of replicas.
+///
+/// Each call goes to the server the policy picks among those that take calls
+/// (not ejected, not draining, not waiting to reconnect). A call that fails in
+/// a way that is safe to repeat (the method is idempotent, or the server
+/// provably never ran it) is sent again to another server, if the retry budget
+/// allows and the deadline has not passed. Hedged methods send a second copy
+/// when the first is slow. Cloning is cheap.
+///
+/// ```no_run
+/// use quicall_rpc::cluster::{Cluster, ClusterOptions, Discovery};
+/// use quicall_rpc::Method;
+/// # async fn run(tls: quicall_transport::ClientTls) -> Result<(), quicall_rpc::Status> {
+/// const ECHO: Method<[u8], [u8]> = Method::new("demo.Echo/Echo").idempotent();
+/// let servers = Discovery::fixed([("127.0.0.1:4433", "localhost"), ("127.0.0.1:4434", "localhost")]);
+/// let cluster = Cluster::new(servers, tls, ClusterOptions::default()).await?;
+/// let reply = cluster.call(&ECHO, "hello").await?;
+/// for server in cluster.snapshot().servers {
+///     println!("{} took {} calls", server.addr, server.stats.calls);
+/// }
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Cluster {
+    inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pool: Pool,
+    endpoint: ClientEndpoint,
+    servers: RwLock<Arc<Vec<Arc<Member>>>>,
+    methods: RwLock<HashMap<u64, Arc<MethodEntry>>>,
+    turn: AtomicU64,
+    budget: Mutex<RetryBudget>,
+    origin: Instant,
+    options: ClusterOptions,
+    total: Stats,
+}
+
+struct MethodEntry {
+    name: &'static str,
+    stats: Stats,
+}
+
+/// A server as seen from a [`Cluster`].
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ServerSnapshot {
+    /// Its address.
+    pub addr: SocketAddr,
+    /// Its TLS name.
+    pub name: String,
+    /// Attempts sent to it and their latencies.
+    pub stats: StatsSnapshot,
+    /// Whether it is ejected now.
+    pub ejected: bool,
+    /// Its connection's state.
+    pub status: SlotStatus,
+    /// Its latency estimate now.
+    pub latency_estimate: Duration,
+}
+
+/// Everything a [`Cluster`] measured, at one instant.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ClusterSnapshot {
+    /// Per server (attempts, including retries and hedges).
+    pub servers: Vec<ServerSnapshot>,
+    /// Per method (calls, as the caller saw them).
+    pub methods: Vec<(&'static str, StatsSnapshot)>,
+    /// All calls.
+    pub total: StatsSnapshot,
+}
+
+impl Cluster {
+    /// A cluster client of the servers `discovery` names (resolved now; a DNS
+    /// discovery is resolved again in the background). Connections are opened
+    /// on first use. Must be called within a tokio runtime.
+    pub async fn new(
+        discovery: Discovery,
+        tls: ClientTls,
+        options: ClusterOptions,
+    ) -> Result<Cluster, Status> {
+        let endpoint = ClientEndpoint::new(tls, options.client.transport.clone())
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let pool = Pool::new(endpoint.clone(), options.pool.clone());
+        let inner = Arc::new(Inner {
+            pool,
+            endpoint,
+            servers: RwLock::new(Arc::new(Vec::new())),
+            methods: RwLock::new(HashMap::new()),
+            turn: AtomicU64::new(0),
+            budget: Mutex::new(RetryBudget::new(options.retry_budget)),
+            origin: Instant::now(),
+            total: Stats::default(),
+            options,
+        });
+        let servers = discovery.resolve().await.map_err(|e| {
+            Status::unavailable(format!("cannot resolve servers: {e}")).not_processed()
+        })?;
+        inner.set_servers(&servers);
+        if discovery.is_dynamic() {
+            tokio::spawn(follow(Arc::downgrade(&inner), discovery));
+        }
+        Ok(Cluster { inner })
+    }
+
+    /// Calls `method` with the default deadline.
+    pub async fn call<Req, Resp>(
+        &self,
+        method: &Method<Req, Resp>,
+        request: impl Encode<Req>,
+    ) -> Result<Msg<Resp>, Status>
+    where
+        Req: Message + ?Sized,
+        Resp: Message + ?Sized,
+    {
+        self.call_with(method, request, CallOptions::default())
+            .await
+    }
+
+    /// Calls `method` with per-call options. The deadline covers every
+    /// attempt; dropping the future cancels every stream of the call.
+    pub async fn call_with<Req, Resp>(
+        &self,
+        method: &Method<Req, Resp>,
+        request: impl Encode<Req>,
+        options: CallOptions,
+    ) -> Result<Msg<Resp>, Status>
+    where
+        Req: Message + ?Sized,
+        Resp: Message + ?Sized,
+    {
+        let inner = &*self.inner;
+        let start = Instant::now();
+        let budget = options.deadline.or(inner.options.client.default_deadline);
+        let deadline = budget.map(|b| start + b);
+        let body_len = u32::try_from(request.body_len()).map_err(|_| {
+            Status::invalid_argument("request body exceeds the protocol's 4 GiB limit")
+                .not_processed()
+        })?;
+        let header = RequestHead {
+            method_id: method.id(),
+            body_len,
+            deadline: budget,
+        };
+        let (head, tail) = frame::<Req>(&header.encode(), request);
+        let entry = inner.method_entry(method.id(), method.name());
+        entry.stats.begin();
+        inner.lock_budget().deposit(inner.now());
+        let call = attempt::Call {
+            inner,
+            stats: &entry.stats,
+            idempotent: method.is_idempotent(),
+            hedge: method.hedge().filter(|_| method.is_idempotent()),
+            head,
+            tail,
+            deadline,
+        };
+        let result = match deadline {
+            None => call.run().await,
+            Some(deadline) => match timeout_at(deadline, call.run()).await {
+                Ok(result) => result,
+                Err(_) => Err(Status::deadline_exceeded(format!(
+                    "no answer from {} within {:?}",
+                    method.name(),
+                    budget.unwrap_or_default()
+                ))),
+            },
+        };
+        let result = result.and_then(|body| {
+            Msg::new(body).map_err(|e| Status::internal(format!("bad response: {e}")))
+        });
+        let code = result.as_ref().err().map_or(Code::Ok, Status::code);
+        entry.stats.end();
+        entry.stats.record(start.elapsed(), code);
+        inner.total.record(start.elapsed(), code);
+        result
+    }
+
+    /// Every measurement: per server, per method, in total.
+    pub fn snapshot(&self) -> ClusterSnapshot {
+        let inner = &*self.inner;
+        let now = inner.now();
+        let servers = inner
+            .servers()
+            .iter()
+            .map(|m| ServerSnapshot {
+                addr: m.slot.addr(),
+                name: m.slot.server_name().to_owned(),
+                stats: m.stats.snapshot(),
+                ejected: m.health().is_ejected(now),
+                status: m.slot.status(),
+                latency_estimate: m.ewma().estimate(now),
+            })
+            .collect();
+        let mut methods: Vec<_> = inner
+            .methods
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .map(|e| (e.name, e.stats.snapshot()))
+            .collect();
+        methods.sort_by_key(|(name, _)| *name);
+        ClusterSnapshot {
+            servers,
+            methods,
+            total: inner.total.snapshot(),
+        }
+    }
+
+    /// The servers' addresses now.
+    pub fn servers(&self) -> Vec<SocketAddr> {
+        self.inner.servers().iter().map(|m| m.slot.addr()).collect()
+    }
+
+    /// Connections open or opening now.
+    pub fn open_connections(&self) -> usize {
+        self.inner.pool.open_connections()
+    }
+
+    /// Closes every connection; calls in flight fail with UNAVAILABLE.
+    pub fn close(&self) {
+        self.inner.pool.close();
+        self.inner.endpoint.close(0, b"cluster client closed");
+    }
+}
+
+impl fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Cluster")
+            .field("servers", &self.servers())
+            .field("policy", &self.inner.options.policy)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Inner {
+    /// Time since the cluster was made: the clock of the pure balancing logic.
+    fn now(&self) -> Duration {
+        self.origin.elapsed()
+    }
+
+    fn servers(&self) -> Arc<Vec<Arc<Member>>> {
+        self.servers
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn lock_budget(&self) -> std::sync::MutexGuard<'_, RetryBudget> {
+        self.budget.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn method_entry(&self, id: u64, name: &'static str) -> Arc<MethodEntry> {
+        if let Some(entry) = self
+            .methods
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&id)
+        {
+            return entry.clone();
+        }
+        let mut methods = self.methods.write().unwrap_or_else(|e| e.into_inner());
+        methods
+            .entry(id)
+            .or_insert_with(|| {
+                Arc::new(MethodEntry {
+                    name,
+                    stats: Stats::default(),
+                })
+            })
+            .clone()
+    }
+
+    /// Replaces the server set: members that stay keep their state.
+    fn set_servers(&self, wanted: &[(SocketAddr, String)]) {
+        let current = self.servers();
+        let mut next = Vec::with_capacity(wanted.len());
+        for (addr, name) in wanted {
+            let existing = current
+                .iter()
+                .find(|m| m.slot.addr() == *addr && m.slot.server_name() == name);
+            next.push(match existing {
+                Some(m) => m.clone(),
+                None => {
+                    tracing::info!(%addr, name, "server added");
+                    Arc::new(Member::new(
+                        self.pool.slot(*addr, name),
+                        self.options.initial_latency,
+                        self.options.latency_decay,
+                    ))
+                }
+            });
+        }
+        for gone in current.iter().filter(|m| {
+            !wanted
+                .iter()
+                .any(|(a, n)| *a == m.slot.addr() && n == m.slot.server_name())
+        }) {
+            tracing::info!(addr = %gone.slot.addr(), "server removed");
+            self.pool.remove(gone.slot.addr(), gone.slot.server_name());
+        }
+        *self.servers.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(next);
+    }
+}
+
+/// Resolves a DNS discovery again every interval, until the cluster is dropped.
+async fn follow(inner: Weak<Inner>, discovery: Discovery) {
+    loop {
+        let interval = match inner.upgrade() {
+            Some(inner) => inner.options.resolve_interval,
+            None => return,
+        };
+        tokio::time::sleep(interval).await;
+        let resolved = discovery.resolve().await;
+        let Some(inner) = inner.upgrade() else { return };
+        match resolved {
+            Ok(servers) if !servers.is_empty() => inner.set_servers(&servers),
+            // Keep the last good set rather than forget every server.
+            Ok(_) => tracing::warn!(
+                ?discovery,
+                "discovery found no server; keeping the last set"
+            ),
+            Err(e) => tracing::warn!(?discovery, "discovery failed: {e}; keeping the last set"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clusters_and_their_calls_are_send() {
+        use bytes::Bytes;
+        fn is_send_sync<T: Send + Sync>() {}
+        fn is_send<T: Send>(_: &T) {}
+        is_send_sync::<Cluster>();
+        const M: Method<[u8], [u8]> = Method::new("x");
+        fn check(cluster: &Cluster) {
+            is_send(&cluster.call(&M, Bytes::new()));
+        }
+        let _ = check;
+    }
+}
