@@ -80,3 +80,99 @@ pub async fn bounded<F: std::future::Future>(fut: F) -> F::Output {
         .await
         .expect("test step did not finish in 30 s")
 }
+
+/// A cluster client of `servers`, with the test PKI's client certificate.
+pub async fn cluster_of(
+    pki: &Pki,
+    servers: &[&Server],
+    options: quicall::ClusterOptions,
+) -> quicall::Cluster {
+    let list: Vec<_> = servers
+        .iter()
+        .map(|s| (s.local_addr().to_string(), "localhost".to_string()))
+        .collect();
+    quicall::Cluster::new(quicall::Discovery::Static(list), pki.client_tls(), options)
+        .await
+        .unwrap()
+}
+
+/// A loopback UDP proxy for one client that drops, delays and reorders a
+/// share of the datagrams in each direction: the network faults the kernel
+/// here cannot inject.
+pub struct LossyProxy {
+    pub addr: SocketAddr,
+    pub dropped: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    pub delayed: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl LossyProxy {
+    /// Forwards to `upstream`, dropping a `loss` share of datagrams and
+    /// holding back a `delay` share by up to `max_delay` (which reorders them).
+    pub async fn start(upstream: SocketAddr, loss: f64, delay: f64, max_delay: Duration) -> Self {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicU64, Ordering};
+        use tokio::net::UdpSocket;
+
+        let front = Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
+        let back = Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
+        back.connect(upstream).await.unwrap();
+        let addr = front.local_addr().unwrap();
+        let dropped = Arc::new(AtomicU64::new(0));
+        let delayed = Arc::new(AtomicU64::new(0));
+        let (d, l) = (dropped.clone(), delayed.clone());
+        let task = tokio::spawn(async move {
+            let mut client: Option<SocketAddr> = None;
+            let mut up = vec![0u8; 65536];
+            let mut down = vec![0u8; 65536];
+            // Decides a datagram's fate: None to drop it, else its delay.
+            let fate = move || {
+                let r = fastrand::f64();
+                if r < loss {
+                    d.fetch_add(1, Ordering::Relaxed);
+                    None
+                } else if r < loss + delay {
+                    l.fetch_add(1, Ordering::Relaxed);
+                    Some(max_delay.mul_f64(fastrand::f64()))
+                } else {
+                    Some(Duration::ZERO)
+                }
+            };
+            loop {
+                tokio::select! {
+                    r = front.recv_from(&mut up) => {
+                        let Ok((n, from)) = r else { return };
+                        client = Some(from);
+                        let Some(wait) = fate() else { continue };
+                        let (back, data) = (back.clone(), up[..n].to_vec());
+                        tokio::spawn(async move {
+                            tokio::time::sleep(wait).await;
+                            let _ = back.send(&data).await;
+                        });
+                    }
+                    r = back.recv(&mut down) => {
+                        let Ok(n) = r else { return };
+                        let (Some(to), Some(wait)) = (client, fate()) else { continue };
+                        let (front, data) = (front.clone(), down[..n].to_vec());
+                        tokio::spawn(async move {
+                            tokio::time::sleep(wait).await;
+                            let _ = front.send_to(&data, to).await;
+                        });
+                    }
+                }
+            }
+        });
+        Self {
+            addr,
+            dropped,
+            delayed,
+            task,
+        }
+    }
+}
+
+impl Drop for LossyProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}

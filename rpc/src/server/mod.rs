@@ -108,7 +108,7 @@ impl Server {
     /// calls are answered UNAVAILABLE, marked not processed, so that clients
     /// may safely send them elsewhere), waits up to `grace` for the calls in
     /// flight to finish, then closes every connection.
-    pub async fn shutdown(self, grace: Duration) -> ShutdownReport {
+    pub async fn shutdown(mut self, grace: Duration) -> ShutdownReport {
         self.shared.draining.store(true, Ordering::SeqCst);
         let all = u32::try_from(self.shared.options.max_calls_in_flight).unwrap_or(u32::MAX);
         let drained = tokio::time::timeout(grace, self.shared.calls.acquire_many(all)).await;
@@ -121,6 +121,11 @@ impl Server {
         // Bounded: the close is retransmitted for a few RTTs, then given up.
         let _ = tokio::time::timeout(Duration::from_secs(2), self.endpoint.wait_idle()).await;
         self.accept_task.abort();
+        let accept_task = std::mem::replace(&mut self.accept_task, tokio::spawn(async {}));
+        // Once the accept task has let go of the endpoint, dropping `self`
+        // lets quinn's driver close the UDP socket, so the port can be
+        // bound again (a moment later, when the driver runs).
+        let _ = accept_task.await;
         ShutdownReport { unfinished_calls }
     }
 }
