@@ -10,6 +10,10 @@
 //! assert_eq!(router.methods().count(), 3);
 //! ```
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
 use quicall_rpc::{Context, Method, Msg, Router, Status};
 use zerocopy::little_endian::I64;
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
@@ -35,8 +39,11 @@ pub struct AddResponse {
 /// Adds two integers; OUT_OF_RANGE if the sum overflows.
 pub const ADD: Method<AddRequest, AddResponse> = Method::new("calc.Calc/Add").idempotent();
 
-/// Returns the request bytes unchanged (without copying them).
-pub const ECHO: Method<[u8], [u8]> = Method::new("demo.Echo/Echo").idempotent();
+/// Returns the request bytes unchanged (without copying them). Hedged by a
+/// [`Cluster`](quicall_rpc::cluster::Cluster) after its 95th percentile latency.
+pub const ECHO: Method<[u8], [u8]> = Method::new("demo.Echo/Echo")
+    .idempotent()
+    .hedged(quicall_rpc::Hedge::Percentile(0.95));
 
 /// Returns the caller's certificate name, as the server verified it.
 pub const WHOAMI: Method<[u8], [u8]> = Method::new("demo.Echo/WhoAmI").idempotent();
@@ -70,5 +77,72 @@ pub fn router() -> Router {
         .route(&ADD, add)
         .and_then(|r| r.route(&ECHO, echo))
         .and_then(|r| r.route(&WHOAMI, whoami))
+        .expect("demo methods have distinct identifiers")
+}
+
+/// Knobs of a demo server, turned while it runs: a service time added to
+/// every call (to show how clients steer around a slow server).
+///
+/// ```
+/// use quicall::demo::Knobs;
+/// use std::time::Duration;
+/// let knobs = Knobs::default();
+/// knobs.set_service_time(Duration::from_millis(20));
+/// assert_eq!(knobs.service_time(), Duration::from_millis(20));
+/// ```
+#[derive(Debug, Default)]
+pub struct Knobs {
+    service_us: AtomicU64,
+}
+
+impl Knobs {
+    /// Sets the time every call spends in the server before it is answered.
+    pub fn set_service_time(&self, time: Duration) {
+        self.service_us
+            .store(time.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    /// The time every call spends in the server.
+    pub fn service_time(&self) -> Duration {
+        Duration::from_micros(self.service_us.load(Ordering::Relaxed))
+    }
+
+    async fn serve_time(&self) {
+        let time = self.service_time();
+        if !time.is_zero() {
+            tokio::time::sleep(time).await;
+        }
+    }
+}
+
+/// [`router`], with every call first spending the service time of `knobs`.
+pub fn router_with(knobs: Arc<Knobs>) -> Router {
+    let (k1, k2, k3) = (knobs.clone(), knobs.clone(), knobs);
+    Router::new()
+        .route(&ADD, move |ctx, req| {
+            let knobs = k1.clone();
+            async move {
+                knobs.serve_time().await;
+                add(ctx, req).await
+            }
+        })
+        .and_then(|r| {
+            r.route(&ECHO, move |ctx, req| {
+                let knobs = k2.clone();
+                async move {
+                    knobs.serve_time().await;
+                    echo(ctx, req).await
+                }
+            })
+        })
+        .and_then(|r| {
+            r.route(&WHOAMI, move |ctx, req| {
+                let knobs = k3.clone();
+                async move {
+                    knobs.serve_time().await;
+                    whoami(ctx, req).await
+                }
+            })
+        })
         .expect("demo methods have distinct identifiers")
 }

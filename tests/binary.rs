@@ -26,7 +26,7 @@ fn wait_bounded(mut child: Child, limit: Duration) -> std::process::Output {
 #[test]
 fn demo_runs_to_completion_and_exits_zero() {
     let child = Command::new(env!("CARGO_BIN_EXE_quicall"))
-        .args(["demo", "--calls", "600"])
+        .args(["demo", "--phase-secs", "0.6"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -49,7 +49,16 @@ fn demo_runs_to_completion_and_exits_zero() {
         9,
         "{stdout}"
     );
-    assert!(stdout.contains("count 600"), "{stdout}");
+    for phase in [
+        "1. all three",
+        "2. server-2 made 20x slower",
+        "3. server-3 killed",
+        "4. server-3 restarted",
+    ] {
+        assert!(stdout.contains(phase), "phase {phase:?} missing: {stdout}");
+    }
+    assert!(stdout.contains("failed idempotent calls: 0"), "{stdout}");
+    assert!(stdout.contains("demo finished"), "{stdout}");
 }
 
 #[test]

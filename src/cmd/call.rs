@@ -1,23 +1,32 @@
-//! `quicall call`: one call to a server, its answer printed.
+//! `quicall call`: calls to one server, a list of servers, or every server
+//! behind a DNS name, with the answer printed.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use quicall::demo::{ADD, AddRequest, ECHO, WHOAMI};
-use quicall::{CallOptions, Client, ClientOptions, ClientTls};
+use quicall::{CallOptions, ClientTls, Cluster, ClusterOptions, Discovery, Policy};
 use zerocopy::little_endian::I64;
 
 /// Arguments of `quicall call`.
 #[derive(clap::Args)]
 pub struct Args {
-    /// The server (host:port).
-    #[arg(long, default_value = "127.0.0.1:4433")]
-    server: String,
-    /// Name the server's certificate must carry (default: the host of --server).
+    /// A server (host:port). Repeat for a static list of replicas.
+    #[arg(
+        long = "server",
+        default_value = "127.0.0.1:4433",
+        conflicts_with = "dns"
+    )]
+    servers: Vec<String>,
+    /// Every server behind this DNS name (host:port), re-resolved
+    /// periodically: for example a Kubernetes headless service.
+    #[arg(long)]
+    dns: Option<String>,
+    /// Name the servers' certificates must carry (default: each host name).
     #[arg(long)]
     server_name: Option<String>,
-    /// CA certificate(s) the server's certificate must chain to (PEM).
+    /// CA certificate(s) the servers' certificates must chain to (PEM).
     #[arg(long)]
     ca: PathBuf,
     /// This client's certificate chain (PEM), for mutual TLS.
@@ -26,9 +35,15 @@ pub struct Args {
     /// This client's private key (PEM).
     #[arg(long, requires = "cert")]
     key: Option<PathBuf>,
-    /// Deadline of the call in milliseconds.
+    /// Deadline of each call in milliseconds.
     #[arg(long, default_value_t = 5000)]
     deadline_ms: u64,
+    /// Number of calls; above 1, prints how they spread over the servers.
+    #[arg(long, default_value_t = 1)]
+    count: u32,
+    /// Selection policy: p2c-peak-ewma, round-robin, random, least-outstanding.
+    #[arg(long, default_value = "p2c-peak-ewma")]
+    policy: Policy,
     #[command(subcommand)]
     method: MethodArgs,
 }
@@ -54,41 +69,95 @@ enum MethodArgs {
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
-    let addr = super::resolve(&args.server).await?;
-    let server_name = args
-        .server_name
-        .clone()
-        .unwrap_or_else(|| super::host_of(&args.server).to_owned());
+    let discovery = match &args.dns {
+        Some(target) => match &args.server_name {
+            Some(name) => Discovery::dns_with(
+                target,
+                name,
+                std::sync::Arc::new(quicall::rpc::cluster::SystemResolver),
+            ),
+            None => Discovery::dns(target),
+        },
+        None => Discovery::fixed(args.servers.iter().map(|s| {
+            let name = args
+                .server_name
+                .clone()
+                .unwrap_or_else(|| super::host_of(s).to_owned());
+            (s.clone(), name)
+        })),
+    };
     let mut tls = ClientTls::new(quicall::certs::read_certs(&args.ca)?);
     if let (Some(cert), Some(key)) = (&args.cert, &args.key) {
         let (chain, key) = super::identity(cert, key)?;
         tls = tls.with_identity(chain, key);
     }
-    let client = Client::connect(addr, &server_name, tls, ClientOptions::default())
+    let options = ClusterOptions {
+        policy: args.policy,
+        ..ClusterOptions::default()
+    };
+    let cluster = Cluster::new(discovery, tls, options)
         .await
-        .with_context(|| format!("connecting to {addr} as {server_name}"))?;
+        .context("finding the servers")?;
     let options = CallOptions::deadline(Duration::from_millis(args.deadline_ms));
-    let result = match args.method {
+    let mut last = None;
+    for _ in 0..args.count.max(1) {
+        last = Some(call_once(&cluster, &args.method, options).await);
+    }
+    if args.count > 1 {
+        print_spread(&cluster);
+    }
+    cluster.close();
+    println!("{}", last.expect("at least one call")?);
+    Ok(())
+}
+
+async fn call_once(
+    cluster: &Cluster,
+    method: &MethodArgs,
+    options: CallOptions,
+) -> Result<String, quicall::Status> {
+    match method {
         MethodArgs::Add { a, b } => {
             let request = AddRequest {
-                a: I64::new(a),
-                b: I64::new(b),
+                a: I64::new(*a),
+                b: I64::new(*b),
             };
-            client
+            cluster
                 .call_with(&ADD, &request, options)
                 .await
                 .map(|r| r.sum.get().to_string())
         }
-        MethodArgs::Echo { text } => client
-            .call_with(&ECHO, text, options)
+        MethodArgs::Echo { text } => cluster
+            .call_with(&ECHO, text.as_str(), options)
             .await
             .map(|r| String::from_utf8_lossy(&r).into_owned()),
-        MethodArgs::Whoami => client
+        MethodArgs::Whoami => cluster
             .call_with(&WHOAMI, "", options)
             .await
             .map(|r| String::from_utf8_lossy(&r).into_owned()),
-    };
-    client.close();
-    println!("{}", result?);
-    Ok(())
+    }
+}
+
+fn print_spread(cluster: &Cluster) {
+    let snapshot = cluster.snapshot();
+    let total = snapshot.total;
+    eprintln!(
+        "{} calls: p50 {:?}  p99 {:?}  errors {}  retries {}  hedges {}",
+        total.calls,
+        total.p50().unwrap_or_default(),
+        total.p99().unwrap_or_default(),
+        total.errors(),
+        total.retries,
+        total.hedges
+    );
+    for server in snapshot.servers {
+        eprintln!(
+            "  {} ({}): {} attempts, p50 {:?}, errors {}",
+            server.addr,
+            server.name,
+            server.stats.calls,
+            server.stats.p50().unwrap_or_default(),
+            server.stats.errors()
+        );
+    }
 }

@@ -1,0 +1,165 @@
+//! `quicall demo`: a mutual-TLS cluster of three servers on loopback. Part
+//! one shows who is answered and who is refused; part two runs a cluster
+//! client through a slow server, a killed server and its restart.
+
+mod phases;
+mod tls;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use quicall::certs::{CertificateAuthority, NodeSpec, read_certs, read_key};
+use quicall::demo::Knobs;
+use quicall::{ClientAuth, Server, ServerOptions, ServerTls};
+
+/// Arguments of `quicall demo`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// Concurrent callers in the load phases.
+    #[arg(long, default_value_t = 16)]
+    pub concurrency: usize,
+    /// Seconds each load phase lasts.
+    #[arg(long, default_value_t = 2.0)]
+    pub phase_secs: f64,
+}
+
+pub const SERVERS: usize = 3;
+pub const CLIENT: &str = "demo-client";
+
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    tokio::time::timeout(Duration::from_secs(180), demo(args))
+        .await
+        .context("the demo did not finish within 180 s")?
+}
+
+/// One demo server: its certificate files, its knobs, and the running server
+/// (none while killed).
+pub struct DemoServer {
+    pub name: String,
+    pub addr: SocketAddr,
+    pub knobs: Arc<Knobs>,
+    pub server: Option<Server>,
+    dir: PathBuf,
+}
+
+impl DemoServer {
+    fn start(
+        dir: &Path,
+        name: String,
+        addr: SocketAddr,
+        knobs: Arc<Knobs>,
+    ) -> anyhow::Result<Self> {
+        let mut server = DemoServer {
+            name,
+            addr,
+            knobs,
+            server: None,
+            dir: dir.to_owned(),
+        };
+        server.bind()?;
+        Ok(server)
+    }
+
+    fn bind(&mut self) -> anyhow::Result<()> {
+        let file = |ext: &str| self.dir.join(format!("{}.{ext}", self.name));
+        let tls = ServerTls::new(
+            read_certs(&file("crt"))?,
+            read_key(&file("key"))?,
+            ClientAuth::Required(read_certs(&self.dir.join("ca.crt"))?),
+        );
+        let router = quicall::demo::router_with(self.knobs.clone());
+        let server = Server::bind(self.addr, tls, router, ServerOptions::default())?;
+        self.addr = server.local_addr();
+        self.server = Some(server);
+        Ok(())
+    }
+
+    /// Closes every connection at once, without grace.
+    pub fn kill(&mut self) {
+        if let Some(server) = self.server.take() {
+            server.abort();
+        }
+    }
+
+    /// Binds the same port again (waiting for the old socket to close).
+    pub async fn restart(&mut self) -> anyhow::Result<()> {
+        for _ in 0..250 {
+            if std::net::UdpSocket::bind(self.addr).is_ok() {
+                return self.bind();
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        anyhow::bail!("port {} still in use after 5 s", self.addr)
+    }
+}
+
+async fn demo(args: Args) -> anyhow::Result<()> {
+    let dir = tempfile::Builder::new().prefix("quicall-demo-").tempdir()?;
+    write_certificates(dir.path())?;
+    println!("quicall demo: {SERVERS} servers on loopback, mutual TLS required");
+    println!(
+        "certificates written to {} and read back from there\n",
+        dir.path().display()
+    );
+
+    let mut servers = Vec::new();
+    for i in 1..=SERVERS {
+        let knobs = Arc::new(Knobs::default());
+        let server = DemoServer::start(
+            dir.path(),
+            format!("server-{i}"),
+            "127.0.0.1:0".parse()?,
+            knobs,
+        )?;
+        println!("  {} listening on {}", server.name, server.addr);
+        servers.push(server);
+    }
+
+    tls::answers_and_refusals(dir.path(), &servers).await?;
+    phases::run(dir.path(), &mut servers, &args).await?;
+
+    for server in &mut servers {
+        if let Some(server) = server.server.take() {
+            server.shutdown(Duration::from_secs(5)).await;
+        }
+    }
+    println!(
+        "\ndemo finished: every answer right, every stranger refused, no idempotent call lost"
+    );
+    Ok(())
+}
+
+/// Makes the cluster CA with three servers and one client, and a rogue CA
+/// with a client of its own, as PEM files in `dir`.
+fn write_certificates(dir: &Path) -> anyhow::Result<()> {
+    let validity = Duration::from_secs(86_400);
+    let ca = CertificateAuthority::new("quicall demo CA", validity)?;
+    ca.write_pem(dir, "ca")?;
+    for i in 1..=SERVERS {
+        let spec = NodeSpec::server(format!("server-{i}"))
+            .san("localhost")
+            .san("127.0.0.1")
+            .validity(validity);
+        ca.issue(&spec)?.write_pem(dir)?;
+    }
+    ca.issue(&NodeSpec::client(CLIENT).validity(validity))?
+        .write_pem(dir)?;
+    let rogue = CertificateAuthority::new("rogue CA", validity)?;
+    rogue.write_pem(dir, "rogue-ca")?;
+    rogue
+        .issue(&NodeSpec::client("rogue-client").validity(validity))?
+        .write_pem(dir)?;
+    Ok(())
+}
+
+/// A latency for people: microseconds below 10 ms, milliseconds above.
+pub fn fmt_latency(latency: Option<Duration>) -> String {
+    match latency {
+        None => "-".into(),
+        Some(d) if d >= Duration::from_millis(10) => format!("{:.1} ms", d.as_secs_f64() * 1e3),
+        Some(d) => format!("{} µs", d.as_micros()),
+    }
+}
