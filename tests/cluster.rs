@@ -431,3 +431,68 @@ async fn dns_discovery_follows_servers_as_they_come_and_go() {
     let results = load(&cluster, &WORK, 100, 4, Duration::from_secs(5)).await;
     assert_eq!(seen(&results), [2], "removed replicas get no calls");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn draining_server_gets_no_new_calls_while_its_calls_finish() {
+    let pki = Pki::new();
+    let (a, ka) = start(&pki, 0);
+    let (b, kb) = start(&pki, 1);
+    let cluster = cluster_of(&pki, &[&a, &b], ClusterOptions::default()).await;
+    // Connect to both, then hold a slow call on server 0.
+    for _ in 0..20 {
+        bounded(cluster.call(&WORK, "")).await.unwrap();
+    }
+    assert!(ka.calls.load(Ordering::SeqCst) > 0 && kb.calls.load(Ordering::SeqCst) > 0);
+    ka.delay_us.store(400_000, Ordering::SeqCst);
+    let direct = common::connect(&pki, &a).await;
+    let started_before = ka.started.load(Ordering::SeqCst) + 1;
+    let slow = tokio::spawn(async move { direct.call(&WORK, "").await });
+    bounded(async {
+        while ka.started.load(Ordering::SeqCst) < started_before {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    })
+    .await;
+    let shutdown = tokio::spawn(a.shutdown(Duration::from_secs(10)));
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    // While server 0 drains, every call succeeds and none runs there.
+    let results = load(&cluster, &WORK, 100, 4, Duration::from_secs(5)).await;
+    assert!(results.iter().all(|r| matches!(r, Ok(1))), "{results:?}");
+    assert_eq!(
+        ka.started.load(Ordering::SeqCst),
+        started_before,
+        "no new call on the draining server"
+    );
+    // The call in flight there finished, and then the server closed.
+    assert_eq!(bounded(slow).await.unwrap().unwrap()[0], 0);
+    assert_eq!(bounded(shutdown).await.unwrap().unfinished_calls, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_are_closed_and_reopened_on_demand() {
+    let pki = Pki::new();
+    let (a, _ka) = start(&pki, 0);
+    let options = ClusterOptions {
+        pool: quicall::PoolOptions {
+            idle_timeout: Duration::from_millis(200),
+            ..quicall::PoolOptions::default()
+        },
+        ..ClusterOptions::default()
+    };
+    let cluster = cluster_of(&pki, &[&a], options).await;
+    bounded(cluster.call(&WORK, "")).await.unwrap();
+    assert_eq!(cluster.open_connections(), 1);
+    bounded(async {
+        loop {
+            // A snapshot looks at each connection, noticing closed ones.
+            let _ = cluster.snapshot();
+            if cluster.open_connections() == 0 && a.open_connections() == 0 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert_eq!(bounded(cluster.call(&WORK, "")).await.unwrap()[0], 0);
+    assert_eq!(cluster.open_connections(), 1);
+}
