@@ -56,6 +56,47 @@ fn round_trip(c: &mut Criterion) {
         });
     }
     group.finish();
+
+    // The same `add` through a cluster client of one and of three servers:
+    // the cost of selection, accounting and metrics on top of one call.
+    let (one_server, one) = rt.block_on(quicall_benches::loopback_cluster(1));
+    rt.block_on(async {
+        for _ in 0..1000 {
+            one.call(&ADD, &request).await.unwrap();
+        }
+        let calls = 10_000;
+        let before = CountingAlloc::count();
+        for _ in 0..calls {
+            one.call(&ADD, &request).await.unwrap();
+        }
+        let per_call = (CountingAlloc::count() - before) as f64 / calls as f64;
+        println!("heap allocations per add call through a 1-server cluster: {per_call:.1}");
+    });
+    drop((one_server, one));
+    let (servers, cluster) = rt.block_on(quicall_benches::loopback_cluster(3));
+    rt.block_on(async {
+        for _ in 0..1000 {
+            cluster.call(&ADD, &request).await.unwrap();
+        }
+        let calls = 10_000;
+        let before = CountingAlloc::count();
+        for _ in 0..calls {
+            cluster.call(&ADD, &request).await.unwrap();
+        }
+        let per_call = (CountingAlloc::count() - before) as f64 / calls as f64;
+        println!("heap allocations per add call through a 3-server cluster: {per_call:.1}");
+    });
+    let mut group = c.benchmark_group("cluster_round_trip");
+    group.measurement_time(Duration::from_secs(5));
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("add_3_servers", |b| {
+        b.to_async(&rt).iter(|| async {
+            let reply = cluster.call(&ADD, &request).await.unwrap();
+            assert_eq!(reply.sum.get(), 5);
+        })
+    });
+    group.finish();
+    drop(servers);
 }
 
 criterion_group!(benches, round_trip);

@@ -37,6 +37,40 @@ pub async fn loopback_pair() -> (Server, Client) {
     (server, client)
 }
 
+/// `n` servers of the demo methods and a cluster client of them (default
+/// policy), over mutual TLS on loopback.
+pub async fn loopback_cluster(n: usize) -> (Vec<Server>, quicall::Cluster) {
+    let ca = CertificateAuthority::new("bench CA", quicall::certs::DEFAULT_VALIDITY).unwrap();
+    let server_cert = ca
+        .issue(&NodeSpec::server("bench-server").san("localhost"))
+        .unwrap();
+    let client_cert = ca.issue(&NodeSpec::client("bench-client")).unwrap();
+    let roots = vec![ca.cert_der().clone()];
+    let servers: Vec<Server> = (0..n)
+        .map(|_| {
+            let tls = ServerTls::new(
+                server_cert.chain(),
+                server_cert.key_der(),
+                ClientAuth::Required(roots.clone()),
+            );
+            let addr: SocketAddr = "127.0.0.1:0".parse().unwrap();
+            Server::bind(addr, tls, quicall::demo::router(), ServerOptions::default()).unwrap()
+        })
+        .collect();
+    let tls = ClientTls::new(roots).with_identity(client_cert.chain(), client_cert.key_der());
+    let list = servers
+        .iter()
+        .map(|s| (s.local_addr().to_string(), "localhost".to_string()));
+    let cluster = quicall::Cluster::new(
+        quicall::Discovery::fixed(list),
+        tls,
+        quicall::ClusterOptions::default(),
+    )
+    .await
+    .unwrap();
+    (servers, cluster)
+}
+
 /// Counts heap allocations made through it; install it as the global allocator.
 pub struct CountingAlloc;
 

@@ -134,6 +134,8 @@ pub struct ServerSnapshot {
     pub status: SlotStatus,
     /// Its latency estimate now.
     pub latency_estimate: Duration,
+    /// Attempts on it now.
+    pub in_flight: u32,
 }
 
 /// Everything a [`Cluster`] measured, at one instant.
@@ -268,6 +270,7 @@ impl Cluster {
                 ejected: m.health().is_ejected(now),
                 status: m.slot.status(),
                 latency_estimate: m.ewma().estimate(now),
+                in_flight: m.slot.in_flight(),
             })
             .collect();
         let mut methods: Vec<_> = inner
