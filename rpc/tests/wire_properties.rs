@@ -1,0 +1,116 @@
+//! Property tests of the header decoders and the message views: arbitrary
+//! bytes never panic, every decoded header re-encodes to the same bytes, and
+//! every field's extremes survive a round trip.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use proptest::prelude::*;
+use quicall_rpc::Msg;
+use quicall_rpc::wire::{
+    REQUEST_HEADER_LEN, RESPONSE_HEADER_LEN, RequestHead, ResponseFlags, ResponseHead, WireError,
+    decode_request, decode_response,
+};
+use zerocopy::little_endian::{U16, U64};
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
+
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+#[repr(C)]
+struct Fixed {
+    a: U64,
+    b: U16,
+}
+
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+#[repr(C)]
+struct Tailed {
+    id: U16,
+    rest: [U16],
+}
+
+fn deadline() -> impl Strategy<Value = Option<Duration>> {
+    prop_oneof![
+        Just(None),
+        Just(Some(Duration::ZERO)),
+        Just(Some(Duration::MAX)),
+        (0u64..=u64::MAX).prop_map(|us| Some(Duration::from_micros(us))),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    #[test]
+    fn request_decoder_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..64), max in any::<u32>()) {
+        match decode_request(&bytes, max) {
+            Ok(head) => {
+                // A decoded header re-encodes to the same 24 bytes.
+                prop_assert_eq!(&head.encode()[..], &bytes[..REQUEST_HEADER_LEN]);
+                prop_assert!(head.body_len <= max);
+            }
+            Err(WireError::Truncated { got, need }) => {
+                prop_assert!(bytes.len() < REQUEST_HEADER_LEN);
+                prop_assert_eq!((got, need), (bytes.len(), REQUEST_HEADER_LEN));
+            }
+            Err(WireError::TooLarge { len, max: m }) => prop_assert!(len > m),
+            Err(_) => {}
+        }
+    }
+
+    #[test]
+    fn response_decoder_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..32), max in any::<u32>()) {
+        if let Ok(head) = decode_response(&bytes, max) {
+            prop_assert_eq!(&head.encode()[..], &bytes[..RESPONSE_HEADER_LEN]);
+        }
+    }
+
+    #[test]
+    fn request_headers_round_trip(method_id in any::<u64>(), body_len in any::<u32>(), deadline in deadline()) {
+        let head = RequestHead { method_id, body_len, deadline };
+        let decoded = decode_request(&head.encode(), u32::MAX).unwrap();
+        prop_assert_eq!(decoded.method_id, method_id);
+        prop_assert_eq!(decoded.body_len, body_len);
+        match deadline {
+            None => prop_assert_eq!(decoded.deadline, None),
+            Some(d) => {
+                let got = decoded.deadline.unwrap();
+                // Rounded up to a whole microsecond, at least 1, capped at u64::MAX µs.
+                let expected = d.as_nanos().div_ceil(1000).clamp(1, u64::MAX as u128) as u64;
+                prop_assert_eq!(got, Duration::from_micros(expected));
+            }
+        }
+    }
+
+    #[test]
+    fn response_headers_round_trip(status in any::<u16>(), not_processed in any::<bool>(), body_len in any::<u32>()) {
+        let flags = if not_processed { ResponseFlags::NOT_PROCESSED } else { ResponseFlags::NONE };
+        let head = ResponseHead { status, flags, body_len };
+        prop_assert_eq!(decode_response(&head.encode(), u32::MAX), Ok(head));
+        if body_len > 0 {
+            let refused = decode_response(&head.encode(), body_len - 1);
+            prop_assert_eq!(refused, Err(WireError::TooLarge { len: body_len, max: body_len - 1 }));
+        }
+    }
+
+    #[test]
+    fn every_truncation_of_a_header_is_reported(method_id in any::<u64>(), body_len in any::<u32>(), cut in 0usize..REQUEST_HEADER_LEN) {
+        let bytes = RequestHead { method_id, body_len, deadline: None }.encode();
+        prop_assert_eq!(
+            decode_request(&bytes[..cut], u32::MAX),
+            Err(WireError::Truncated { got: cut, need: REQUEST_HEADER_LEN })
+        );
+    }
+
+    #[test]
+    fn message_views_accept_exactly_their_sizes(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
+        let len = bytes.len();
+        let body = Bytes::from(bytes);
+        prop_assert_eq!(Msg::<Fixed>::new(body.clone()).is_ok(), len == 10);
+        prop_assert_eq!(Msg::<Tailed>::new(body.clone()).is_ok(), len >= 2 && len % 2 == 0);
+        let raw = Msg::<[u8]>::new(body.clone()).unwrap();
+        prop_assert_eq!(&*raw, &body[..]);
+        if let Ok(tailed) = Msg::<Tailed>::new(body) {
+            prop_assert_eq!(tailed.rest.len(), (len - 2) / 2);
+        }
+    }
+}
