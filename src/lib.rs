@@ -62,8 +62,9 @@ pub use quicall_transport as transport;
 pub use quicall_rpc::balance::Policy;
 pub use quicall_rpc::cluster::{Cluster, ClusterOptions, Discovery};
 pub use quicall_rpc::{
-    Bytes, CallOptions, Client, ClientOptions, Code, Context, Encode, Message, Method, Msg,
-    RouteError, Router, Server, ServerOptions, ShutdownReport, Status, method_id, wire,
+    Access, Bytes, CallOptions, Client, ClientOptions, Code, Context, Encode, Gauges, Message,
+    Method, Msg, RouteError, Router, Server, ServerOptions, ShutdownReport, Status, method_id,
+    wire,
 };
 pub use quicall_rpc::{Hedge, metrics};
 pub use quicall_transport::{ClientAuth, ClientTls, Limits, PeerIdentity, PoolOptions, ServerTls};

@@ -1,8 +1,11 @@
 use std::path::Path;
 use std::time::Duration;
 
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
-use rustls_pki_types::CertificateDer;
+use rcgen::{
+    BasicConstraints, CertificateParams, CertificateRevocationListParams, DnType, IsCa, Issuer,
+    KeyIdMethod, KeyPair, KeyUsagePurpose, RevocationReason, RevokedCertParams, SerialNumber,
+};
+use rustls_pki_types::{CertificateDer, CertificateRevocationListDer};
 
 use crate::node::{NodeCert, NodeSpec, validity_window};
 use crate::{Error, pem_files};
@@ -112,5 +115,72 @@ impl CertificateAuthority {
     /// Issues a node certificate signed by this CA, with a fresh ECDSA P-256 key.
     pub fn issue(&self, spec: &NodeSpec) -> Result<NodeCert, Error> {
         NodeCert::issue(spec, &self.issuer)
+    }
+
+    /// A certificate revocation list, signed by this CA, that revokes the
+    /// certificates with these serial numbers; valid for `validity` (when a
+    /// server should have a newer one).
+    ///
+    /// ```
+    /// # use quicall_certs::{CertificateAuthority, NodeSpec};
+    /// # use std::time::Duration;
+    /// let ca = CertificateAuthority::new("ca", Duration::from_secs(3600))?;
+    /// let mallory = ca.issue(&NodeSpec::client("mallory"))?;
+    /// let crl = ca.revocation_list([mallory.serial()], Duration::from_secs(86_400))?;
+    /// assert!(crl.pem().starts_with("-----BEGIN X509 CRL-----"));
+    /// # Ok::<(), quicall_certs::Error>(())
+    /// ```
+    pub fn revocation_list<'a>(
+        &self,
+        serials: impl IntoIterator<Item = &'a [u8]>,
+        validity: Duration,
+    ) -> Result<RevocationList, Error> {
+        let now = time::OffsetDateTime::now_utc();
+        let revoked_certs = serials
+            .into_iter()
+            .map(|serial| RevokedCertParams {
+                serial_number: SerialNumber::from_slice(serial),
+                revocation_time: now,
+                reason_code: Some(RevocationReason::Unspecified),
+                invalidity_date: None,
+            })
+            .collect();
+        let params = CertificateRevocationListParams {
+            this_update: now - time::Duration::hours(1),
+            next_update: now + time::Duration::try_from(validity).unwrap_or(time::Duration::days(365)),
+            crl_number: SerialNumber::from((now.unix_timestamp() as u64).max(1)),
+            issuing_distribution_point: None,
+            revoked_certs,
+            key_identifier_method: KeyIdMethod::Sha256,
+        };
+        let crl = params.signed_by(&self.issuer)?;
+        Ok(RevocationList {
+            pem: crl.pem()?,
+            der: crl.der().clone(),
+        })
+    }
+}
+
+/// A signed certificate revocation list.
+#[derive(Debug, Clone)]
+pub struct RevocationList {
+    pem: String,
+    der: CertificateRevocationListDer<'static>,
+}
+
+impl RevocationList {
+    /// The list in PEM form.
+    pub fn pem(&self) -> &str {
+        &self.pem
+    }
+
+    /// The list in DER form, as a TLS verifier takes it.
+    pub fn der(&self) -> &CertificateRevocationListDer<'static> {
+        &self.der
+    }
+
+    /// Writes the list to `path` in PEM form.
+    pub fn write_pem(&self, path: &Path) -> Result<(), Error> {
+        pem_files::write_public(path, &self.pem)
     }
 }

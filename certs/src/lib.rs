@@ -30,11 +30,11 @@ mod error;
 mod node;
 mod pem_files;
 
-pub use authority::CertificateAuthority;
+pub use authority::{CertificateAuthority, RevocationList};
 pub use error::Error;
 pub use node::{NodeCert, NodeSpec, Role};
-pub use pem_files::{read_certs, read_key, write_private, write_public};
-pub use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+pub use pem_files::{read_certs, read_crls, read_key, read_serial, write_private, write_public};
+pub use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
 
 /// Default validity of certificates made by this crate: 365 days.
 pub const DEFAULT_VALIDITY: std::time::Duration = std::time::Duration::from_secs(365 * 86_400);

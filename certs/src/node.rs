@@ -1,9 +1,10 @@
 use std::net::IpAddr;
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use rcgen::{
     CertificateParams, DnType, ExtendedKeyUsagePurpose, Issuer, KeyPair, KeyUsagePurpose, SanType,
+    SerialNumber,
 };
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use time::OffsetDateTime;
@@ -39,6 +40,7 @@ pub struct NodeSpec {
     sans: Vec<String>,
     role: Role,
     validity: Duration,
+    window: Option<(SystemTime, SystemTime)>,
 }
 
 impl NodeSpec {
@@ -51,6 +53,7 @@ impl NodeSpec {
             sans: Vec::new(),
             role,
             validity: crate::DEFAULT_VALIDITY,
+            window: None,
         }
     }
 
@@ -74,6 +77,13 @@ impl NodeSpec {
     /// Sets how long the certificate is valid (from one hour ago).
     pub fn validity(mut self, validity: Duration) -> Self {
         self.validity = validity;
+        self
+    }
+
+    /// Sets the exact validity window, for example to make an expired or a
+    /// not-yet-valid certificate for a test.
+    pub fn valid_between(mut self, not_before: SystemTime, not_after: SystemTime) -> Self {
+        self.window = Some((not_before, not_after));
         self
     }
 
@@ -125,7 +135,11 @@ impl NodeSpec {
             ],
         };
         params.use_authority_key_identifier_extension = true;
-        (params.not_before, params.not_after) = validity_window(self.validity);
+        params.serial_number = Some(SerialNumber::from_slice(&random_serial()?));
+        (params.not_before, params.not_after) = match self.window {
+            Some((from, to)) => (OffsetDateTime::from(from), OffsetDateTime::from(to)),
+            None => validity_window(self.validity),
+        };
         Ok(params)
     }
 }
@@ -133,6 +147,7 @@ impl NodeSpec {
 /// A node certificate and its private key.
 pub struct NodeCert {
     name: String,
+    serial: Vec<u8>,
     cert_pem: String,
     cert_der: CertificateDer<'static>,
     key: KeyPair,
@@ -149,9 +164,15 @@ impl std::fmt::Debug for NodeCert {
 impl NodeCert {
     pub(crate) fn issue(spec: &NodeSpec, issuer: &Issuer<'_, KeyPair>) -> Result<Self, Error> {
         let key = KeyPair::generate()?;
-        let cert = spec.params()?.signed_by(&key, issuer)?;
+        let params = spec.params()?;
+        let cert = params.signed_by(&key, issuer)?;
         Ok(Self {
             name: spec.name.clone(),
+            serial: params
+                .serial_number
+                .as_ref()
+                .map(SerialNumber::to_bytes)
+                .unwrap_or_default(),
             cert_pem: cert.pem(),
             cert_der: cert.der().clone(),
             key,
@@ -161,6 +182,11 @@ impl NodeCert {
     /// The node name (common name).
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// The certificate's serial number (big-endian), by which a CA revokes it.
+    pub fn serial(&self) -> &[u8] {
+        &self.serial
     }
 
     /// The certificate in PEM form.
@@ -200,6 +226,18 @@ pub(crate) fn validity_window(validity: Duration) -> (OffsetDateTime, OffsetDate
     let skew = time::Duration::hours(1);
     let validity = time::Duration::try_from(validity).unwrap_or(time::Duration::days(36_500));
     (now - skew, now + validity)
+}
+
+/// 16 random bytes, first bit clear (a positive serial, RFC 5280 4.1.2.2).
+fn random_serial() -> Result<[u8; 16], Error> {
+    use ring::rand::SecureRandom;
+    let mut serial = [0u8; 16];
+    ring::rand::SystemRandom::new()
+        .fill(&mut serial)
+        .map_err(|_| Error::Generate(rcgen::Error::RingUnspecified))?;
+    serial[0] &= 0x7f;
+    serial[0] |= 0x01;
+    Ok(serial)
 }
 
 /// A DNS name as certificates accept it: labels of letters, digits, '-' and

@@ -1,7 +1,7 @@
 use std::path::Path;
 
 use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
 
 use crate::Error;
 
@@ -31,6 +31,32 @@ pub fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, Error> {
 pub fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, Error> {
     let bytes = read(path)?;
     PrivateKeyDer::from_pem_slice(&bytes).map_err(|e| pem_error(path, e.to_string()))
+}
+
+/// Reads every certificate revocation list in a PEM file.
+///
+/// ```no_run
+/// let crls = quicall_certs::read_crls("certs/ca.crl".as_ref())?;
+/// # Ok::<(), quicall_certs::Error>(())
+/// ```
+pub fn read_crls(path: &Path) -> Result<Vec<CertificateRevocationListDer<'static>>, Error> {
+    let bytes = read(path)?;
+    let crls = CertificateRevocationListDer::pem_slice_iter(&bytes)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| pem_error(path, e.to_string()))?;
+    if crls.is_empty() {
+        return Err(pem_error(path, "no X509 CRL in the file".into()));
+    }
+    Ok(crls)
+}
+
+/// Reads the serial number of the first certificate in a PEM file.
+pub fn read_serial(path: &Path) -> Result<Vec<u8>, Error> {
+    use x509_parser::prelude::{FromDer, X509Certificate};
+    let cert = read_certs(path)?.remove(0);
+    let (_, parsed) = X509Certificate::from_der(&cert)
+        .map_err(|e| pem_error(path, format!("not an X.509 certificate: {e}")))?;
+    Ok(parsed.raw_serial().to_vec())
 }
 
 /// Writes a public file (a certificate), creating parent folders.

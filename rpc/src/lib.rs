@@ -49,7 +49,9 @@ pub mod wire;
 pub use client::{CallOptions, Client, ClientOptions};
 pub use message::{Encode, Message, Msg, SizeError};
 pub use method::{Hedge, Method, method_id};
-pub use server::{Context, RouteError, Router, Server, ServerOptions, ShutdownReport};
+pub use server::{
+    Access, Context, Gauges, RouteError, Router, Server, ServerOptions, ShutdownReport,
+};
 pub use status::{Code, Status};
 
 pub use bytes::Bytes;

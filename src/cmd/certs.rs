@@ -21,6 +21,11 @@ pub struct Args {
     /// A client certificate named NAME. Repeat for each client.
     #[arg(long = "client", value_name = "NAME")]
     clients: Vec<String>,
+    /// Revoke the certificate DIR/NAME.crt: writes DIR/ca.crl, a revocation
+    /// list signed by the CA, for `quicall serve --crl`. Repeat for each
+    /// revoked name; the list holds exactly the names of this run.
+    #[arg(long = "revoke", value_name = "NAME")]
+    revoke: Vec<String>,
     /// Validity in days.
     #[arg(long, default_value_t = 365)]
     days: u64,
@@ -30,8 +35,8 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    if args.servers.is_empty() && args.clients.is_empty() {
-        anyhow::bail!("nothing to issue: give at least one --server or --client");
+    if args.servers.is_empty() && args.clients.is_empty() && args.revoke.is_empty() {
+        anyhow::bail!("nothing to do: give at least one --server, --client or --revoke");
     }
     let validity = Duration::from_secs(args.days * 86_400);
     let (ca_cert, ca_key) = (args.out.join("ca.crt"), args.out.join("ca.key"));

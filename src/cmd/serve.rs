@@ -21,6 +21,10 @@ pub struct Args {
     /// Client certificates are required unless --no-client-auth is given.
     #[arg(long, required_unless_present = "no_client_auth")]
     ca: Option<PathBuf>,
+    /// Certificate revocation list(s) of the client CA (PEM), as written by
+    /// `quicall certs --revoke`: revoked client certificates are refused.
+    #[arg(long)]
+    crl: Option<PathBuf>,
     /// Do not ask clients for certificates (still TLS 1.3, still encrypted).
     #[arg(long)]
     no_client_auth: bool,
@@ -37,7 +41,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         (None, false) => unreachable!("clap requires --ca"),
     };
     let addr = super::resolve(&args.listen).await?;
-    let tls = ServerTls::new(chain, key, client_auth);
+    let mut tls = ServerTls::new(chain, key, client_auth);
+    if let Some(crl) = &args.crl {
+        tls = tls.with_crls(quicall::certs::read_crls(crl)?);
+    }
     let server = Server::bind(addr, tls, quicall::demo::router(), ServerOptions::default())?;
     println!(
         "serving add, echo and whoami on {} ({}); Ctrl-C to stop",

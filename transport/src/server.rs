@@ -25,6 +25,7 @@ use crate::{Connection, Limits, ServerTls, TransportError};
 pub struct ServerEndpoint {
     endpoint: quinn::Endpoint,
     slots: Arc<Semaphore>,
+    max_connections: usize,
     handshake_timeout: Duration,
 }
 
@@ -37,6 +38,7 @@ impl ServerEndpoint {
         Ok(Self {
             endpoint,
             slots: Arc::new(Semaphore::new(limits.max_connections)),
+            max_connections: limits.max_connections,
             handshake_timeout: limits.handshake_timeout,
         })
     }
@@ -66,6 +68,12 @@ impl ServerEndpoint {
                 }
             }
         }
+    }
+
+    /// Connections counted against [`Limits::max_connections`] now:
+    /// handshaking or open, until their last handle is dropped.
+    pub fn connection_slots_in_use(&self) -> usize {
+        self.max_connections - self.slots.available_permits()
     }
 
     /// Connections open now.

@@ -4,7 +4,7 @@ use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use rustls::RootCertStore;
 use rustls::crypto::CryptoProvider;
 use rustls::server::WebPkiClientVerifier;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
 
 use crate::TransportError;
 
@@ -42,6 +42,7 @@ pub struct ServerTls {
     chain: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,
     client_auth: ClientAuth,
+    crls: Vec<CertificateRevocationListDer<'static>>,
 }
 
 impl ServerTls {
@@ -56,7 +57,16 @@ impl ServerTls {
             chain,
             key,
             client_auth,
+            crls: Vec::new(),
         }
+    }
+
+    /// Refuses client certificates that these revocation lists revoke (the
+    /// lists must be signed by the client CA). A client certificate whose
+    /// status no list gives is accepted.
+    pub fn with_crls(mut self, crls: Vec<CertificateRevocationListDer<'static>>) -> Self {
+        self.crls = crls;
+        self
     }
 
     pub(crate) fn quic_config(self) -> Result<Arc<QuicServerConfig>, TransportError> {
@@ -73,11 +83,15 @@ impl ServerTls {
             }
             ClientAuth::Required(roots) => builder.with_client_cert_verifier(
                 WebPkiClientVerifier::builder_with_provider(root_store(roots)?, provider)
+                    .with_crls(self.crls)
+                    .allow_unknown_revocation_status()
                     .build()
                     .map_err(|e| TransportError::Config(e.to_string()))?,
             ),
             ClientAuth::Optional(roots) => builder.with_client_cert_verifier(
                 WebPkiClientVerifier::builder_with_provider(root_store(roots)?, provider)
+                    .with_crls(self.crls)
+                    .allow_unknown_revocation_status()
                     .allow_unauthenticated()
                     .build()
                     .map_err(|e| TransportError::Config(e.to_string()))?,

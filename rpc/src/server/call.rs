@@ -28,6 +28,8 @@ pub(super) async fn serve(
     mut recv: RecvStream,
 ) {
     let options = &shared.options;
+    shared.streams.fetch_add(1, Ordering::Relaxed);
+    let _stream = StreamGauge(&shared.streams);
     let header = timeout(
         options.header_timeout,
         io::read_array::<REQUEST_HEADER_LEN>(&mut recv),
@@ -70,6 +72,13 @@ pub(super) async fn serve(
         let status = Status::unknown_method(format!("no method with id {:#018x}", head.method_id));
         return reject(&mut send, &mut recv, status, options.response_timeout).await;
     };
+    if !shared.router.allows(route, peer.as_deref()) {
+        let who = peer
+            .as_deref()
+            .map_or("a caller without certificate", |p| p.name());
+        let status = Status::permission_denied(format!("{who} may not call {}", route.name));
+        return reject(&mut send, &mut recv, status, options.response_timeout).await;
+    }
     if shared.draining.load(Ordering::Relaxed) {
         let status = Status::unavailable("server is shutting down");
         return reject(&mut send, &mut recv, status, options.response_timeout).await;
@@ -114,7 +123,7 @@ pub(super) async fn serve(
         method: route.name,
         cancel: cancel.clone(),
     };
-    let handler = CatchUnwind(route.call(ctx, body));
+    let handler = CatchUnwind(route.call(ctx, body, options.max_response_size));
     let caller_gone = send.stopped();
     let outcome = tokio::select! {
         biased;
@@ -139,6 +148,15 @@ pub(super) async fn serve(
         }
     };
     respond(&mut send, reply, deadline, options.response_timeout).await;
+}
+
+/// Counts a stream being served while alive.
+struct StreamGauge<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl Drop for StreamGauge<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// Reads the body and the end of the stream. `Err(Some(status))` when the

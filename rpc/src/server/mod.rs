@@ -1,6 +1,7 @@
 //! The server: a router of methods served on a QUIC endpoint, one task per
 //! call, with limits, deadlines, cancellation and graceful shutdown.
 
+mod access;
 mod call;
 mod context;
 mod options;
@@ -9,13 +10,14 @@ mod unwind;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use quicall_transport::{Incoming, ServerEndpoint, ServerTls, TransportError};
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 
+pub use access::Access;
 pub use context::Context;
 pub use options::ServerOptions;
 pub use router::{RouteError, Router};
@@ -31,6 +33,8 @@ struct Shared {
     /// One permit per byte of request body held in memory.
     body_bytes: Semaphore,
     draining: AtomicBool,
+    /// Streams being served (from their first byte to their last).
+    streams: AtomicUsize,
 }
 
 /// A running server. Dropping it does not stop it; call [`Server::shutdown`].
@@ -52,6 +56,22 @@ pub struct Server {
     shared: Arc<Shared>,
     local_addr: SocketAddr,
     accept_task: JoinHandle<()>,
+}
+
+/// A server's resource gauges at one instant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct Gauges {
+    /// QUIC connections open (quinn's count, including ones closing).
+    pub connections: usize,
+    /// Connections counted against the connection limit (handshaking or open).
+    pub connection_slots: usize,
+    /// Streams being served.
+    pub streams: usize,
+    /// Calls admitted and not yet answered.
+    pub calls_in_flight: usize,
+    /// Bytes of request bodies held for calls.
+    pub buffered_request_bytes: usize,
 }
 
 /// How a shutdown ended.
@@ -79,6 +99,7 @@ impl Server {
             body_bytes: Semaphore::new(options.max_buffered_request_bytes),
             options,
             draining: AtomicBool::new(false),
+            streams: AtomicUsize::new(0),
         });
         let accept_task = tokio::spawn(accept_loop(endpoint.clone(), shared.clone()));
         Ok(Server {
@@ -102,6 +123,20 @@ impl Server {
     /// Connections open now.
     pub fn open_connections(&self) -> usize {
         self.endpoint.open_connections()
+    }
+
+    /// The server's resource gauges now: what a test or a monitor watches to
+    /// see that resources come back after a load or an attack.
+    pub fn gauges(&self) -> Gauges {
+        let options = &self.shared.options;
+        Gauges {
+            connections: self.endpoint.open_connections(),
+            connection_slots: self.endpoint.connection_slots_in_use(),
+            streams: self.shared.streams.load(Ordering::Relaxed),
+            calls_in_flight: self.calls_in_flight(),
+            buffered_request_bytes: options.max_buffered_request_bytes
+                - self.shared.body_bytes.available_permits(),
+        }
     }
 
     /// Shuts down gracefully: stops accepting connections and calls (new

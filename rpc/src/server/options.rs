@@ -21,6 +21,10 @@ pub struct ServerOptions {
     /// Largest request body accepted; larger ones are answered
     /// RESOURCE_EXHAUSTED without being read. Default 4 MiB.
     pub max_request_size: u32,
+    /// Largest response body a handler may return; a larger one is not sent
+    /// and the call fails with RESOURCE_EXHAUSTED. Default 16 MiB (the
+    /// client's default limit).
+    pub max_response_size: u32,
     /// Calls admitted at once across all connections; more are answered
     /// RESOURCE_EXHAUSTED (not processed). Default 1024.
     pub max_calls_in_flight: usize,
@@ -44,6 +48,7 @@ impl Default for ServerOptions {
         Self {
             transport: Limits::default(),
             max_request_size: 4 << 20,
+            max_response_size: 16 << 20,
             max_calls_in_flight: 1024,
             max_buffered_request_bytes: 256 << 20,
             default_deadline: Duration::from_secs(30),

@@ -8,6 +8,9 @@ use bytes::Bytes;
 
 use crate::message::frame;
 use crate::wire::{ResponseFlags, ResponseHead};
+use quicall_transport::PeerIdentity;
+
+use super::Access;
 use crate::{Code, Context, Encode, Message, Method, Msg, Status};
 
 /// A handler's answer, laid out for the wire: the response header followed
@@ -20,7 +23,7 @@ pub(crate) struct Reply {
 pub(crate) type HandlerFuture = Pin<Box<dyn Future<Output = Result<Reply, Status>> + Send>>;
 
 trait Handler: Send + Sync {
-    fn call(&self, ctx: Context, body: Bytes) -> HandlerFuture;
+    fn call(&self, ctx: Context, body: Bytes, max_response: u32) -> HandlerFuture;
 }
 
 struct TypedHandler<Req: ?Sized, Resp: ?Sized, F> {
@@ -36,18 +39,21 @@ where
     Fut: Future<Output = Result<R, Status>> + Send + 'static,
     R: Encode<Resp> + Send + 'static,
 {
-    fn call(&self, ctx: Context, body: Bytes) -> HandlerFuture {
+    fn call(&self, ctx: Context, body: Bytes, max_response: u32) -> HandlerFuture {
         let request = Msg::<Req>::new(body);
         let fut = request.map(|request| (self.f)(ctx, request));
         Box::pin(async move {
             let fut = fut.map_err(|e| Status::invalid_argument(e.to_string()))?;
             let value = fut.await?;
-            let body_len = u32::try_from(value.body_len()).map_err(|_| {
-                Status::internal(format!(
-                    "response body of {} bytes exceeds the protocol's 4 GiB limit",
-                    value.body_len()
-                ))
-            })?;
+            let body_len = u32::try_from(value.body_len())
+                .ok()
+                .filter(|&len| len <= max_response)
+                .ok_or_else(|| {
+                    Status::resource_exhausted(format!(
+                        "response body of {} bytes exceeds the server's limit of {max_response}",
+                        value.body_len()
+                    ))
+                })?;
             let header = ResponseHead {
                 status: Code::Ok.as_u16(),
                 flags: ResponseFlags::NONE,
@@ -62,11 +68,12 @@ where
 pub(crate) struct Route {
     pub(crate) name: &'static str,
     handler: Box<dyn Handler>,
+    access: Option<Access>,
 }
 
 impl Route {
-    pub(crate) fn call(&self, ctx: Context, body: Bytes) -> HandlerFuture {
-        self.handler.call(ctx, body)
+    pub(crate) fn call(&self, ctx: Context, body: Bytes, max_response: u32) -> HandlerFuture {
+        self.handler.call(ctx, body, max_response)
     }
 }
 
@@ -105,6 +112,7 @@ impl Hasher for IdHasher {
 #[derive(Default)]
 pub struct Router {
     routes: HashMap<u64, Route, BuildHasherDefault<IdHasher>>,
+    access: Access,
 }
 
 /// A method could not be registered.
@@ -121,6 +129,9 @@ pub enum RouteError {
         /// Their shared identifier.
         id: u64,
     },
+    /// An access policy was given for a method that is not registered.
+    #[error("method {0:?} is not registered")]
+    NotRegistered(&'static str),
 }
 
 impl Router {
@@ -163,13 +174,44 @@ impl Router {
             Route {
                 name: method.name(),
                 handler: Box::new(handler),
+                access: None,
             },
         );
         Ok(self)
     }
 
+    /// Sets who may call every method that has no policy of its own
+    /// (default: [`Access::Any`]).
+    pub fn access(mut self, access: Access) -> Self {
+        self.access = access;
+        self
+    }
+
+    /// Sets who may call `method`, in place of the router-wide policy.
+    pub fn method_access<Req: ?Sized, Resp: ?Sized>(
+        mut self,
+        method: &Method<Req, Resp>,
+        access: Access,
+    ) -> Result<Self, RouteError> {
+        let route = self
+            .routes
+            .get_mut(&method.id())
+            .ok_or(RouteError::NotRegistered(method.name()))?;
+        route.access = Some(access);
+        Ok(self)
+    }
+
     pub(crate) fn get(&self, id: u64) -> Option<&Route> {
         self.routes.get(&id)
+    }
+
+    /// Whether `peer` may call `route`.
+    pub(crate) fn allows(&self, route: &Route, peer: Option<&PeerIdentity>) -> bool {
+        route
+            .access
+            .as_ref()
+            .unwrap_or(&self.access)
+            .allows(peer, route.name)
     }
 
     /// The registered methods, as (name, identifier).
