@@ -105,6 +105,12 @@ impl CertificateAuthority {
         self.issuer.key().serialize_pem()
     }
 
+    /// The CA private key in DER form (for a test that presents the CA's own,
+    /// self-signed certificate as a peer identity).
+    pub fn key_der(&self) -> rustls_pki_types::PrivateKeyDer<'static> {
+        rustls_pki_types::PrivateKeyDer::Pkcs8(self.issuer.key().serialize_der().into())
+    }
+
     /// Writes `DIR/BASENAME.crt` (the certificate) and `DIR/BASENAME.key` (the
     /// private key, mode 0600 on Unix), creating `dir` if needed.
     pub fn write_pem(&self, dir: &Path, basename: &str) -> Result<(), Error> {
@@ -147,7 +153,8 @@ impl CertificateAuthority {
             .collect();
         let params = CertificateRevocationListParams {
             this_update: now - time::Duration::hours(1),
-            next_update: now + time::Duration::try_from(validity).unwrap_or(time::Duration::days(365)),
+            next_update: now
+                + time::Duration::try_from(validity).unwrap_or(time::Duration::days(365)),
             crl_number: SerialNumber::from((now.unix_timestamp() as u64).max(1)),
             issuing_distribution_point: None,
             revoked_certs,

@@ -43,6 +43,26 @@ impl ClientEndpoint {
         })
     }
 
+    /// A client whose every connection uses `socket`: any [`quinn::AsyncUdpSocket`],
+    /// for example one that wraps a real socket to observe, delay or drop
+    /// datagrams in a test.
+    pub fn with_socket(
+        tls: ClientTls,
+        limits: Limits,
+        socket: Arc<dyn quinn::AsyncUdpSocket>,
+    ) -> Result<Self, TransportError> {
+        let client = Self::new(tls, limits)?;
+        let endpoint = quinn::Endpoint::new_with_abstract_socket(
+            quinn::EndpointConfig::default(),
+            None,
+            socket,
+            Arc::new(quinn::TokioRuntime),
+        )?;
+        *client.inner.v4.lock().unwrap_or_else(|e| e.into_inner()) = Some(endpoint.clone());
+        *client.inner.v6.lock().unwrap_or_else(|e| e.into_inner()) = Some(endpoint);
+        Ok(client)
+    }
+
     fn endpoint(&self, remote: SocketAddr) -> Result<quinn::Endpoint, TransportError> {
         let (slot, bind): (_, SocketAddr) = if remote.is_ipv4() {
             (&self.inner.v4, "0.0.0.0:0".parse().expect("valid address"))

@@ -201,7 +201,7 @@ async fn serve_connection(shared: Arc<Shared>, incoming: Incoming) {
     let conn = match incoming.accept().await {
         Ok(conn) => conn,
         Err(e) => {
-            tracing::debug!(%remote, "handshake failed: {e}");
+            tracing::info!(%remote, "handshake refused or failed: {e}");
             return;
         }
     };

@@ -1,0 +1,506 @@
+//! The attack suite: each attack runs over real QUIC on loopback while a
+//! well-behaved client keeps calling; every good call must succeed, and the
+//! server's gauges must come back to their baseline afterwards.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, SystemTime};
+
+use common::{Pki, bounded, connect, serve_with};
+use quicall::certs::{CertificateAuthority, NodeSpec};
+use quicall::demo::{ADD, AddRequest, ECHO};
+use quicall::transport::quinn::{self, VarInt};
+use quicall::transport::{ClientEndpoint, Connection, Limits};
+use quicall::wire::{REQUEST_HEADER_LEN, RequestHead};
+use quicall::{
+    Access, CallOptions, Client, ClientOptions, ClientTls, Code, Gauges, Server, ServerOptions,
+    Status,
+};
+use tokio::task::JoinHandle;
+use zerocopy::little_endian::I64;
+
+/// Small limits, so that attacks reach them quickly.
+fn options() -> ServerOptions {
+    ServerOptions {
+        transport: Limits {
+            max_concurrent_streams: 64,
+            max_connections: 16,
+            handshake_timeout: Duration::from_millis(500),
+            idle_timeout: Duration::from_secs(2),
+            keep_alive: Some(Duration::from_millis(500)),
+            ..Limits::default()
+        },
+        max_request_size: 64 << 10,
+        header_timeout: Duration::from_millis(300),
+        ..ServerOptions::default()
+    }
+}
+
+/// A client that keeps calling `add` until stopped, and reports every failure.
+struct GoodClient {
+    stop: Arc<AtomicBool>,
+    task: JoinHandle<(usize, Vec<Status>)>,
+}
+
+impl GoodClient {
+    async fn start(pki: &Pki, server: &Server) -> Self {
+        let client = connect(pki, server).await;
+        let stop = Arc::new(AtomicBool::new(false));
+        let task = tokio::spawn({
+            let stop = stop.clone();
+            async move {
+                let (mut ok, mut failures) = (0, Vec::new());
+                let mut i = 0i64;
+                // Bounded: at most 100,000 calls, and stopped by the test.
+                while !stop.load(Ordering::Relaxed) && i < 100_000 {
+                    let request = AddRequest {
+                        a: I64::new(i),
+                        b: I64::new(1),
+                    };
+                    let options = CallOptions::deadline(Duration::from_secs(10));
+                    match client.call_with(&ADD, &request, options).await {
+                        Ok(reply) if reply.sum.get() == i + 1 => ok += 1,
+                        Ok(_) => failures.push(Status::internal("wrong sum")),
+                        Err(status) => failures.push(status),
+                    }
+                    i += 1;
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+                client.close();
+                (ok, failures)
+            }
+        });
+        GoodClient { stop, task }
+    }
+
+    /// Stops the client; asserts that all of its calls succeeded.
+    async fn check(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        let (ok, failures) = bounded(self.task).await.unwrap();
+        assert!(failures.is_empty(), "good calls failed: {failures:?}");
+        assert!(ok > 0, "the good client made no call");
+    }
+}
+
+/// Waits until the server holds no stream, call or request byte, and at most
+/// `connections` connection slots.
+async fn settles(server: &Server, connections: usize) -> Gauges {
+    bounded(async {
+        loop {
+            let g = server.gauges();
+            if g.streams == 0
+                && g.calls_in_flight == 0
+                && g.buffered_request_bytes == 0
+                && g.connection_slots <= connections
+            {
+                return g;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+}
+
+async fn raw_connection(pki: &Pki, server: &Server) -> Connection {
+    let endpoint = ClientEndpoint::new(pki.client_tls(), Limits::default()).unwrap();
+    bounded(endpoint.connect(server.local_addr(), "localhost"))
+        .await
+        .unwrap()
+}
+
+fn header(method_id: u64, body_len: u32) -> [u8; REQUEST_HEADER_LEN] {
+    RequestHead {
+        method_id,
+        body_len,
+        deadline: None,
+    }
+    .encode()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_requests_while_good_calls_flow() {
+    let pki = Pki::new();
+    let server = serve_with(&pki, quicall::demo::router(), options());
+    let good = GoodClient::start(&pki, &server).await;
+    let conn = raw_connection(&pki, &server).await;
+    let mut attacks = tokio::task::JoinSet::new();
+    for k in 0..200u32 {
+        let conn = conn.clone();
+        attacks.spawn(async move {
+            let Ok((mut send, mut recv)) = conn.open_bi().await else {
+                return;
+            };
+            let mut bytes: Vec<u8> = match k % 6 {
+                // Random bytes.
+                0 => (0..fastrand::usize(1..200))
+                    .map(|_| fastrand::u8(..))
+                    .collect(),
+                // A header announcing 4 GiB.
+                1 => header(ADD.id(), u32::MAX).to_vec(),
+                // Half a header, then a reset.
+                2 => header(ADD.id(), 16)[..12].to_vec(),
+                // A body far shorter than announced.
+                3 => [&header(ADD.id(), 16)[..], &[1, 2, 3]].concat(),
+                // A body far longer than announced.
+                4 => [&header(ADD.id(), 16)[..], &[7u8; 5000][..]].concat(),
+                // An unknown method.
+                _ => header(0xdead_beef, 0).to_vec(),
+            };
+            let _ = send.write_all(&bytes).await;
+            if k % 6 == 2 {
+                let _ = send.reset(VarInt::from_u32(7));
+            } else {
+                let _ = send.finish();
+            }
+            bytes.clear();
+            // Read whatever comes back (a status or a reset), bounded.
+            let _ = tokio::time::timeout(Duration::from_secs(5), recv.read_to_end(1 << 16)).await;
+        });
+    }
+    bounded(async { while attacks.join_next().await.is_some() {} }).await;
+    good.check().await;
+    conn.close(0, b"done");
+    settles(&server, 0).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rapid_reset_of_thousands_of_streams() {
+    let pki = Pki::new();
+    let server = serve_with(&pki, quicall::demo::router(), options());
+    let good = GoodClient::start(&pki, &server).await;
+    let conn = raw_connection(&pki, &server).await;
+    // 3,000 streams opened and reset at once, 64 at a time (the stream limit):
+    // each reset gives its credit back at once.
+    bounded(async {
+        for _ in 0..3000 {
+            let (mut send, recv) = conn.open_bi().await.unwrap();
+            send.write_all(&header(ADD.id(), 16)[..8]).await.unwrap();
+            send.reset(VarInt::from_u32(0)).unwrap();
+            drop(recv);
+        }
+    })
+    .await;
+    good.check().await;
+    conn.close(0, b"done");
+    settles(&server, 0).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_loris_streams_held_at_the_limit_are_timed_out() {
+    let pki = Pki::new();
+    let server = serve_with(&pki, quicall::demo::router(), options());
+    let good = GoodClient::start(&pki, &server).await;
+    let conn = raw_connection(&pki, &server).await;
+    // Open every stream the connection may have, each with 2 bytes of a
+    // header, and hold them.
+    let mut held = Vec::new();
+    for _ in 0..64 {
+        let (mut send, recv) = bounded(conn.open_bi()).await.unwrap();
+        send.write_all(&[1, 0]).await.unwrap();
+        held.push((send, recv));
+    }
+    bounded(async {
+        while server.gauges().streams < 64 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    // The server resets each after its header timeout.
+    for (_send, mut recv) in held {
+        let err = bounded(recv.read_to_end(64)).await.unwrap_err();
+        assert!(
+            matches!(err, quinn::ReadToEndError::Read(quinn::ReadError::Reset(_))),
+            "{err:?}"
+        );
+    }
+    good.check().await;
+    conn.close(0, b"done");
+    settles(&server, 0).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_datagrams_to_the_port_are_ignored() {
+    let pki = Pki::new();
+    let server = serve_with(&pki, quicall::demo::router(), options());
+    let good = GoodClient::start(&pki, &server).await;
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    for k in 0..5000usize {
+        let len = [1, 20, 1200, 1500, fastrand::usize(1..1400)][k % 5];
+        let mut datagram: Vec<u8> = (0..len).map(|_| fastrand::u8(..)).collect();
+        if k % 3 == 0 {
+            // Looks like a QUIC long header (Initial, version 1).
+            datagram[0] = 0xc0 | (datagram[0] & 0x0f);
+        }
+        let _ = socket.send_to(&datagram, server.local_addr()).await;
+        if k % 100 == 0 {
+            tokio::task::yield_now().await;
+        }
+    }
+    good.check().await;
+    settles(&server, 0).await;
+}
+
+/// A UDP socket that lets its first `allow` datagrams out and silently drops
+/// the rest: a peer that starts a handshake and then vanishes.
+#[derive(Debug)]
+struct Vanishing {
+    inner: Arc<dyn quinn::AsyncUdpSocket>,
+    allow: usize,
+    sent: AtomicUsize,
+}
+
+impl quinn::AsyncUdpSocket for Vanishing {
+    fn create_io_poller(self: Arc<Self>) -> std::pin::Pin<Box<dyn quinn::UdpPoller>> {
+        self.inner.clone().create_io_poller()
+    }
+    fn try_send(&self, transmit: &quinn::udp::Transmit) -> std::io::Result<()> {
+        if self.sent.fetch_add(1, Ordering::Relaxed) < self.allow {
+            self.inner.try_send(transmit)
+        } else {
+            Ok(())
+        }
+    }
+    fn poll_recv(
+        &self,
+        cx: &mut std::task::Context,
+        bufs: &mut [std::io::IoSliceMut<'_>],
+        meta: &mut [quinn::udp::RecvMeta],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        self.inner.poll_recv(cx, bufs, meta)
+    }
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.inner.local_addr()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abandoned_handshakes_and_connections_beyond_the_limit() {
+    use quinn::Runtime;
+    let pki = Pki::new();
+    let server = serve_with(&pki, quicall::demo::router(), options());
+    let good = GoodClient::start(&pki, &server).await;
+    // Twenty handshakes started and abandoned after the first datagram.
+    let mut abandoned = Vec::new();
+    for _ in 0..20 {
+        let std_socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let inner = quinn::TokioRuntime.wrap_udp_socket(std_socket).unwrap();
+        let socket = Arc::new(Vanishing {
+            inner,
+            allow: 1,
+            sent: AtomicUsize::new(0),
+        });
+        let limits = Limits {
+            handshake_timeout: Duration::from_millis(200),
+            ..Limits::default()
+        };
+        let endpoint = ClientEndpoint::with_socket(pki.client_tls(), limits, socket).unwrap();
+        // The client may believe it is connected (its last flight is lost),
+        // but the server never hears the end of the handshake.
+        let attempt = bounded(endpoint.connect(server.local_addr(), "localhost")).await;
+        abandoned.push((endpoint, attempt));
+    }
+    let half_open = server.gauges().connection_slots;
+    assert!(
+        half_open > 10,
+        "the abandoned handshakes held slots ({half_open})"
+    );
+    // The server's half-open connections end with its handshake timeout.
+    settles(&server, 1).await;
+    drop(abandoned);
+
+    // Connections beyond the limit (16, one taken by the good client) are refused.
+    let mut open = Vec::new();
+    let mut refused = 0;
+    for _ in 0..30 {
+        let endpoint = ClientEndpoint::new(pki.client_tls(), Limits::default()).unwrap();
+        match bounded(endpoint.connect(server.local_addr(), "localhost")).await {
+            Ok(conn) => open.push(conn),
+            Err(e) => {
+                assert_eq!(e.failure(), quicall::transport::Failure::Unreachable, "{e}");
+                refused += 1;
+            }
+        }
+    }
+    assert_eq!(open.len(), 15, "the limit holds");
+    assert_eq!(refused, 15);
+    good.check().await;
+    for conn in &open {
+        conn.close(0, b"done");
+    }
+    drop(open);
+    settles(&server, 0).await;
+}
+
+async fn refusal(server: &Server, tls: ClientTls) -> Status {
+    let outcome = bounded(async {
+        let client = Client::connect(
+            server.local_addr(),
+            "localhost",
+            tls,
+            ClientOptions::default(),
+        )
+        .await?;
+        client
+            .call(
+                &ADD,
+                &AddRequest {
+                    a: I64::new(1),
+                    b: I64::new(1),
+                },
+            )
+            .await
+    })
+    .await;
+    outcome.expect_err("this client must be refused")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_certificates_are_refused_with_clear_errors() {
+    let pki = Pki::new();
+    let day = Duration::from_secs(86_400);
+    let now = SystemTime::now();
+    let expired = pki
+        .ca
+        .issue(&NodeSpec::client("expired").valid_between(now - 2 * day, now - day))
+        .unwrap();
+    let early = pki
+        .ca
+        .issue(&NodeSpec::client("early").valid_between(now + day, now + 2 * day))
+        .unwrap();
+    let revoked = pki.ca.issue(&NodeSpec::client("revoked")).unwrap();
+    let crl = pki.ca.revocation_list([revoked.serial()], day).unwrap();
+    let tls = pki.server_tls().with_crls(vec![crl.der().clone()]);
+    let server = Server::bind(common::loopback(), tls, quicall::demo::router(), options()).unwrap();
+    let good = GoodClient::start(&pki, &server).await;
+
+    let with = |cert: &quicall::certs::NodeCert| {
+        ClientTls::new(pki.roots()).with_identity(cert.chain(), cert.key_der())
+    };
+    for (what, cert, reason) in [
+        ("expired", &expired, "expired"),
+        ("not yet valid", &early, "not valid yet"),
+        ("revoked", &revoked, "revoked"),
+    ] {
+        let status = refusal(&server, with(cert)).await;
+        println!("{what}: {status}");
+        assert_eq!(status.code(), Code::Unauthenticated, "{what}: {status}");
+        assert!(status.message().contains(reason), "{what}: {status}");
+    }
+    // A self-signed client certificate.
+    let own = CertificateAuthority::new("self-signed", day).unwrap();
+    let status = refusal(
+        &server,
+        ClientTls::new(pki.roots()).with_identity(vec![own.cert_der().clone()], own.key_der()),
+    )
+    .await;
+    assert_eq!(status.code(), Code::Unauthenticated, "{status}");
+    // The revoked client's sibling, not revoked, still gets in.
+    let fine = pki.ca.issue(&NodeSpec::client("fine")).unwrap();
+    let client = Client::connect(
+        server.local_addr(),
+        "localhost",
+        with(&fine),
+        ClientOptions::default(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        bounded(client.call(
+            &ADD,
+            &AddRequest {
+                a: I64::new(1),
+                b: I64::new(1)
+            }
+        ))
+        .await
+        .unwrap()
+        .sum
+        .get(),
+        2
+    );
+    client.close();
+    good.check().await;
+    settles(&server, 0).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unauthorized_callers_get_permission_denied_without_the_handler_running() {
+    let pki = Pki::new();
+    let ran = Arc::new(AtomicUsize::new(0));
+    let router = quicall::Router::new()
+        .route(&ADD, quicall::demo::add)
+        .unwrap()
+        .route(&ECHO, {
+            let ran = ran.clone();
+            move |_ctx, req| {
+                ran.fetch_add(1, Ordering::SeqCst);
+                async move { Ok::<_, Status>(req) }
+            }
+        })
+        .unwrap()
+        .method_access(&ECHO, Access::names(["ops"]))
+        .unwrap();
+    let server = serve_with(&pki, router, options());
+    let good = GoodClient::start(&pki, &server).await;
+    let alice = connect(&pki, &server).await;
+    let status = bounded(alice.call(&ECHO, "secret")).await.unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied, "{status}");
+    assert!(status.message().contains("alice"), "{status}");
+    assert_eq!(ran.load(Ordering::SeqCst), 0, "the handler never ran");
+    let ops_cert = pki.ca.issue(&NodeSpec::client("ops")).unwrap();
+    let tls = ClientTls::new(pki.roots()).with_identity(ops_cert.chain(), ops_cert.key_der());
+    let ops = Client::connect(
+        server.local_addr(),
+        "localhost",
+        tls,
+        ClientOptions::default(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(&*bounded(ops.call(&ECHO, "hello")).await.unwrap(), b"hello");
+    assert_eq!(ran.load(Ordering::SeqCst), 1);
+    good.check().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_responses_and_endless_handlers_end_in_statuses() {
+    const BIG: quicall::Method<[u8], [u8]> = quicall::Method::new("test.Big/Reply");
+    const NEVER: quicall::Method<[u8], [u8]> = quicall::Method::new("test.Never/Return");
+    let pki = Pki::new();
+    let router = quicall::demo::router()
+        .route(&BIG, |_ctx, _req| async move {
+            Ok::<_, Status>(vec![0u8; 2 << 20])
+        })
+        .unwrap()
+        .route(&NEVER, |_ctx, _req| async move {
+            std::future::pending::<()>().await;
+            Ok::<_, Status>(Vec::new())
+        })
+        .unwrap();
+    let server = serve_with(
+        &pki,
+        router,
+        ServerOptions {
+            max_response_size: 1 << 20,
+            ..options()
+        },
+    );
+    let good = GoodClient::start(&pki, &server).await;
+    let client = connect(&pki, &server).await;
+    let status = bounded(client.call(&BIG, "")).await.unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status}");
+    let status = bounded(client.call_with(
+        &NEVER,
+        "",
+        CallOptions::deadline(Duration::from_millis(200)),
+    ))
+    .await
+    .unwrap_err();
+    assert_eq!(status.code(), Code::DeadlineExceeded, "{status}");
+    client.close();
+    good.check().await;
+    settles(&server, 0).await;
+}
