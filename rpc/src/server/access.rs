@@ -33,8 +33,11 @@ pub enum Access {
     /// Callers for whom the predicate holds. It receives the verified
     /// identity (`None` for a caller without a certificate, possible only when
     /// the server does not require one) and the method name.
-    Custom(Arc<dyn Fn(Option<&PeerIdentity>, &str) -> bool + Send + Sync>),
+    Custom(Arc<AccessFn>),
 }
+
+/// A predicate over a caller's verified identity and the method name.
+pub type AccessFn = dyn Fn(Option<&PeerIdentity>, &str) -> bool + Send + Sync;
 
 impl Access {
     /// Callers whose certificate carries one of `names`.
