@@ -504,3 +504,28 @@ async fn oversized_responses_and_endless_handlers_end_in_statuses() {
     good.check().await;
     settles(&server, 0).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn address_validation_by_retry_lets_real_clients_in() {
+    // With a threshold of 0 every new client must echo a Retry token first,
+    // as all would during a flood of handshakes.
+    let pki = Pki::new();
+    let mut opts = options();
+    opts.transport.retry_above_handshakes = 0;
+    let server = serve_with(&pki, quicall::demo::router(), opts);
+    for _ in 0..5 {
+        let client = connect(&pki, &server).await;
+        let reply = bounded(client.call(
+            &ADD,
+            &AddRequest {
+                a: I64::new(20),
+                b: I64::new(22),
+            },
+        ))
+        .await
+        .unwrap();
+        assert_eq!(reply.sum.get(), 42);
+        client.close();
+    }
+    settles(&server, 0).await;
+}

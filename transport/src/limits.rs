@@ -33,6 +33,12 @@ pub struct Limits {
     /// Interval of keep-alive pings that hold an idle connection open, or
     /// `None` for none. Default 10 s (less than the idle timeout).
     pub keep_alive: Option<Duration>,
+    /// Handshakes in progress on a server above which new connection attempts
+    /// from addresses not yet validated must first echo a QUIC Retry token
+    /// (one extra round trip), so that a flood of spoofed Initial packets
+    /// costs the server no handshake state. Default 64; 0 makes every client
+    /// prove its address.
+    pub retry_above_handshakes: usize,
     /// Bytes the peer may send on one stream before it is read. Default 2 MiB.
     pub stream_receive_window: u32,
     /// Bytes the peer may send on a whole connection before they are read.
@@ -51,6 +57,7 @@ impl Default for Limits {
             handshake_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(30),
             keep_alive: Some(Duration::from_secs(10)),
+            retry_above_handshakes: 64,
             stream_receive_window: 2 << 20,
             receive_window: 16 << 20,
             send_window: 16 << 20,

@@ -1,5 +1,6 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -27,6 +28,8 @@ pub struct ServerEndpoint {
     slots: Arc<Semaphore>,
     max_connections: usize,
     handshake_timeout: Duration,
+    handshaking: Arc<AtomicUsize>,
+    retry_above: usize,
 }
 
 impl ServerEndpoint {
@@ -40,6 +43,8 @@ impl ServerEndpoint {
             slots: Arc::new(Semaphore::new(limits.max_connections)),
             max_connections: limits.max_connections,
             handshake_timeout: limits.handshake_timeout,
+            handshaking: Arc::new(AtomicUsize::new(0)),
+            retry_above: limits.retry_above_handshakes,
         })
     }
 
@@ -54,12 +59,22 @@ impl ServerEndpoint {
     pub async fn accept(&self) -> Option<Incoming> {
         loop {
             let incoming = self.endpoint.accept().await?;
+            if !incoming.remote_address_validated()
+                && incoming.may_retry()
+                && self.handshaking.load(Ordering::Relaxed) >= self.retry_above
+            {
+                // Stateless: the client must come back with the token.
+                let _ = incoming.retry();
+                continue;
+            }
             match self.slots.clone().try_acquire_owned() {
                 Ok(slot) => {
+                    self.handshaking.fetch_add(1, Ordering::Relaxed);
                     return Some(Incoming {
                         inner: incoming,
                         slot,
                         handshake_timeout: self.handshake_timeout,
+                        handshaking: HandshakeGauge(self.handshaking.clone()),
                     });
                 }
                 Err(_) => {
@@ -74,6 +89,11 @@ impl ServerEndpoint {
     /// handshaking or open, until their last handle is dropped.
     pub fn connection_slots_in_use(&self) -> usize {
         self.max_connections - self.slots.available_permits()
+    }
+
+    /// Handshakes in progress now.
+    pub fn handshakes_in_progress(&self) -> usize {
+        self.handshaking.load(Ordering::Relaxed)
     }
 
     /// Connections open now.
@@ -98,6 +118,17 @@ pub struct Incoming {
     inner: quinn::Incoming,
     slot: OwnedSemaphorePermit,
     handshake_timeout: Duration,
+    handshaking: HandshakeGauge,
+}
+
+/// Counts a handshake in progress while alive.
+#[derive(Debug)]
+struct HandshakeGauge(Arc<AtomicUsize>);
+
+impl Drop for HandshakeGauge {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Incoming {
@@ -113,6 +144,7 @@ impl Incoming {
         let conn = tokio::time::timeout(self.handshake_timeout, connecting)
             .await
             .map_err(|_| TransportError::HandshakeTimeout)??;
+        drop(self.handshaking);
         Ok(Connection::new(conn, Some(self.slot)))
     }
 

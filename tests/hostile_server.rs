@@ -1,0 +1,202 @@
+//! The client facing a hostile or broken server: every call ends with a
+//! status (never a hang, never a panic), and a call's future can always be
+//! dropped.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Pki, bounded};
+use quicall::demo::ECHO;
+use quicall::transport::quinn::VarInt;
+use quicall::transport::{Limits, ServerEndpoint};
+use quicall::wire::{REQUEST_HEADER_LEN, ResponseFlags, ResponseHead};
+use quicall::{CallOptions, Client, ClientOptions, Code};
+
+#[derive(Clone, Copy, Debug)]
+enum Behaviour {
+    ResetStream,
+    BadVersion,
+    MoreThanAnnounced,
+    LessThanAnnounced,
+    CloseConnection,
+    Silent,
+    HugeLength,
+}
+
+/// A server that reads each request, then misbehaves as told.
+async fn hostile_server(
+    pki: &Pki,
+    behaviour: Behaviour,
+) -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
+    let endpoint =
+        ServerEndpoint::bind(common::loopback(), pki.server_tls(), Limits::default()).unwrap();
+    let addr = endpoint.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        while let Some(incoming) = endpoint.accept().await {
+            let Ok(conn) = incoming.accept().await else {
+                continue;
+            };
+            tokio::spawn(async move {
+                while let Ok((mut send, mut recv)) = conn.accept_bi().await {
+                    let conn = conn.clone();
+                    tokio::spawn(async move {
+                        let mut header = [0u8; REQUEST_HEADER_LEN];
+                        if recv.read_exact(&mut header).await.is_err() {
+                            return;
+                        }
+                        let ok = |len: u32| {
+                            ResponseHead {
+                                status: 0,
+                                flags: ResponseFlags::NONE,
+                                body_len: len,
+                            }
+                            .encode()
+                        };
+                        match behaviour {
+                            Behaviour::ResetStream => {
+                                let _ = send.reset(VarInt::from_u32(9));
+                            }
+                            Behaviour::BadVersion => {
+                                let mut h = ok(0);
+                                h[0] = 9;
+                                let _ = send.write_all(&h).await;
+                                let _ = send.finish();
+                            }
+                            Behaviour::MoreThanAnnounced => {
+                                let _ = send.write_all(&ok(4)).await;
+                                let _ = send.write_all(b"0123456789abcdef").await;
+                                let _ = send.finish();
+                            }
+                            Behaviour::LessThanAnnounced => {
+                                let _ = send.write_all(&ok(100)).await;
+                                let _ = send.write_all(b"0123456789").await;
+                                let _ = send.finish();
+                            }
+                            Behaviour::CloseConnection => conn.close(77, b"gone"),
+                            Behaviour::Silent => {
+                                // Hold the stream open until the client gives up.
+                                let _ = send.stopped().await;
+                            }
+                            Behaviour::HugeLength => {
+                                let _ = send.write_all(&ok(u32::MAX)).await;
+                                let _ = send.stopped().await;
+                            }
+                        }
+                        let _ = send.stopped().await;
+                    });
+                }
+            });
+        }
+    });
+    (addr, task)
+}
+
+async fn call_hostile(behaviour: Behaviour) -> quicall::Status {
+    let pki = Pki::new();
+    let (addr, server) = hostile_server(&pki, behaviour).await;
+    let client = Client::connect(
+        addr,
+        "localhost",
+        pki.client_tls(),
+        ClientOptions::default(),
+    )
+    .await
+    .unwrap();
+    let status = bounded(client.call_with(
+        &ECHO,
+        "hello",
+        CallOptions::deadline(Duration::from_millis(500)),
+    ))
+    .await
+    .expect_err("a hostile server cannot answer well");
+    server.abort();
+    status
+}
+
+#[tokio::test]
+async fn server_resets_the_stream() {
+    let status = call_hostile(Behaviour::ResetStream).await;
+    assert_eq!(status.code(), Code::Unavailable, "{status}");
+    assert!(status.message().contains("reset"), "{status}");
+}
+
+#[tokio::test]
+async fn malformed_response_header() {
+    let status = call_hostile(Behaviour::BadVersion).await;
+    assert_eq!(status.code(), Code::Internal, "{status}");
+    assert!(
+        status.message().contains("malformed response header"),
+        "{status}"
+    );
+}
+
+#[tokio::test]
+async fn more_bytes_than_announced() {
+    let status = call_hostile(Behaviour::MoreThanAnnounced).await;
+    assert_eq!(status.code(), Code::Internal, "{status}");
+    assert!(
+        status.message().contains("after the response body"),
+        "{status}"
+    );
+}
+
+#[tokio::test]
+async fn fewer_bytes_than_announced() {
+    let status = call_hostile(Behaviour::LessThanAnnounced).await;
+    assert_eq!(status.code(), Code::Internal, "{status}");
+    assert!(
+        status.message().contains("inside the response body"),
+        "{status}"
+    );
+}
+
+#[tokio::test]
+async fn server_dies_mid_call() {
+    let status = call_hostile(Behaviour::CloseConnection).await;
+    assert_eq!(status.code(), Code::Unavailable, "{status}");
+}
+
+#[tokio::test]
+async fn silent_server_ends_at_the_deadline() {
+    let status = call_hostile(Behaviour::Silent).await;
+    assert_eq!(status.code(), Code::DeadlineExceeded, "{status}");
+}
+
+#[tokio::test]
+async fn huge_announced_response_is_refused_before_reading() {
+    let status = call_hostile(Behaviour::HugeLength).await;
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status}");
+}
+
+#[tokio::test]
+async fn a_call_to_a_silent_server_can_be_dropped() {
+    let pki = Pki::new();
+    let (addr, server) = hostile_server(&pki, Behaviour::Silent).await;
+    let client = Client::connect(
+        addr,
+        "localhost",
+        pki.client_tls(),
+        ClientOptions::default(),
+    )
+    .await
+    .unwrap();
+    let call = tokio::spawn({
+        let client = client.clone();
+        async move { client.call(&ECHO, "hello").await }
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    call.abort();
+    assert!(bounded(call).await.unwrap_err().is_cancelled());
+    // The connection still works for the next call's stream (the server is
+    // silent, so it ends at its deadline, not in a hang).
+    let status = bounded(client.call_with(
+        &ECHO,
+        "x",
+        CallOptions::deadline(Duration::from_millis(100)),
+    ))
+    .await
+    .unwrap_err();
+    assert_eq!(status.code(), Code::DeadlineExceeded);
+    server.abort();
+}
