@@ -142,15 +142,15 @@ async fn every_call_is_accounted_for_through_loss_and_a_restart() {
         .await;
     let restarted = bounded(async {
         loop {
-            if std::net::UdpSocket::bind(steady_addr).is_ok() {
-                if let Ok(server) = quicall::Server::bind(
+            if std::net::UdpSocket::bind(steady_addr).is_ok()
+                && let Ok(server) = quicall::Server::bind(
                     steady_addr,
                     pki.server_tls(),
                     quicall::demo::router(),
                     quicall::ServerOptions::default(),
-                ) {
-                    return server;
-                }
+                )
+            {
+                return server;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
