@@ -22,6 +22,8 @@ enum Command {
     Serve(cmd::serve::Args),
     /// Call a method on a server and print the answer.
     Call(cmd::call::Args),
+    /// Good clients and attackers against a local cluster, for a bounded time.
+    Soak(cmd::soak::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -41,6 +43,7 @@ fn main() -> std::process::ExitCode {
                     Command::Demo(args) => cmd::demo::run(args).await,
                     Command::Serve(args) => cmd::serve::run(args).await,
                     Command::Call(args) => cmd::call::run(args).await,
+                    Command::Soak(args) => cmd::soak::run(args).await,
                     Command::Certs(_) => unreachable!("handled above"),
                 }
             })

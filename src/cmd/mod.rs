@@ -4,6 +4,7 @@ pub mod call;
 pub mod certs;
 pub mod demo;
 pub mod serve;
+pub mod soak;
 
 use std::net::SocketAddr;
 use std::path::Path;

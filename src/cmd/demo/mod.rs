@@ -5,6 +5,8 @@
 mod phases;
 mod tls;
 
+pub use tls::add_request;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -134,7 +136,7 @@ async fn demo(args: Args) -> anyhow::Result<()> {
 
 /// Makes the cluster CA with three servers and one client, and a rogue CA
 /// with a client of its own, as PEM files in `dir`.
-fn write_certificates(dir: &Path) -> anyhow::Result<()> {
+pub fn write_certificates(dir: &Path) -> anyhow::Result<()> {
     let validity = Duration::from_secs(86_400);
     let ca = CertificateAuthority::new("quicall demo CA", validity)?;
     ca.write_pem(dir, "ca")?;

@@ -1,0 +1,196 @@
+//! The attacks of the soak, each bounded in count and time.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use quicall::certs::{read_certs, read_key};
+use quicall::demo::ADD;
+use quicall::transport::quinn::VarInt;
+use quicall::transport::{CertificateDer, ClientEndpoint, ClientTls, Connection, Limits};
+use quicall::wire::{REQUEST_HEADER_LEN, RequestHead};
+
+/// The attacks, by name.
+pub const KINDS: [&str; 11] = [
+    "random bytes",
+    "4 GiB header",
+    "half header, then reset",
+    "body shorter than said",
+    "body longer than said",
+    "unknown method",
+    "rapid reset (200 streams)",
+    "slow loris (32 streams)",
+    "random datagrams (100)",
+    "no client certificate",
+    "connection flood (20)",
+];
+
+pub struct Attacker {
+    servers: Vec<SocketAddr>,
+    valid: ClientEndpoint,
+    anonymous: ClientEndpoint,
+    conns: Mutex<Vec<Option<Connection>>>,
+    counts: [AtomicU64; KINDS.len()],
+}
+
+const LIMIT: Duration = Duration::from_secs(3);
+
+impl Attacker {
+    pub fn new(
+        dir: &Path,
+        ca: Vec<CertificateDer<'static>>,
+        servers: Vec<SocketAddr>,
+    ) -> anyhow::Result<Self> {
+        // A valid certificate: the attacker is an insider.
+        let tls = ClientTls::new(ca.clone()).with_identity(
+            read_certs(&dir.join("demo-client.crt"))?,
+            read_key(&dir.join("demo-client.key"))?,
+        );
+        Ok(Self {
+            conns: Mutex::new(vec![None; servers.len()]),
+            servers,
+            valid: ClientEndpoint::new(tls, Limits::default())?,
+            anonymous: ClientEndpoint::new(ClientTls::new(ca), Limits::default())?,
+            counts: std::array::from_fn(|_| AtomicU64::new(0)),
+        })
+    }
+
+    pub fn counts(&self) -> Vec<u64> {
+        self.counts
+            .iter()
+            .map(|c| c.load(Ordering::Relaxed))
+            .collect()
+    }
+
+    pub fn total(&self) -> u64 {
+        self.counts().iter().sum()
+    }
+
+    pub fn close(&self) {
+        self.valid.close(0, b"soak over");
+        self.anonymous.close(0, b"soak over");
+    }
+
+    /// An open connection to server `i`, reopened when it closed.
+    async fn conn(&self, i: usize) -> Option<Connection> {
+        let existing = self.conns.lock().unwrap_or_else(|e| e.into_inner())[i].clone();
+        if let Some(conn) = existing.filter(|c| c.close_reason().is_none()) {
+            return Some(conn);
+        }
+        let conn = tokio::time::timeout(LIMIT, self.valid.connect(self.servers[i], "localhost"))
+            .await
+            .ok()?
+            .ok()?;
+        self.conns.lock().unwrap_or_else(|e| e.into_inner())[i] = Some(conn.clone());
+        Some(conn)
+    }
+
+    pub async fn one_attack(&self) {
+        let kind = fastrand::usize(..KINDS.len());
+        let server = fastrand::usize(..self.servers.len());
+        self.counts[kind].fetch_add(1, Ordering::Relaxed);
+        let addr = self.servers[server];
+        match kind {
+            0..=5 => {
+                if let Some(conn) = self.conn(server).await {
+                    malformed(&conn, kind).await;
+                }
+            }
+            6 => {
+                if let Some(conn) = self.conn(server).await {
+                    for _ in 0..200 {
+                        let Ok(Ok((mut send, _recv))) =
+                            tokio::time::timeout(LIMIT, conn.open_bi()).await
+                        else {
+                            break;
+                        };
+                        let _ = send.write_all(&header(ADD.id(), 16)[..4]).await;
+                        let _ = send.reset(VarInt::from_u32(0));
+                    }
+                }
+            }
+            7 => {
+                if let Some(conn) = self.conn(server).await {
+                    let mut held = Vec::new();
+                    for _ in 0..32 {
+                        let Ok(Ok((mut send, recv))) =
+                            tokio::time::timeout(LIMIT, conn.open_bi()).await
+                        else {
+                            break;
+                        };
+                        let _ = send.write_all(&[1, 0]).await;
+                        held.push((send, recv));
+                    }
+                    tokio::time::sleep(Duration::from_millis(1500)).await;
+                }
+            }
+            8 => {
+                if let Ok(socket) = tokio::net::UdpSocket::bind("127.0.0.1:0").await {
+                    for _ in 0..100 {
+                        let len = fastrand::usize(1..1400);
+                        let mut datagram: Vec<u8> = (0..len).map(|_| fastrand::u8(..)).collect();
+                        datagram[0] |= 0xc0;
+                        let _ = socket.send_to(&datagram, addr).await;
+                    }
+                }
+            }
+            9 => {
+                if let Ok(Ok(conn)) =
+                    tokio::time::timeout(LIMIT, self.anonymous.connect(addr, "localhost")).await
+                {
+                    // The server refuses the handshake; the stream fails.
+                    malformed(&conn, 5).await;
+                    conn.close(0, b"");
+                }
+            }
+            _ => {
+                let mut flood = Vec::new();
+                for _ in 0..20 {
+                    if let Ok(Ok(conn)) =
+                        tokio::time::timeout(LIMIT, self.valid.connect(addr, "localhost")).await
+                    {
+                        flood.push(conn);
+                    }
+                }
+                for conn in flood {
+                    conn.close(0, b"");
+                }
+            }
+        }
+    }
+}
+
+fn header(method_id: u64, body_len: u32) -> [u8; REQUEST_HEADER_LEN] {
+    RequestHead {
+        method_id,
+        body_len,
+        deadline: None,
+    }
+    .encode()
+}
+
+/// One malformed request of kind 0 to 5 (see [`KINDS`]); reads what comes back.
+async fn malformed(conn: &Connection, kind: usize) {
+    let Ok(Ok((mut send, mut recv))) = tokio::time::timeout(LIMIT, conn.open_bi()).await else {
+        return;
+    };
+    let bytes: Vec<u8> = match kind {
+        0 => (0..fastrand::usize(1..300))
+            .map(|_| fastrand::u8(..))
+            .collect(),
+        1 => header(ADD.id(), u32::MAX).to_vec(),
+        2 => header(ADD.id(), 16)[..12].to_vec(),
+        3 => [&header(ADD.id(), 16)[..], &[1, 2, 3]].concat(),
+        4 => [&header(ADD.id(), 16)[..], &[7u8; 4000][..]].concat(),
+        _ => header(0x0bad_cafe, 0).to_vec(),
+    };
+    let _ = send.write_all(&bytes).await;
+    if kind == 2 {
+        let _ = send.reset(VarInt::from_u32(1));
+    } else {
+        let _ = send.finish();
+    }
+    let _ = tokio::time::timeout(LIMIT, recv.read_to_end(1 << 16)).await;
+}
