@@ -389,6 +389,25 @@ async fn bad_certificates_are_refused_with_clear_errors() {
         assert_eq!(status.code(), Code::Unauthenticated, "{what}: {status}");
         assert!(status.message().contains(reason), "{what}: {status}");
     }
+    // A certificate from another CA.
+    let rogue = Pki::named("rogue CA");
+    let status = refusal(
+        &server,
+        ClientTls::new(pki.roots()).with_identity(rogue.client.chain(), rogue.client.key_der()),
+    )
+    .await;
+    assert_eq!(status.code(), Code::Unauthenticated, "{status}");
+    assert!(status.message().contains("unknown CA"), "{status}");
+    // A client that expects another server name refuses this server.
+    let status = bounded(Client::connect(
+        server.local_addr(),
+        "someone-else.example",
+        pki.client_tls(),
+        ClientOptions::default(),
+    ))
+    .await
+    .unwrap_err();
+    assert_eq!(status.code(), Code::Unauthenticated, "{status}");
     // A self-signed client certificate.
     let own = CertificateAuthority::new("self-signed", day).unwrap();
     let status = refusal(
