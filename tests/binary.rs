@@ -195,3 +195,77 @@ fn add_examples_print_five() {
     assert!(out.status.success());
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "5");
 }
+
+#[test]
+fn revoked_client_is_refused_by_serve_with_a_crl() {
+    let dir = tempfile::tempdir().unwrap();
+    let quicall = || Command::new(env!("CARGO_BIN_EXE_quicall"));
+    let out = quicall()
+        .arg("certs")
+        .arg("--out")
+        .arg(dir.path())
+        .args([
+            "--server",
+            "node,localhost",
+            "--client",
+            "ops",
+            "--client",
+            "eve",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let out = quicall()
+        .arg("certs")
+        .arg("--out")
+        .arg(dir.path())
+        .args(["--revoke", "eve"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let file = |name: &str| dir.path().join(name);
+    let mut server = quicall()
+        .arg("serve")
+        .args(["--listen", "127.0.0.1:0"])
+        .arg("--cert")
+        .arg(file("node.crt"))
+        .arg("--key")
+        .arg(file("node.key"))
+        .arg("--ca")
+        .arg(file("ca.crt"))
+        .arg("--crl")
+        .arg(file("ca.crl"))
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let addr = listening_address(&mut server);
+    let whoami = |who: &str| {
+        quicall()
+            .arg("call")
+            .args(["--server", &addr, "--server-name", "localhost"])
+            .arg("--ca")
+            .arg(file("ca.crt"))
+            .arg("--cert")
+            .arg(file(&format!("{who}.crt")))
+            .arg("--key")
+            .arg(file(&format!("{who}.key")))
+            .arg("whoami")
+            .output()
+            .unwrap()
+    };
+    let ops = whoami("ops");
+    let eve = whoami("eve");
+    server.kill().unwrap();
+    let _ = server.wait();
+    assert_eq!(String::from_utf8_lossy(&ops.stdout).trim(), "ops");
+    assert!(!eve.status.success());
+    let err = String::from_utf8_lossy(&eve.stderr);
+    assert!(
+        err.contains("UNAUTHENTICATED") && err.contains("revoked"),
+        "{err}"
+    );
+}

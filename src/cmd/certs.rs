@@ -65,6 +65,21 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             &args.out,
         )?;
     }
+    if !args.revoke.is_empty() {
+        let serials = args
+            .revoke
+            .iter()
+            .map(|name| quicall::certs::read_serial(&args.out.join(format!("{name}.crt"))))
+            .collect::<Result<Vec<_>, _>>()?;
+        let crl = ca.revocation_list(serials.iter().map(Vec::as_slice), validity)?;
+        let path = args.out.join("ca.crl");
+        crl.write_pem(&path)?;
+        println!(
+            "wrote {} revoking {}",
+            path.display(),
+            args.revoke.join(", ")
+        );
+    }
     Ok(())
 }
 
