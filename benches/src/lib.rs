@@ -2,6 +2,8 @@
 //! and a counting allocator.
 #![forbid(unsafe_code)]
 
+pub mod harness;
+
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 

@@ -1,0 +1,226 @@
+//! The echo load benchmark: quicall and raw quinn side by side over
+//! loopback, closed loop over a matrix of payloads and concurrencies, then an
+//! open-loop rate sweep; a table, JSON lines and `.hgrm` files.
+//!
+//! ```text
+//! cargo run --release -p quicall-benches --bin loadbench            # the default matrix
+//! cargo run --release -p quicall-benches --bin loadbench -- --secs 1 --payloads 64 --concurrency 1,16
+//! ```
+
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use clap::Parser;
+use quicall::Limits;
+use quicall_benches::harness::output::{self, Row};
+use quicall_benches::harness::systems::Pki;
+use quicall_benches::harness::{Echo, Outcome, System, Workload, closed_loop, open_loop};
+
+#[derive(Parser)]
+#[command(about = "quicall against raw quinn: an echo benchmark over loopback")]
+struct Args {
+    /// Systems to run.
+    #[arg(long, value_delimiter = ',', default_value = "quicall,raw-quinn")]
+    systems: Vec<System>,
+    /// Payload sizes in bytes.
+    #[arg(long, value_delimiter = ',', default_value = "64,16384,1048576")]
+    payloads: Vec<usize>,
+    /// Concurrent callers (closed loop).
+    #[arg(long, value_delimiter = ',', default_value = "1,16,128")]
+    concurrency: Vec<usize>,
+    /// Concurrency for payloads of 1 MiB and more, instead of --concurrency.
+    #[arg(long, default_value_t = 4)]
+    big_concurrency: usize,
+    /// Seconds per cell.
+    #[arg(long, default_value_t = 3.0)]
+    secs: f64,
+    /// Skip the open-loop sweep.
+    #[arg(long)]
+    closed_only: bool,
+    /// Open loop: payload of the sweep.
+    #[arg(long, default_value_t = 64)]
+    open_payload: usize,
+    /// Open loop: rates to try (calls/s), in increasing order.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "1000,5000,10000,20000,40000"
+    )]
+    rates: Vec<f64>,
+    /// Open loop: the p99 bound (ms) a rate must meet.
+    #[arg(long, default_value_t = 10.0)]
+    p99_bound_ms: f64,
+    /// Worker threads of the runtime (client and server share it).
+    #[arg(long, default_value_t = 2)]
+    threads: usize,
+    /// Where to write results.jsonl and the .hgrm files.
+    #[arg(long, default_value = "target/loadbench")]
+    out: PathBuf,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(args.threads.max(1))
+        .enable_all()
+        .build()?;
+    rt.block_on(run(args))
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("creating {}", args.out.display()))?;
+    let mut jsonl = std::fs::File::create(args.out.join("results.jsonl"))?;
+    let pki = Pki::new()?;
+    let limits = Limits::default();
+    let secs = Duration::from_secs_f64(args.secs.clamp(0.05, 60.0));
+    let cells: Vec<Workload> = args
+        .payloads
+        .iter()
+        .flat_map(|&payload| {
+            let conc = if payload >= 1 << 20 {
+                vec![args.big_concurrency]
+            } else {
+                args.concurrency.clone()
+            };
+            conc.into_iter().map(move |concurrency| Workload {
+                payload,
+                concurrency,
+            })
+        })
+        .collect();
+    let total = cells.len() * args.systems.len()
+        + if args.closed_only {
+            0
+        } else {
+            args.systems.len()
+        };
+    let started = Instant::now();
+    let mut done = 0;
+    println!(
+        "closed loop, {:.1} s per cell, {} worker threads, mutual TLS on loopback",
+        secs.as_secs_f64(),
+        args.threads
+    );
+    println!("{}", output::header());
+    for cell in &cells {
+        let mut baseline: Option<Outcome> = None;
+        let mut outcomes = Vec::new();
+        // raw quinn first, so that quicall's line can show the ratio.
+        let mut systems = args.systems.clone();
+        systems.sort_by_key(|s| *s != System::Quinn);
+        for &system in &systems {
+            progress(
+                done,
+                total,
+                started,
+                &format!("{system} {}B x {}", cell.payload, cell.concurrency),
+            );
+            let echo = Arc::new(Echo::start(system, &pki, &limits).await?);
+            let outcome = closed_loop(echo, *cell, secs).await;
+            done += 1;
+            let row = Row {
+                system: system.name(),
+                mode: "closed",
+                payload: cell.payload,
+                concurrency: cell.concurrency,
+                rate: None,
+                outcome: &outcome,
+            };
+            clear_progress();
+            println!("{}", output::line(&row, baseline.as_ref()));
+            writeln!(jsonl, "{}", output::json(&row))?;
+            output::write_hgrm(
+                &args.out.join(format!(
+                    "{system}-closed-{}B-c{}.hgrm",
+                    cell.payload, cell.concurrency
+                )),
+                &outcome.histogram,
+            )?;
+            if system == System::Quinn {
+                baseline = Some(outcome);
+            } else {
+                outcomes.push(outcome);
+            }
+        }
+    }
+    if !args.closed_only {
+        println!(
+            "\nopen loop, {} B, rates {:?} calls/s, {:.1} s each: the highest rate whose p99 stays under {} ms",
+            args.open_payload,
+            args.rates,
+            secs.as_secs_f64(),
+            args.p99_bound_ms
+        );
+        println!("{}", output::header());
+        for &system in &args.systems {
+            progress(done, total, started, &format!("{system} open-loop sweep"));
+            let echo = Arc::new(Echo::start(system, &pki, &limits).await?);
+            let mut best: Option<f64> = None;
+            for &rate in &args.rates {
+                let outcome = open_loop(echo.clone(), args.open_payload, rate, secs, 10_000).await;
+                let row = Row {
+                    system: system.name(),
+                    mode: "open",
+                    payload: args.open_payload,
+                    concurrency: 0,
+                    rate: Some(rate),
+                    outcome: &outcome,
+                };
+                clear_progress();
+                println!("{}  (target {rate:.0}/s)", output::line(&row, None));
+                writeln!(jsonl, "{}", output::json(&row))?;
+                output::write_hgrm(
+                    &args.out.join(format!(
+                        "{system}-open-{}B-r{rate:.0}.hgrm",
+                        args.open_payload
+                    )),
+                    &outcome.histogram,
+                )?;
+                let within = outcome.errors == 0
+                    && outcome.skipped == 0
+                    && (outcome.us(0.99) as f64) < args.p99_bound_ms * 1000.0;
+                if !within {
+                    break;
+                }
+                best = Some(rate);
+            }
+            done += 1;
+            match best {
+                Some(rate) => {
+                    println!("{system}: highest rate within the bound: {rate:.0} calls/s")
+                }
+                None => println!("{system}: no rate met the bound"),
+            }
+        }
+    }
+    clear_progress();
+    println!(
+        "\nwrote {} and the .hgrm files in {} ({:.0} s)",
+        args.out.join("results.jsonl").display(),
+        args.out.display(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// A one-line progress bar on stderr.
+fn progress(done: usize, total: usize, started: Instant, what: &str) {
+    let width = 24;
+    let filled = width * done / total.max(1);
+    eprint!(
+        "\r[{}{}] {done}/{total} {:>4.0}s  {what:<40}",
+        "#".repeat(filled),
+        ".".repeat(width - filled),
+        started.elapsed().as_secs_f64()
+    );
+    let _ = std::io::stderr().flush();
+}
+
+fn clear_progress() {
+    eprint!("\r{:<90}\r", "");
+    let _ = std::io::stderr().flush();
+}

@@ -1,0 +1,174 @@
+//! The outputs: a terminal table, JSON lines, `.hgrm` percentile files.
+
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::path::Path;
+
+use hdrhistogram::Histogram;
+
+use super::Outcome;
+
+/// One measured cell: a system, its settings, and what it measured.
+pub struct Row<'a> {
+    pub system: &'a str,
+    pub mode: &'a str,
+    pub payload: usize,
+    pub concurrency: usize,
+    /// Target rate, open loop only.
+    pub rate: Option<f64>,
+    pub outcome: &'a Outcome,
+}
+
+pub fn header() -> String {
+    format!(
+        "{:<10} {:<6} {:>8} {:>5} {:>10} {:>9} {:>9} {:>9} {:>9} {:>9} {:>6} {:>14}",
+        "system",
+        "mode",
+        "payload",
+        "conc",
+        "calls/s",
+        "p50",
+        "p90",
+        "p99",
+        "p99.9",
+        "max",
+        "cpu",
+        "vs raw-quinn"
+    )
+}
+
+/// A table line; `baseline` is the raw-quinn outcome of the same cell.
+pub fn line(row: &Row, baseline: Option<&Outcome>) -> String {
+    let o = row.outcome;
+    let ratio = match baseline {
+        Some(b) if row.system != "raw-quinn" => format!(
+            "{:.2}x, p99 {:.2}x",
+            o.calls_per_sec() / b.calls_per_sec().max(1e-9),
+            o.us(0.99) as f64 / b.us(0.99).max(1) as f64
+        ),
+        _ => String::new(),
+    };
+    let cpu = o.cpu.as_secs_f64() / o.elapsed.as_secs_f64().max(1e-9);
+    format!(
+        "{:<10} {:<6} {:>8} {:>5} {:>10.0} {:>9} {:>9} {:>9} {:>9} {:>9} {:>5.0}% {:>14}{}",
+        row.system,
+        row.mode,
+        size(row.payload),
+        row.concurrency,
+        o.calls_per_sec(),
+        us(o.us(0.5)),
+        us(o.us(0.9)),
+        us(o.us(0.99)),
+        us(o.us(0.999)),
+        us(o.histogram.max()),
+        cpu * 100.0,
+        ratio,
+        if o.errors + o.skipped > 0 {
+            format!("  ({} errors, {} skipped)", o.errors, o.skipped)
+        } else {
+            String::new()
+        }
+    )
+}
+
+/// The JSON line of a row (settings and results; latencies in microseconds).
+pub fn json(row: &Row) -> String {
+    let o = row.outcome;
+    let mut s = String::from("{");
+    let _ = write!(
+        s,
+        "\"system\":\"{}\",\"mode\":\"{}\",\"payload\":{},\"concurrency\":{},",
+        row.system, row.mode, row.payload, row.concurrency
+    );
+    if let Some(rate) = row.rate {
+        let _ = write!(s, "\"rate\":{rate},");
+    }
+    let _ = write!(
+        s,
+        "\"calls\":{},\"errors\":{},\"skipped\":{},\"seconds\":{:.3},\"calls_per_sec\":{:.1},\"cpu_seconds\":{:.3},",
+        o.calls,
+        o.errors,
+        o.skipped,
+        o.elapsed.as_secs_f64(),
+        o.calls_per_sec(),
+        o.cpu.as_secs_f64()
+    );
+    let _ = write!(
+        s,
+        "\"p50_us\":{},\"p90_us\":{},\"p99_us\":{},\"p999_us\":{},\"max_us\":{}}}",
+        o.us(0.5),
+        o.us(0.9),
+        o.us(0.99),
+        o.us(0.999),
+        if o.histogram.is_empty() {
+            0
+        } else {
+            o.histogram.max()
+        }
+    );
+    s
+}
+
+/// Writes `histogram` (microseconds) as an HdrHistogram percentile
+/// distribution, values in milliseconds, as HdrHistogram's own tools print
+/// it and its plotters read it.
+pub fn write_hgrm(path: &Path, histogram: &Histogram<u64>) -> std::io::Result<()> {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:>12} {:>14} {:>10} {:>14}\n",
+        "Value", "Percentile", "TotalCount", "1/(1-Percentile)"
+    );
+    let mut total = 0u64;
+    for v in histogram.iter_quantiles(5) {
+        total += v.count_since_last_iteration();
+        let q = v.quantile_iterated_to();
+        let inverse = if q < 1.0 {
+            format!("{:>14.2}", 1.0 / (1.0 - q))
+        } else {
+            String::new()
+        };
+        let _ = writeln!(
+            out,
+            "{:>12.3} {:>14.12} {:>10} {inverse}",
+            v.value_iterated_to() as f64 / 1000.0,
+            q,
+            total
+        );
+    }
+    let _ = writeln!(
+        out,
+        "#[Mean    = {:>12.3}, StdDeviation   = {:>12.3}]",
+        histogram.mean() / 1000.0,
+        histogram.stdev() / 1000.0
+    );
+    let _ = writeln!(
+        out,
+        "#[Max     = {:>12.3}, Total count    = {:>12}]",
+        histogram.max() as f64 / 1000.0,
+        histogram.len()
+    );
+    let _ = writeln!(
+        out,
+        "#[Buckets = {:>12}, SubBuckets     = {:>12}]",
+        histogram.buckets(),
+        histogram.distinct_values()
+    );
+    std::fs::File::create(path)?.write_all(out.as_bytes())
+}
+
+fn us(v: u64) -> String {
+    if v >= 10_000 {
+        format!("{:.1}ms", v as f64 / 1000.0)
+    } else {
+        format!("{v}µs")
+    }
+}
+
+fn size(bytes: usize) -> String {
+    match bytes {
+        b if b >= 1 << 20 && b % (1 << 20) == 0 => format!("{}MiB", b >> 20),
+        b if b >= 1 << 10 && b % (1 << 10) == 0 => format!("{}KiB", b >> 10),
+        b => format!("{b}B"),
+    }
+}

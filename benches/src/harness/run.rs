@@ -1,0 +1,186 @@
+//! Closed-loop and open-loop load, with CPU accounting.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use hdrhistogram::Histogram;
+
+use super::Echo;
+
+/// Payload size and concurrency of a closed-loop cell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Workload {
+    pub payload: usize,
+    pub concurrency: usize,
+}
+
+/// Closed loop, or open loop at a fixed rate.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Mode {
+    /// `concurrency` callers, each waiting for its answer before the next call.
+    Closed,
+    /// Calls started at `rate` per second whatever the answers; latency from
+    /// each call's intended start (corrected for coordinated omission).
+    Open { rate: f64 },
+}
+
+/// What a run measured.
+pub struct Outcome {
+    /// Latencies in microseconds.
+    pub histogram: Histogram<u64>,
+    pub calls: u64,
+    pub errors: u64,
+    /// Calls not made (reserved; always 0 now that the open loop queues).
+    pub skipped: u64,
+    pub elapsed: Duration,
+    /// Process CPU time (user + system) used during the run.
+    pub cpu: Duration,
+}
+
+impl Outcome {
+    pub fn calls_per_sec(&self) -> f64 {
+        self.calls as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+
+    /// Latency at quantile `q`, in microseconds.
+    pub fn us(&self, q: f64) -> u64 {
+        if self.histogram.is_empty() {
+            0
+        } else {
+            self.histogram.value_at_quantile(q)
+        }
+    }
+}
+
+pub fn new_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 600_000_000, 3).expect("valid bounds")
+}
+
+fn payload(size: usize) -> Bytes {
+    Bytes::from((0..size).map(|i| (i % 251) as u8).collect::<Vec<u8>>())
+}
+
+/// `workload.concurrency` callers calling for `duration`.
+pub async fn closed_loop(echo: Arc<Echo>, workload: Workload, duration: Duration) -> Outcome {
+    let data = payload(workload.payload);
+    let errors = Arc::new(AtomicU64::new(0));
+    let cpu_before = process_cpu();
+    let start = Instant::now();
+    let end = start + duration;
+    let mut callers = tokio::task::JoinSet::new();
+    for _ in 0..workload.concurrency.max(1) {
+        let (echo, data, errors) = (echo.clone(), data.clone(), errors.clone());
+        callers.spawn(async move {
+            let mut histogram = new_histogram();
+            while Instant::now() < end {
+                let began = Instant::now();
+                match echo.call(&data).await {
+                    Ok(n) if n == data.len() => {
+                        histogram.saturating_record(began.elapsed().as_micros().max(1) as u64);
+                    }
+                    _ => {
+                        errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+            histogram
+        });
+    }
+    let mut histogram = new_histogram();
+    while let Some(h) = callers.join_next().await {
+        if let Ok(h) = h {
+            let _ = histogram.add(h);
+        }
+    }
+    let elapsed = start.elapsed();
+    Outcome {
+        calls: histogram.len(),
+        histogram,
+        errors: errors.load(Ordering::Relaxed),
+        skipped: 0,
+        elapsed,
+        cpu: process_cpu().saturating_sub(cpu_before),
+    }
+}
+
+/// Calls started at `rate` per second for `duration`, at most
+/// `max_outstanding` at once: a call due while that many are out waits for
+/// one to finish (the dispatcher never skips a call). Latency runs from each
+/// call's intended start, not its actual one, so that a server that stalls is
+/// charged for every call that queued behind it (no coordinated omission).
+pub async fn open_loop(
+    echo: Arc<Echo>,
+    payload_size: usize,
+    rate: f64,
+    duration: Duration,
+    max_outstanding: usize,
+) -> Outcome {
+    let data = payload(payload_size);
+    let interval = Duration::from_secs_f64(1.0 / rate.max(1e-3));
+    let total = (duration.as_secs_f64() * rate).round().max(1.0) as u64;
+    let errors = Arc::new(AtomicU64::new(0));
+    let outstanding = Arc::new(tokio::sync::Semaphore::new(max_outstanding.max(1)));
+    let cpu_before = process_cpu();
+    let start = tokio::time::Instant::now();
+    let mut calls = tokio::task::JoinSet::new();
+    let skipped = 0;
+    let mut late = new_histogram();
+    for i in 0..total {
+        let intended = start + interval.mul_f64(i as f64);
+        tokio::time::sleep_until(intended).await;
+        let Ok(permit) = outstanding.clone().acquire_owned().await else {
+            break;
+        };
+        let (echo, data, errors) = (echo.clone(), data.clone(), errors.clone());
+        calls.spawn(async move {
+            let _permit = permit;
+            let ok = matches!(echo.call(&data).await, Ok(n) if n == data.len());
+            if !ok {
+                errors.fetch_add(1, Ordering::Relaxed);
+            }
+            (ok, intended.elapsed())
+        });
+        // Reap finished calls as we go, so the set stays small.
+        while let Some(done) = calls.try_join_next() {
+            if let Ok((true, latency)) = done {
+                late.saturating_record(latency.as_micros().max(1) as u64);
+            }
+        }
+    }
+    while let Some(done) = calls.join_next().await {
+        if let Ok((true, latency)) = done {
+            late.saturating_record(latency.as_micros().max(1) as u64);
+        }
+    }
+    let elapsed = start.elapsed();
+    Outcome {
+        calls: late.len(),
+        histogram: late,
+        errors: errors.load(Ordering::Relaxed),
+        skipped,
+        elapsed,
+        cpu: process_cpu().saturating_sub(cpu_before),
+    }
+}
+
+/// User + system CPU time of this process so far, from /proc/self/stat
+/// (clock ticks of 10 ms, the Linux default); zero where unavailable.
+pub fn process_cpu() -> Duration {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return Duration::ZERO;
+    };
+    // Fields after the ")" that ends the command name: utime is the 12th, stime the 13th.
+    let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+        return Duration::ZERO;
+    };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    Duration::from_millis((ticks(11) + ticks(12)) * 10)
+}

@@ -1,0 +1,192 @@
+//! The systems under test, each an echo server and a client of it.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use bytes::Bytes;
+use quicall::certs::{CertificateAuthority, NodeSpec};
+use quicall::demo::ECHO;
+use quicall::transport::{ClientEndpoint, Connection, ServerEndpoint};
+use quicall::{
+    Client, ClientAuth, ClientOptions, ClientTls, Limits, Server, ServerOptions, ServerTls,
+};
+
+/// A system under test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum System {
+    /// quicall: `demo.Echo/Echo` with mutual TLS and default settings.
+    Quicall,
+    /// Raw quinn: one bidirectional stream per call, write the payload,
+    /// finish, read to the end; the same TLS and transport settings.
+    Quinn,
+}
+
+impl System {
+    pub fn name(self) -> &'static str {
+        match self {
+            System::Quicall => "quicall",
+            System::Quinn => "raw-quinn",
+        }
+    }
+
+    pub fn all() -> [System; 2] {
+        [System::Quicall, System::Quinn]
+    }
+}
+
+impl fmt::Display for System {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for System {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        System::all()
+            .into_iter()
+            .find(|x| x.name() == s)
+            .ok_or_else(|| format!("unknown system {s:?}: quicall, raw-quinn"))
+    }
+}
+
+/// Certificates shared by every system of a run.
+pub struct Pki {
+    ca: CertificateAuthority,
+    server: quicall::certs::NodeCert,
+    client: quicall::certs::NodeCert,
+}
+
+impl Pki {
+    pub fn new() -> anyhow::Result<Self> {
+        let ca = CertificateAuthority::new("bench CA", quicall::certs::DEFAULT_VALIDITY)?;
+        let server = ca.issue(&NodeSpec::server("bench-server").san("localhost"))?;
+        let client = ca.issue(&NodeSpec::client("bench-client"))?;
+        Ok(Self { ca, server, client })
+    }
+
+    fn server_tls(&self) -> ServerTls {
+        ServerTls::new(
+            self.server.chain(),
+            self.server.key_der(),
+            ClientAuth::Required(vec![self.ca.cert_der().clone()]),
+        )
+    }
+
+    fn client_tls(&self) -> ClientTls {
+        ClientTls::new(vec![self.ca.cert_der().clone()])
+            .with_identity(self.client.chain(), self.client.key_der())
+    }
+}
+
+/// A running echo server and a client of it.
+pub enum Echo {
+    Quicall {
+        _server: Server,
+        client: Client,
+    },
+    Quinn {
+        _server: tokio::task::JoinHandle<()>,
+        conn: Connection,
+        _endpoint: ClientEndpoint,
+    },
+}
+
+impl Echo {
+    /// Starts `system`'s server on loopback and connects a client.
+    pub async fn start(system: System, pki: &Pki, limits: &Limits) -> anyhow::Result<Echo> {
+        Self::start_with(
+            system,
+            pki,
+            limits,
+            Arc::new(quicall::demo::Knobs::default()),
+        )
+        .await
+    }
+
+    /// Like [`Echo::start`]; a quicall server spends `knobs`' service time
+    /// on every call (to test the harness against a known delay).
+    pub async fn start_with(
+        system: System,
+        pki: &Pki,
+        limits: &Limits,
+        knobs: Arc<quicall::demo::Knobs>,
+    ) -> anyhow::Result<Echo> {
+        let addr: SocketAddr = "127.0.0.1:0".parse()?;
+        match system {
+            System::Quicall => {
+                let options = ServerOptions {
+                    transport: limits.clone(),
+                    max_request_size: 64 << 20,
+                    max_response_size: 64 << 20,
+                    ..ServerOptions::default()
+                };
+                let router = quicall::demo::router_with(knobs);
+                let server = Server::bind(addr, pki.server_tls(), router, options)?;
+                let client_options = ClientOptions {
+                    transport: limits.clone(),
+                    max_response_size: 64 << 20,
+                    ..ClientOptions::default()
+                };
+                let client = Client::connect(
+                    server.local_addr(),
+                    "localhost",
+                    pki.client_tls(),
+                    client_options,
+                )
+                .await
+                .context("connecting to the quicall server")?;
+                Ok(Echo::Quicall {
+                    _server: server,
+                    client,
+                })
+            }
+            System::Quinn => {
+                let endpoint = ServerEndpoint::bind(addr, pki.server_tls(), limits.clone())?;
+                let server_addr = endpoint.local_addr()?;
+                let server = tokio::spawn(raw_echo_server(endpoint));
+                let client = ClientEndpoint::new(pki.client_tls(), limits.clone())?;
+                let conn = client.connect(server_addr, "localhost").await?;
+                Ok(Echo::Quinn {
+                    _server: server,
+                    conn,
+                    _endpoint: client,
+                })
+            }
+        }
+    }
+
+    /// One echo call; the length of the answer.
+    pub async fn call(&self, payload: &Bytes) -> anyhow::Result<usize> {
+        match self {
+            Echo::Quicall { client, .. } => Ok(client.call(&ECHO, payload.clone()).await?.len()),
+            Echo::Quinn { conn, .. } => {
+                let (mut send, mut recv) = conn.open_bi().await?;
+                send.write_chunk(payload.clone()).await?;
+                send.finish()?;
+                Ok(recv.read_to_end(64 << 20).await?.len())
+            }
+        }
+    }
+}
+
+/// Raw quinn echo: for each stream, read to the end and write it back.
+async fn raw_echo_server(endpoint: ServerEndpoint) {
+    while let Some(incoming) = endpoint.accept().await {
+        tokio::spawn(async move {
+            let Ok(conn) = incoming.accept().await else {
+                return;
+            };
+            while let Ok((mut send, mut recv)) = conn.accept_bi().await {
+                tokio::spawn(async move {
+                    if let Ok(data) = recv.read_to_end(64 << 20).await {
+                        let _ = send.write_all(&data).await;
+                        let _ = send.finish();
+                    }
+                });
+            }
+        });
+    }
+}

@@ -1,0 +1,112 @@
+//! The harness itself: short bounded runs of each mode and system finish and
+//! write well-formed output, and the open loop charges a slow server for the
+//! calls queued behind it (coordinated omission corrected).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use quicall::Limits;
+use quicall_benches::harness::output::{self, Row};
+use quicall_benches::harness::systems::Pki;
+use quicall_benches::harness::{Echo, System, Workload, closed_loop, open_loop};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_system_and_mode_runs_and_writes_well_formed_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new().unwrap();
+    for system in System::all() {
+        let echo = Arc::new(Echo::start(system, &pki, &Limits::default()).await.unwrap());
+        let workload = Workload {
+            payload: 1000,
+            concurrency: 4,
+        };
+        let closed = closed_loop(echo.clone(), workload, Duration::from_millis(150)).await;
+        assert!(closed.calls > 0 && closed.errors == 0, "{system}");
+        let open = open_loop(echo, 1000, 500.0, Duration::from_millis(150), 100).await;
+        assert!(open.calls > 0 && open.errors == 0, "{system}");
+        for (mode, outcome, rate) in [("closed", &closed, None), ("open", &open, Some(500.0))] {
+            let row = Row {
+                system: system.name(),
+                mode,
+                payload: 1000,
+                concurrency: 4,
+                rate,
+                outcome,
+            };
+            let json: serde_json::Value =
+                serde_json::from_str(&output::json(&row)).expect("valid JSON");
+            assert_eq!(json["system"], system.name());
+            assert_eq!(json["calls"], outcome.calls);
+            assert!(json["p99_us"].as_u64().unwrap() >= json["p50_us"].as_u64().unwrap());
+            let path = dir.path().join(format!("{system}-{mode}.hgrm"));
+            output::write_hgrm(&path, &outcome.histogram).unwrap();
+            let text = std::fs::read_to_string(&path).unwrap();
+            let mut last = (0.0f64, 0.0f64);
+            let mut lines = 0;
+            for line in text
+                .lines()
+                .skip(2)
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            {
+                let fields: Vec<f64> = line
+                    .split_whitespace()
+                    .take(3)
+                    .map(|f| f.parse().unwrap())
+                    .collect();
+                assert!(
+                    fields[0] >= last.0 && fields[1] >= last.1,
+                    "monotonic: {line}"
+                );
+                last = (fields[0], fields[1]);
+                lines += 1;
+            }
+            assert!(
+                lines > 1 && (last.1 - 1.0).abs() < 1e-9,
+                "ends at percentile 1.0"
+            );
+            assert!(text.contains(&format!("Total count    = {:>12}", outcome.calls)));
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_loop_charges_a_slow_server_for_the_queue_behind_it() {
+    let pki = Pki::new().unwrap();
+    let knobs = Arc::new(quicall::demo::Knobs::default());
+    knobs.set_service_time(Duration::from_millis(20));
+    let echo = Arc::new(
+        Echo::start_with(System::Quicall, &pki, &Limits::default(), knobs)
+            .await
+            .unwrap(),
+    );
+    // One call at a time, each taking 20 ms, but one due every 10 ms: the
+    // queue grows by 10 ms a call. 30 calls: the last waits about 300 ms.
+    let open = open_loop(echo.clone(), 64, 100.0, Duration::from_millis(300), 1).await;
+    assert_eq!(open.calls, 30);
+    let closed = closed_loop(
+        echo,
+        Workload {
+            payload: 64,
+            concurrency: 1,
+        },
+        Duration::from_millis(200),
+    )
+    .await;
+    // Each call takes about 20 ms on its own...
+    assert!(
+        closed.us(0.5) >= 20_000 && closed.us(0.5) < 100_000,
+        "closed p50 {} µs",
+        closed.us(0.5)
+    );
+    // ...but measured from their intended starts the queued ones are far later.
+    assert!(
+        open.histogram.max() >= 250_000,
+        "open max {} µs",
+        open.histogram.max()
+    );
+    assert!(
+        open.us(0.5) >= 3 * closed.us(0.5),
+        "open p50 {} µs",
+        open.us(0.5)
+    );
+}
