@@ -37,6 +37,30 @@ fn round_trip(c: &mut Criterion) {
         println!("heap allocations per add call (client + server, quinn included): {per_call:.1}");
     });
 
+    // Echo of 64 B, quicall against raw quinn (same TLS and transport).
+    rt.block_on(async {
+        let pki = quicall_benches::harness::systems::Pki::new().unwrap();
+        let payload = bytes::Bytes::from(vec![7u8; 64]);
+        for system in quicall_benches::harness::System::all() {
+            let echo =
+                quicall_benches::harness::Echo::start(system, &pki, &quicall::Limits::default())
+                    .await
+                    .unwrap();
+            for _ in 0..1000 {
+                echo.call(&payload).await.unwrap();
+            }
+            let calls = 10_000;
+            let before = CountingAlloc::count();
+            for _ in 0..calls {
+                echo.call(&payload).await.unwrap();
+            }
+            let per_call = (CountingAlloc::count() - before) as f64 / calls as f64;
+            println!(
+                "heap allocations per 64 B echo call, {system} (client + server): {per_call:.1}"
+            );
+        }
+    });
+
     let mut group = c.benchmark_group("round_trip");
     group.measurement_time(Duration::from_secs(5));
     group.throughput(Throughput::Elements(1));

@@ -34,9 +34,14 @@ struct Args {
     /// Concurrency for payloads of 1 MiB and more, instead of --concurrency.
     #[arg(long, default_value_t = 4)]
     big_concurrency: usize,
-    /// Seconds per cell.
-    #[arg(long, default_value_t = 3.0)]
+    /// Seconds per cell and round.
+    #[arg(long, default_value_t = 2.0)]
     secs: f64,
+    /// Rounds per cell: the systems take turns, and each system's median
+    /// round (by calls/s) is reported, so that a noisy moment on a shared
+    /// machine does not decide a ratio.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
     /// Skip the open-loop sweep.
     #[arg(long)]
     closed_only: bool,
@@ -101,38 +106,70 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let started = Instant::now();
     let mut done = 0;
     println!(
-        "closed loop, {:.1} s per cell, {} worker threads, mutual TLS on loopback",
+        "closed loop, {} rounds of {:.1} s per cell (each system's median round), {} worker threads, mutual TLS on loopback",
+        rounds_shown(&args),
         secs.as_secs_f64(),
         args.threads
     );
     println!("{}", output::header());
+    let rounds = args.rounds.max(1);
     for cell in &cells {
-        let mut baseline: Option<Outcome> = None;
-        let mut outcomes = Vec::new();
-        // raw quinn first, so that quicall's line can show the ratio.
-        let mut systems = args.systems.clone();
-        systems.sort_by_key(|s| *s != System::Quinn);
-        for &system in &systems {
-            progress(
-                done,
-                total,
-                started,
-                &format!("{system} {}B x {}", cell.payload, cell.concurrency),
-            );
-            let echo = Arc::new(Echo::start(system, &pki, &limits).await?);
-            let outcome = closed_loop(echo, *cell, secs).await;
-            done += 1;
+        // Every system's outcomes over the rounds; the systems take turns.
+        let mut results: Vec<(System, Vec<Outcome>)> =
+            args.systems.iter().map(|&s| (s, Vec::new())).collect();
+        for round in 0..rounds {
+            for k in 0..results.len() {
+                let k = (k + round) % results.len();
+                let system = results[k].0;
+                progress(
+                    done,
+                    total,
+                    started,
+                    &format!(
+                        "{system} {}B x {} round {}",
+                        cell.payload,
+                        cell.concurrency,
+                        round + 1
+                    ),
+                );
+                let echo = Arc::new(Echo::start(system, &pki, &limits).await?);
+                let outcome = closed_loop(echo, *cell, secs).await;
+                results[k].1.push(outcome);
+            }
+        }
+        done += args.systems.len();
+        clear_progress();
+        let medians: Vec<(System, Outcome, Vec<f64>)> = results
+            .into_iter()
+            .map(|(system, mut outcomes)| {
+                let all: Vec<f64> = outcomes.iter().map(Outcome::calls_per_sec).collect();
+                outcomes.sort_by(|a, b| a.calls_per_sec().total_cmp(&b.calls_per_sec()));
+                let median = outcomes.swap_remove(outcomes.len() / 2);
+                (system, median, all)
+            })
+            .collect();
+        let baseline = medians
+            .iter()
+            .find(|(s, _, _)| *s == System::Quinn)
+            .map(|(_, o, _)| o);
+        for (system, outcome, all) in &medians {
             let row = Row {
                 system: system.name(),
                 mode: "closed",
                 payload: cell.payload,
                 concurrency: cell.concurrency,
                 rate: None,
-                outcome: &outcome,
+                outcome,
             };
-            clear_progress();
-            println!("{}", output::line(&row, baseline.as_ref()));
-            writeln!(jsonl, "{}", output::json(&row))?;
+            println!("{}", output::line(&row, baseline));
+            let json = output::json(&row);
+            let rounds_json: Vec<String> = all.iter().map(|r| format!("{r:.1}")).collect();
+            writeln!(
+                jsonl,
+                "{},\"rounds_calls_per_sec\":[{}]}}",
+                &json[..json.len() - 1],
+                rounds_json.join(",")
+            )?;
             output::write_hgrm(
                 &args.out.join(format!(
                     "{system}-closed-{}B-c{}.hgrm",
@@ -140,11 +177,6 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 )),
                 &outcome.histogram,
             )?;
-            if system == System::Quinn {
-                baseline = Some(outcome);
-            } else {
-                outcomes.push(outcome);
-            }
         }
     }
     if !args.closed_only {
@@ -205,6 +237,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
         started.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+fn rounds_shown(args: &Args) -> usize {
+    args.rounds.max(1)
 }
 
 /// A one-line progress bar on stderr.

@@ -211,12 +211,7 @@ async fn respond(
     };
     let until = deadline.max(Instant::now() + limit);
     match timeout_at(until, io::write_message(send, head, tail)).await {
-        Ok(Ok(())) => {
-            // The call counts as in flight until the client has the whole
-            // response: a graceful shutdown must not close the connection
-            // under a response still in quinn's buffers.
-            let _ = timeout_at(until, send.stopped()).await;
-        }
+        Ok(Ok(())) => {}
         Ok(Err(e)) => tracing::debug!("response not delivered: {e}"),
         Err(_) => {
             tracing::debug!("response not taken in time; stream reset");

@@ -142,7 +142,8 @@ impl Server {
     /// Shuts down gracefully: stops accepting connections and calls (new
     /// calls are answered UNAVAILABLE, marked not processed, so that clients
     /// may safely send them elsewhere), waits up to `grace` for the calls in
-    /// flight to finish, then closes every connection.
+    /// flight to finish, lets their responses reach the callers
+    /// ([`ServerOptions::shutdown_linger`]), then closes every connection.
     pub async fn shutdown(mut self, grace: Duration) -> ShutdownReport {
         self.shared.draining.store(true, Ordering::SeqCst);
         let all = u32::try_from(self.shared.options.max_calls_in_flight).unwrap_or(u32::MAX);
@@ -151,6 +152,9 @@ impl Server {
             Ok(_) => 0,
             Err(_) => self.calls_in_flight(),
         };
+        // The last responses are written but may not be acknowledged yet:
+        // closing now would discard them. Give them a moment.
+        tokio::time::sleep(self.shared.options.shutdown_linger).await;
         self.endpoint
             .close(ErrorCode::SHUTDOWN.get(), b"server shutting down");
         // Bounded: the close is retransmitted for a few RTTs, then given up.

@@ -41,6 +41,10 @@ pub struct ServerOptions {
     pub header_timeout: Duration,
     /// Time allowed to hand a response to a slow reader. Default 10 s.
     pub response_timeout: Duration,
+    /// On graceful shutdown, time given to the last responses (written, but
+    /// perhaps not yet acknowledged) to reach their callers before the
+    /// connections close. Default 200 ms: many round trips on any LAN.
+    pub shutdown_linger: Duration,
 }
 
 impl Default for ServerOptions {
@@ -55,6 +59,7 @@ impl Default for ServerOptions {
             max_deadline: Duration::from_secs(300),
             header_timeout: Duration::from_secs(10),
             response_timeout: Duration::from_secs(10),
+            shutdown_linger: Duration::from_millis(200),
         }
     }
 }
