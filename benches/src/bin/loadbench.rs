@@ -1,4 +1,4 @@
-//! The echo load benchmark: quicall and raw quinn side by side over
+//! The echo load benchmark: quicall, raw quinn and tonic gRPC side by side over
 //! loopback, closed loop over a matrix of payloads and concurrencies, then an
 //! open-loop rate sweep; a table, JSON lines and `.hgrm` files.
 //!
@@ -20,10 +20,14 @@ use quicall_benches::harness::systems::Pki;
 use quicall_benches::harness::{Echo, Outcome, System, Workload, closed_loop, open_loop};
 
 #[derive(Parser)]
-#[command(about = "quicall against raw quinn: an echo benchmark over loopback")]
+#[command(about = "quicall against raw quinn and gRPC: an echo benchmark over loopback")]
 struct Args {
     /// Systems to run.
-    #[arg(long, value_delimiter = ',', default_value = "quicall,raw-quinn")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "quicall,raw-quinn,grpc-tls,grpc-plain"
+    )]
     systems: Vec<System>,
     /// Payload sizes in bytes.
     #[arg(long, value_delimiter = ',', default_value = "64,16384,1048576")]
@@ -148,9 +152,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 (system, median, all)
             })
             .collect();
-        let baseline = medians
+        let quicall_outcome = medians
             .iter()
-            .find(|(s, _, _)| *s == System::Quinn)
+            .find(|(s, _, _)| *s == System::Quicall)
             .map(|(_, o, _)| o);
         for (system, outcome, all) in &medians {
             let row = Row {
@@ -161,7 +165,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 rate: None,
                 outcome,
             };
-            println!("{}", output::line(&row, baseline));
+            println!("{}", output::line(&row, quicall_outcome));
             let json = output::json(&row);
             let rounds_json: Vec<String> = all.iter().map(|r| format!("{r:.1}")).collect();
             writeln!(

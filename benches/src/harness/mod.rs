@@ -2,6 +2,7 @@
 //! raw quinn (same quinn, same TLS, same transport settings), in closed and
 //! open loop, every latency in an HDR histogram.
 
+pub mod grpc;
 pub mod output;
 pub mod run;
 pub mod systems;

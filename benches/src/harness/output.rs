@@ -21,7 +21,7 @@ pub struct Row<'a> {
 
 pub fn header() -> String {
     format!(
-        "{:<10} {:<6} {:>8} {:>5} {:>10} {:>9} {:>9} {:>9} {:>9} {:>9} {:>6} {:>14}",
+        "{:<10} {:<6} {:>8} {:>5} {:>10} {:>9} {:>9} {:>9} {:>9} {:>9} {:>6} {:>16}",
         "system",
         "mode",
         "payload",
@@ -33,24 +33,26 @@ pub fn header() -> String {
         "p99.9",
         "max",
         "cpu",
-        "vs raw-quinn"
+        "quicall vs this"
     )
 }
 
-/// A table line; `baseline` is the raw-quinn outcome of the same cell.
-pub fn line(row: &Row, baseline: Option<&Outcome>) -> String {
+/// A table line; `quicall` is quicall's outcome of the same cell, shown on
+/// each other system's line as ratios: quicall's calls/s over this system's,
+/// and quicall's p99 over this system's.
+pub fn line(row: &Row, quicall: Option<&Outcome>) -> String {
     let o = row.outcome;
-    let ratio = match baseline {
-        Some(b) if row.system != "raw-quinn" => format!(
+    let ratio = match quicall {
+        Some(q) if row.system != "quicall" => format!(
             "{:.2}x, p99 {:.2}x",
-            o.calls_per_sec() / b.calls_per_sec().max(1e-9),
-            o.us(0.99) as f64 / b.us(0.99).max(1) as f64
+            q.calls_per_sec() / o.calls_per_sec().max(1e-9),
+            q.us(0.99) as f64 / o.us(0.99).max(1) as f64
         ),
         _ => String::new(),
     };
     let cpu = o.cpu.as_secs_f64() / o.elapsed.as_secs_f64().max(1e-9);
     format!(
-        "{:<10} {:<6} {:>8} {:>5} {:>10.0} {:>9} {:>9} {:>9} {:>9} {:>9} {:>5.0}% {:>14}{}",
+        "{:<10} {:<6} {:>8} {:>5} {:>10.0} {:>9} {:>9} {:>9} {:>9} {:>9} {:>5.0}% {:>16}{}",
         row.system,
         row.mode,
         size(row.payload),

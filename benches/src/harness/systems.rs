@@ -21,6 +21,10 @@ pub enum System {
     /// Raw quinn: one bidirectional stream per call, write the payload,
     /// finish, read to the end; the same TLS and transport settings.
     Quinn,
+    /// tonic gRPC, unary, over HTTP/2 on TCP with mutual TLS (rustls).
+    Grpc,
+    /// tonic gRPC, unary, over HTTP/2 on TCP without TLS.
+    GrpcPlain,
 }
 
 impl System {
@@ -28,11 +32,18 @@ impl System {
         match self {
             System::Quicall => "quicall",
             System::Quinn => "raw-quinn",
+            System::Grpc => "grpc-tls",
+            System::GrpcPlain => "grpc-plain",
         }
     }
 
-    pub fn all() -> [System; 2] {
-        [System::Quicall, System::Quinn]
+    pub fn all() -> [System; 4] {
+        [
+            System::Quicall,
+            System::Quinn,
+            System::Grpc,
+            System::GrpcPlain,
+        ]
     }
 }
 
@@ -48,7 +59,9 @@ impl std::str::FromStr for System {
         System::all()
             .into_iter()
             .find(|x| x.name() == s)
-            .ok_or_else(|| format!("unknown system {s:?}: quicall, raw-quinn"))
+            .ok_or_else(|| {
+                format!("unknown system {s:?}: quicall, raw-quinn, grpc-tls, grpc-plain")
+            })
     }
 }
 
@@ -75,6 +88,16 @@ impl Pki {
         )
     }
 
+    fn grpc_tls(&self) -> super::grpc::GrpcTls {
+        super::grpc::GrpcTls {
+            ca: self.ca.cert_pem().to_owned(),
+            server_cert: self.server.cert_pem().to_owned(),
+            server_key: self.server.key_pem(),
+            client_cert: self.client.cert_pem().to_owned(),
+            client_key: self.client.key_pem(),
+        }
+    }
+
     fn client_tls(&self) -> ClientTls {
         ClientTls::new(vec![self.ca.cert_der().clone()])
             .with_identity(self.client.chain(), self.client.key_der())
@@ -92,6 +115,20 @@ pub enum Echo {
         conn: Connection,
         _endpoint: ClientEndpoint,
     },
+    Grpc {
+        server: tokio::task::JoinHandle<()>,
+        client: super::grpc::GrpcClient,
+    },
+}
+
+impl Drop for Echo {
+    fn drop(&mut self) {
+        match self {
+            Echo::Quinn { _server, .. } => _server.abort(),
+            Echo::Grpc { server, .. } => server.abort(),
+            Echo::Quicall { .. } => {}
+        }
+    }
 }
 
 impl Echo {
@@ -155,6 +192,14 @@ impl Echo {
                     _endpoint: client,
                 })
             }
+            System::Grpc | System::GrpcPlain => {
+                let tls = (system == System::Grpc).then(|| pki.grpc_tls());
+                let (addr, server) = super::grpc::serve(tls.as_ref()).await?;
+                let client = super::grpc::GrpcClient::connect(addr, tls.as_ref())
+                    .await
+                    .context("connecting to the gRPC server")?;
+                Ok(Echo::Grpc { server, client })
+            }
         }
     }
 
@@ -168,6 +213,7 @@ impl Echo {
                 send.finish()?;
                 Ok(recv.read_to_end(64 << 20).await?.len())
             }
+            Echo::Grpc { client, .. } => client.echo(payload.clone()).await,
         }
     }
 }
