@@ -22,6 +22,7 @@ pub struct ClientEndpoint {
 #[derive(Debug)]
 struct Inner {
     config: quinn::ClientConfig,
+    limits: Limits,
     handshake_timeout: Duration,
     v4: Mutex<Option<quinn::Endpoint>>,
     v6: Mutex<Option<quinn::Endpoint>>,
@@ -37,6 +38,7 @@ impl ClientEndpoint {
             inner: Arc::new(Inner {
                 config,
                 handshake_timeout: limits.handshake_timeout,
+                limits: limits.clone(),
                 v4: Mutex::new(None),
                 v6: Mutex::new(None),
             }),
@@ -73,7 +75,7 @@ impl ClientEndpoint {
         if let Some(endpoint) = slot.as_ref() {
             return Ok(endpoint.clone());
         }
-        let endpoint = quinn::Endpoint::client(bind)?;
+        let endpoint = crate::socket::endpoint(bind, &self.inner.limits, None)?;
         *slot = Some(endpoint.clone());
         Ok(endpoint)
     }

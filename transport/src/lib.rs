@@ -36,6 +36,7 @@ mod identity;
 mod limits;
 mod pool;
 mod server;
+mod socket;
 mod tls;
 
 pub use client::ClientEndpoint;

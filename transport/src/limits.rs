@@ -47,6 +47,19 @@ pub struct Limits {
     /// Bytes of unacknowledged data this side keeps in flight on a connection.
     /// Default 16 MiB.
     pub send_window: u64,
+    /// Largest UDP payload path MTU discovery probes for. Default 1452 (an
+    /// Ethernet path; discovery finds less where the path has less).
+    /// Loopback and jumbo-frame networks carry far more: a larger bound means
+    /// fewer, larger packets, and much less work per byte.
+    pub max_mtu: u16,
+    /// Kernel receive buffer of the UDP socket (SO_RCVBUF), 0 for the
+    /// system's default. Default 4 MiB: a burst of a full window must not
+    /// overflow it (the kernel caps it at `net.core.rmem_max`; a warning is
+    /// logged when it does).
+    pub socket_receive_buffer: usize,
+    /// Kernel send buffer of the UDP socket (SO_SNDBUF), 0 for the system's
+    /// default. Default 4 MiB.
+    pub socket_send_buffer: usize,
 }
 
 impl Default for Limits {
@@ -61,6 +74,9 @@ impl Default for Limits {
             stream_receive_window: 2 << 20,
             receive_window: 16 << 20,
             send_window: 16 << 20,
+            max_mtu: 1452,
+            socket_receive_buffer: 4 << 20,
+            socket_send_buffer: 4 << 20,
         }
     }
 }
@@ -89,6 +105,16 @@ impl Limits {
             .stream_receive_window(VarInt::from_u32(self.stream_receive_window))
             .receive_window(VarInt::from_u32(self.receive_window))
             .send_window(self.send_window);
+        let mut mtu = quinn::MtuDiscoveryConfig::default();
+        mtu.upper_bound(self.max_mtu.max(1200));
+        config.mtu_discovery_config(Some(mtu));
+        config
+    }
+
+    /// The endpoint configuration: UDP payloads up to [`Limits::max_mtu`].
+    pub(crate) fn endpoint_config(&self) -> quinn::EndpointConfig {
+        let mut config = quinn::EndpointConfig::default();
+        let _ = config.max_udp_payload_size(self.max_mtu.max(1200));
         config
     }
 }

@@ -37,7 +37,7 @@ impl ServerEndpoint {
     pub fn bind(addr: SocketAddr, tls: ServerTls, limits: Limits) -> Result<Self, TransportError> {
         let mut config = quinn::ServerConfig::with_crypto(tls.quic_config()?);
         config.transport_config(limits.transport_config());
-        let endpoint = quinn::Endpoint::server(config, addr)?;
+        let endpoint = crate::socket::endpoint(addr, &limits, Some(config))?;
         Ok(Self {
             endpoint,
             slots: Arc::new(Semaphore::new(limits.max_connections)),

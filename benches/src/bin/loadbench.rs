@@ -65,6 +65,10 @@ struct Args {
     /// Worker threads of the runtime (client and server share it).
     #[arg(long, default_value_t = 2)]
     threads: usize,
+    /// Largest UDP payload for the QUIC systems' path MTU discovery
+    /// (`Limits::max_mtu`); loopback carries up to 65,527.
+    #[arg(long, default_value_t = 1452)]
+    max_mtu: u16,
     /// Where to write results.jsonl and the .hgrm files.
     #[arg(long, default_value = "target/loadbench")]
     out: PathBuf,
@@ -84,7 +88,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .with_context(|| format!("creating {}", args.out.display()))?;
     let mut jsonl = std::fs::File::create(args.out.join("results.jsonl"))?;
     let pki = Pki::new()?;
-    let limits = Limits::default();
+    let limits = Limits {
+        max_mtu: args.max_mtu,
+        ..Limits::default()
+    };
     let secs = Duration::from_secs_f64(args.secs.clamp(0.05, 60.0));
     let cells: Vec<Workload> = args
         .payloads
