@@ -65,10 +65,22 @@ pub fn line(row: &Row, quicall: Option<&Outcome>) -> String {
         us(o.histogram.max()),
         cpu * 100.0,
         ratio,
-        if o.errors + o.skipped > 0 {
-            format!("  ({} errors, {} skipped)", o.errors, o.skipped)
-        } else {
-            String::new()
+        {
+            let mut notes = Vec::new();
+            if o.errors + o.skipped > 0 {
+                notes.push(format!("{} errors", o.errors));
+            }
+            if o.udp_drops > 0 {
+                notes.push(format!("{} kernel UDP drops", o.udp_drops));
+            }
+            if let Some(lost) = o.lost_packets.filter(|&l| l > 0) {
+                notes.push(format!("{lost} QUIC packets lost"));
+            }
+            if notes.is_empty() {
+                String::new()
+            } else {
+                format!("  ({})", notes.join(", "))
+            }
         }
     )
 }
@@ -87,10 +99,12 @@ pub fn json(row: &Row) -> String {
     }
     let _ = write!(
         s,
-        "\"calls\":{},\"errors\":{},\"skipped\":{},\"seconds\":{:.3},\"calls_per_sec\":{:.1},\"cpu_seconds\":{:.3},",
+        "\"calls\":{},\"errors\":{},\"skipped\":{},\"udp_drops\":{},\"lost_packets\":{},\"seconds\":{:.3},\"calls_per_sec\":{:.1},\"cpu_seconds\":{:.3},",
         o.calls,
         o.errors,
         o.skipped,
+        o.udp_drops,
+        o.lost_packets.map_or("null".to_string(), |l| l.to_string()),
         o.elapsed.as_secs_f64(),
         o.calls_per_sec(),
         o.cpu.as_secs_f64()

@@ -37,6 +37,12 @@ pub struct Outcome {
     pub elapsed: Duration,
     /// Process CPU time (user + system) used during the run.
     pub cpu: Duration,
+    /// Datagrams the kernel dropped for a full UDP receive buffer during the
+    /// run (`RcvbufErrors`, machine-wide).
+    pub udp_drops: u64,
+    /// Packets the client's QUIC connection declared lost during the run
+    /// (QUIC systems only).
+    pub lost_packets: Option<u64>,
 }
 
 impl Outcome {
@@ -66,6 +72,8 @@ fn payload(size: usize) -> Bytes {
 pub async fn closed_loop(echo: Arc<Echo>, workload: Workload, duration: Duration) -> Outcome {
     let data = payload(workload.payload);
     let errors = Arc::new(AtomicU64::new(0));
+    let drops_before = udp_rcvbuf_errors();
+    let lost_before = echo.lost_packets();
     let cpu_before = process_cpu();
     let start = Instant::now();
     let end = start + duration;
@@ -102,6 +110,11 @@ pub async fn closed_loop(echo: Arc<Echo>, workload: Workload, duration: Duration
         skipped: 0,
         elapsed,
         cpu: process_cpu().saturating_sub(cpu_before),
+        udp_drops: udp_rcvbuf_errors().saturating_sub(drops_before),
+        lost_packets: echo
+            .lost_packets()
+            .zip(lost_before)
+            .map(|(after, before)| after.saturating_sub(before)),
     }
 }
 
@@ -118,6 +131,8 @@ pub async fn open_loop(
     max_outstanding: usize,
 ) -> Outcome {
     let data = payload(payload_size);
+    let drops_before = udp_rcvbuf_errors();
+    let lost_before = echo.lost_packets();
     let interval = Duration::from_secs_f64(1.0 / rate.max(1e-3));
     let total = (duration.as_secs_f64() * rate).round().max(1.0) as u64;
     let errors = Arc::new(AtomicU64::new(0));
@@ -162,7 +177,30 @@ pub async fn open_loop(
         skipped,
         elapsed,
         cpu: process_cpu().saturating_sub(cpu_before),
+        udp_drops: udp_rcvbuf_errors().saturating_sub(drops_before),
+        lost_packets: echo
+            .lost_packets()
+            .zip(lost_before)
+            .map(|(after, before)| after.saturating_sub(before)),
     }
+}
+
+/// The kernel's count of UDP datagrams dropped for a full receive buffer
+/// (`Udp: RcvbufErrors` in /proc/net/snmp); zero where unavailable.
+pub fn udp_rcvbuf_errors() -> u64 {
+    let Ok(snmp) = std::fs::read_to_string("/proc/net/snmp") else {
+        return 0;
+    };
+    let mut udp = snmp.lines().filter(|l| l.starts_with("Udp:"));
+    let (Some(names), Some(values)) = (udp.next(), udp.next()) else {
+        return 0;
+    };
+    names
+        .split_whitespace()
+        .zip(values.split_whitespace())
+        .find(|(name, _)| *name == "RcvbufErrors")
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0)
 }
 
 /// User + system CPU time of this process so far, from /proc/self/stat

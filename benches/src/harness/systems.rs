@@ -203,6 +203,18 @@ impl Echo {
         }
     }
 
+    /// Packets the client's QUIC connection declared lost so far (QUIC
+    /// systems only).
+    pub fn lost_packets(&self) -> Option<u64> {
+        match self {
+            Echo::Quicall { client, .. } => {
+                Some(client.connection().quinn().stats().path.lost_packets)
+            }
+            Echo::Quinn { conn, .. } => Some(conn.quinn().stats().path.lost_packets),
+            Echo::Grpc { .. } => None,
+        }
+    }
+
     /// One echo call; the length of the answer.
     pub async fn call(&self, payload: &Bytes) -> anyhow::Result<usize> {
         match self {
