@@ -66,6 +66,22 @@ async fn each_system_and_mode_runs_and_writes_well_formed_output() {
             );
             assert!(text.contains(&format!("Total count    = {:>12}", outcome.calls)));
         }
+        let svg = dir.path().join(format!("{system}.svg"));
+        output::write_svg(
+            &svg,
+            "test",
+            &[("closed", &closed.histogram), ("open", &open.histogram)],
+        )
+        .unwrap();
+        let svg = std::fs::read_to_string(&svg).unwrap();
+        assert!(
+            svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"),
+            "an SVG document"
+        );
+        assert!(
+            svg.contains("closed") && svg.contains("open"),
+            "with a legend"
+        );
     }
 }
 

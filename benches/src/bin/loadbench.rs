@@ -163,6 +163,21 @@ async fn run(args: Args) -> anyhow::Result<()> {
             .iter()
             .find(|(s, _, _)| *s == System::Quicall)
             .map(|(_, o, _)| o);
+        let series: Vec<(&str, &hdrhistogram::Histogram<u64>)> = medians
+            .iter()
+            .map(|(system, outcome, _)| (system.name(), &outcome.histogram))
+            .collect();
+        output::write_svg(
+            &args.out.join(format!(
+                "closed-{}B-c{}.svg",
+                cell.payload, cell.concurrency
+            )),
+            &format!(
+                "echo {} B, {} callers, closed loop",
+                cell.payload, cell.concurrency
+            ),
+            &series,
+        )?;
         for (system, outcome, all) in &medians {
             let row = Row {
                 system: system.name(),
@@ -242,7 +257,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
     clear_progress();
     println!(
-        "\nwrote {} and the .hgrm files in {} ({:.0} s)",
+        "\nwrote {}, the .hgrm files and an .svg chart per cell in {} ({:.0} s)",
         args.out.join("results.jsonl").display(),
         args.out.display(),
         started.elapsed().as_secs_f64()

@@ -188,3 +188,71 @@ fn size(bytes: usize) -> String {
         b => format!("{b}B"),
     }
 }
+
+/// Writes an SVG chart of latency by percentile (HdrHistogram style: the
+/// x axis spreads the tail, 0%, 90%, 99%, 99.9% ... evenly) for the systems
+/// of one cell.
+pub fn write_svg(
+    path: &Path,
+    title: &str,
+    series: &[(&str, &Histogram<u64>)],
+) -> anyhow::Result<()> {
+    use plotters::prelude::*;
+
+    const TAIL: f64 = 5.0; // up to 99.999%
+    let points = |h: &Histogram<u64>| -> Vec<(f64, f64)> {
+        h.iter_quantiles(5)
+            .map(|v| {
+                let q = v.quantile_iterated_to().min(1.0 - 1e-5);
+                (-(1.0 - q).log10(), v.value_iterated_to() as f64 / 1000.0)
+            })
+            .collect()
+    };
+    let curves: Vec<(&str, Vec<(f64, f64)>)> = series
+        .iter()
+        .filter(|(_, h)| !h.is_empty())
+        .map(|(name, h)| (*name, points(h)))
+        .collect();
+    let y_max = curves
+        .iter()
+        .flat_map(|(_, pts)| pts.iter().map(|p| p.1))
+        .fold(0.0f64, f64::max)
+        * 1.1;
+    let root = SVGBackend::new(path, (900, 560)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 22))
+        .margin(16)
+        .margin_right(40)
+        .x_label_area_size(40)
+        .y_label_area_size(60)
+        .build_cartesian_2d(0.0..TAIL, 0.0..y_max.max(0.01))?;
+    chart
+        .configure_mesh()
+        .x_desc("percentile")
+        .y_desc("latency (ms)")
+        .x_labels(6)
+        .x_label_formatter(&|x| {
+            let p = format!("{:.3}", 100.0 * (1.0 - 10f64.powf(-x)));
+            format!("{}%", p.trim_end_matches('0').trim_end_matches('.'))
+        })
+        .draw()?;
+    let palette = [&BLUE, &RED, &GREEN, &MAGENTA, &CYAN, &BLACK];
+    for (i, (name, pts)) in curves.into_iter().enumerate() {
+        let color = palette[i % palette.len()];
+        chart
+            .draw_series(LineSeries::new(pts, color.stroke_width(2)))?
+            .label(name)
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+            });
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .position(SeriesLabelPosition::UpperLeft)
+        .draw()?;
+    root.present()?;
+    Ok(())
+}
