@@ -69,13 +69,34 @@ struct Args {
     /// (`Limits::max_mtu`); loopback carries up to 65,527.
     #[arg(long, default_value_t = 1452)]
     max_mtu: u16,
+    /// Measure a quicall server in another process or on another host
+    /// (`quicall serve`) instead of in-process servers: its address
+    /// (host:port). Only the quicall system runs then; needs --ca, --cert
+    /// and --key (the files `quicall certs` wrote).
+    #[arg(long, requires_all = ["ca", "cert", "key"])]
+    connect: Option<String>,
+    /// With --connect: the name the server's certificate carries.
+    #[arg(long, default_value = "localhost")]
+    server_name: String,
+    /// With --connect: the CA certificate (PEM).
+    #[arg(long)]
+    ca: Option<PathBuf>,
+    /// With --connect: this client's certificate (PEM).
+    #[arg(long)]
+    cert: Option<PathBuf>,
+    /// With --connect: this client's key (PEM).
+    #[arg(long)]
+    key: Option<PathBuf>,
     /// Where to write results.jsonl and the .hgrm files.
     #[arg(long, default_value = "target/loadbench")]
     out: PathBuf,
 }
 
 fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
+    let mut args = Args::parse();
+    if args.connect.is_some() {
+        args.systems = vec![System::Quicall];
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(args.threads.max(1))
         .enable_all()
@@ -116,8 +137,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
         };
     let started = Instant::now();
     let mut done = 0;
+    let place = match &args.connect {
+        Some(target) => format!("against {target} (client CPU only)"),
+        None => "on loopback".to_string(),
+    };
     println!(
-        "closed loop, {} rounds of {:.1} s per cell (each system's median round), {} worker threads, mutual TLS on loopback",
+        "closed loop, {} rounds of {:.1} s per cell (each system's median round), {} worker threads, mutual TLS {place}",
         rounds_shown(&args),
         secs.as_secs_f64(),
         args.threads
@@ -143,7 +168,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
                         round + 1
                     ),
                 );
-                let echo = Arc::new(Echo::start(system, &pki, &limits).await?);
+                let echo = Arc::new(start(&args, system, &pki, &limits).await?);
                 let outcome = closed_loop(echo, *cell, secs).await;
                 results[k].1.push(outcome);
             }
@@ -216,7 +241,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         println!("{}", output::header());
         for &system in &args.systems {
             progress(done, total, started, &format!("{system} open-loop sweep"));
-            let echo = Arc::new(Echo::start(system, &pki, &limits).await?);
+            let echo = Arc::new(start(&args, system, &pki, &limits).await?);
             let mut best: Option<f64> = None;
             for &rate in &args.rates {
                 let outcome = open_loop(echo.clone(), args.open_payload, rate, secs, 10_000).await;
@@ -263,6 +288,24 @@ async fn run(args: Args) -> anyhow::Result<()> {
         started.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+/// The system's echo: in-process, or the external server of --connect.
+async fn start(args: &Args, system: System, pki: &Pki, limits: &Limits) -> anyhow::Result<Echo> {
+    match (&args.connect, &args.ca, &args.cert, &args.key) {
+        (Some(target), Some(ca), Some(cert), Some(key)) => {
+            let addr = tokio::net::lookup_host(target)
+                .await?
+                .next()
+                .with_context(|| format!("{target} resolves to no address"))?;
+            let tls = quicall::ClientTls::new(quicall::certs::read_certs(ca)?).with_identity(
+                quicall::certs::read_certs(cert)?,
+                quicall::certs::read_key(key)?,
+            );
+            Echo::connect_quicall(addr, &args.server_name, tls, limits).await
+        }
+        _ => Echo::start(system, pki, limits).await,
+    }
 }
 
 fn rounds_shown(args: &Args) -> usize {

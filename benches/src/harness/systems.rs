@@ -107,7 +107,7 @@ impl Pki {
 /// A running echo server and a client of it.
 pub enum Echo {
     Quicall {
-        _server: Server,
+        _server: Option<Server>,
         client: Client,
     },
     Quinn {
@@ -176,7 +176,7 @@ impl Echo {
                 .await
                 .context("connecting to the quicall server")?;
                 Ok(Echo::Quicall {
-                    _server: server,
+                    _server: Some(server),
                     client,
                 })
             }
@@ -201,6 +201,28 @@ impl Echo {
                 Ok(Echo::Grpc { server, client })
             }
         }
+    }
+
+    /// A quicall client of a server in another process (`quicall serve`),
+    /// for measuring across processes or hosts.
+    pub async fn connect_quicall(
+        addr: SocketAddr,
+        server_name: &str,
+        tls: ClientTls,
+        limits: &Limits,
+    ) -> anyhow::Result<Echo> {
+        let options = ClientOptions {
+            transport: limits.clone(),
+            max_response_size: 64 << 20,
+            ..ClientOptions::default()
+        };
+        let client = Client::connect(addr, server_name, tls, options)
+            .await
+            .with_context(|| format!("connecting to {addr} as {server_name}"))?;
+        Ok(Echo::Quicall {
+            _server: None,
+            client,
+        })
     }
 
     /// Packets the client's QUIC connection declared lost so far (QUIC
