@@ -43,6 +43,34 @@ fn headers(c: &mut Criterion) {
         })
     });
     group.finish();
+
+    // Method dispatch: the router lookup of every call, among 3 and 1,000 methods.
+    let mut group = c.benchmark_group("dispatch");
+    let small = quicall::demo::router();
+    let id = quicall::demo::ADD.id();
+    group.bench_function("lookup_3_methods", |b| {
+        b.iter(|| small.method_name(black_box(id)))
+    });
+    let mut large = quicall::demo::router();
+    let names: Vec<&'static str> = (0..997)
+        .map(|i| &*Box::leak(format!("bench.Many/M{i}").into_boxed_str()))
+        .collect();
+    for name in names {
+        let method: quicall::Method<[u8], [u8]> = quicall::Method::new(name);
+        large = large
+            .route(
+                &method,
+                |_ctx, msg| async move { Ok::<_, quicall::Status>(msg) },
+            )
+            .unwrap();
+    }
+    group.bench_function("lookup_1000_methods", |b| {
+        b.iter(|| large.method_name(black_box(id)))
+    });
+    group.bench_function("lookup_unknown", |b| {
+        b.iter(|| large.method_name(black_box(0xdead_beef)))
+    });
+    group.finish();
 }
 
 criterion_group!(benches, headers);

@@ -205,6 +205,21 @@ impl Router {
         self.routes.get(&id)
     }
 
+    /// The name of the method with identifier `id`, if one is registered:
+    /// the same lookup the server makes for every call.
+    ///
+    /// ```
+    /// use quicall_rpc::{Method, Router, Status};
+    /// const ECHO: Method<[u8], [u8]> = Method::new("demo.Echo/Echo");
+    /// let router = Router::new().route(&ECHO, |_ctx, msg| async move { Ok::<_, Status>(msg) })?;
+    /// assert_eq!(router.method_name(ECHO.id()), Some("demo.Echo/Echo"));
+    /// assert_eq!(router.method_name(42), None);
+    /// # Ok::<(), quicall_rpc::RouteError>(())
+    /// ```
+    pub fn method_name(&self, id: u64) -> Option<&'static str> {
+        self.routes.get(&id).map(|r| r.name)
+    }
+
     /// Whether `peer` may call `route`.
     pub(crate) fn allows(&self, route: &Route, peer: Option<&PeerIdentity>) -> bool {
         route
