@@ -78,6 +78,11 @@ impl CallOptions {
 /// share the connection. Calls run concurrently, each on its own stream, and
 /// never wait behind each other.
 ///
+/// A `Client` does not reconnect: once its connection is closed, calls fail
+/// with UNAVAILABLE. For reconnection with backoff, retries of safe calls and
+/// many servers, use a [`Cluster`](crate::cluster::Cluster) (of one server,
+/// if need be).
+///
 /// ```no_run
 /// use quicall_rpc::{CallOptions, Client, ClientOptions, Method};
 /// use std::time::Duration;

@@ -37,7 +37,8 @@ struct Shared {
     streams: AtomicUsize,
 }
 
-/// A running server. Dropping it does not stop it; call [`Server::shutdown`].
+/// A running server. Dropping it closes it at once, like [`Server::abort`];
+/// call [`Server::shutdown`] for a graceful stop.
 ///
 /// ```no_run
 /// use quicall_rpc::{Method, Router, Server, ServerOptions, Status};
@@ -174,9 +175,16 @@ impl Server {
     /// calls in flight fail at their callers with UNAVAILABLE. What a crash
     /// looks like to clients, short of a silent one.
     pub fn abort(self) {
+        // Dropping does it.
+        drop(self);
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
         self.shared.draining.store(true, Ordering::SeqCst);
         self.endpoint
-            .close(ErrorCode::SHUTDOWN.get(), b"server aborted");
+            .close(ErrorCode::SHUTDOWN.get(), b"server dropped");
         self.accept_task.abort();
     }
 }
