@@ -52,6 +52,8 @@ pub struct Limits {
     /// Loopback and jumbo-frame networks carry far more: a larger bound means
     /// fewer, larger packets, and much less work per byte.
     pub max_mtu: u16,
+    /// The congestion controller of each connection. Default Cubic (quinn's).
+    pub congestion: Congestion,
     /// Kernel receive buffer of the UDP socket (SO_RCVBUF), 0 for the
     /// system's default. Default 4 MiB: a burst of a full window must not
     /// overflow it (the kernel caps it at `net.core.rmem_max`; a warning is
@@ -75,6 +77,7 @@ impl Default for Limits {
             receive_window: 16 << 20,
             send_window: 16 << 20,
             max_mtu: 1452,
+            congestion: Congestion::Cubic,
             socket_receive_buffer: 4 << 20,
             socket_send_buffer: 4 << 20,
         }
@@ -105,6 +108,23 @@ impl Limits {
             .stream_receive_window(VarInt::from_u32(self.stream_receive_window))
             .receive_window(VarInt::from_u32(self.receive_window))
             .send_window(self.send_window);
+        match self.congestion {
+            Congestion::Cubic => {
+                config.congestion_controller_factory(Arc::new(
+                    quinn::congestion::CubicConfig::default(),
+                ));
+            }
+            Congestion::NewReno => {
+                config.congestion_controller_factory(Arc::new(
+                    quinn::congestion::NewRenoConfig::default(),
+                ));
+            }
+            Congestion::Bbr => {
+                config.congestion_controller_factory(Arc::new(
+                    quinn::congestion::BbrConfig::default(),
+                ));
+            }
+        }
         let mut mtu = quinn::MtuDiscoveryConfig::default();
         mtu.upper_bound(self.max_mtu.max(1200));
         config.mtu_discovery_config(Some(mtu));
@@ -116,5 +136,32 @@ impl Limits {
         let mut config = quinn::EndpointConfig::default();
         let _ = config.max_udp_payload_size(self.max_mtu.max(1200));
         config
+    }
+}
+
+/// A congestion controller (quinn's implementations).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Congestion {
+    /// CUBIC (RFC 9438): quinn's default, and quicall's.
+    #[default]
+    Cubic,
+    /// NewReno (RFC 9002).
+    NewReno,
+    /// BBR (quinn's experimental version 1).
+    Bbr,
+}
+
+impl std::str::FromStr for Congestion {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "cubic" => Ok(Congestion::Cubic),
+            "newreno" => Ok(Congestion::NewReno),
+            "bbr" => Ok(Congestion::Bbr),
+            _ => Err(format!(
+                "unknown congestion controller {s:?}: cubic, newreno, bbr"
+            )),
+        }
     }
 }

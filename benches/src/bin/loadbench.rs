@@ -69,6 +69,9 @@ struct Args {
     /// (`Limits::max_mtu`); loopback carries up to 65,527.
     #[arg(long, default_value_t = 1452)]
     max_mtu: u16,
+    /// Congestion controller of the QUIC systems: cubic, newreno, bbr.
+    #[arg(long, default_value = "cubic")]
+    congestion: quicall::transport::Congestion,
     /// Measure a quicall server in another process or on another host
     /// (`quicall serve`) instead of in-process servers: its address
     /// (host:port). Only the quicall system runs then; needs --ca, --cert
@@ -111,6 +114,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let pki = Pki::new()?;
     let limits = Limits {
         max_mtu: args.max_mtu,
+        congestion: args.congestion,
         ..Limits::default()
     };
     let secs = Duration::from_secs_f64(args.secs.clamp(0.05, 60.0));
