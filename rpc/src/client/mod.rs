@@ -174,16 +174,7 @@ impl Client {
     {
         let budget = options.deadline.or(self.options.default_deadline);
         let start = Instant::now();
-        let body_len = u32::try_from(request.body_len()).map_err(|_| {
-            Status::invalid_argument("request body exceeds the protocol's 4 GiB limit")
-                .not_processed()
-        })?;
-        let header = RequestHead {
-            method_id: method.id(),
-            body_len,
-            deadline: budget,
-        };
-        let (head, tail) = frame::<Req>(&header.encode(), request);
+        let (head, tail) = frame_request(method, request, budget)?;
         let exchange = self.exchange(head, tail);
         let body = match budget {
             None => exchange.await?,
@@ -222,6 +213,29 @@ impl Client {
             endpoint.close(ErrorCode::NO_ERROR.get(), b"client closed");
         }
     }
+}
+
+/// The request header of a call of `method` with time budget `budget`,
+/// followed by `request`'s body: the header and any inline body in one
+/// buffer, a body chunk apart (uncopied).
+pub(crate) fn frame_request<Req, Resp>(
+    method: &Method<Req, Resp>,
+    request: impl Encode<Req>,
+    budget: Option<Duration>,
+) -> Result<(Bytes, Option<Bytes>), Status>
+where
+    Req: Message + ?Sized,
+    Resp: Message + ?Sized,
+{
+    let body_len = u32::try_from(request.body_len()).map_err(|_| {
+        Status::invalid_argument("request body exceeds the protocol's 4 GiB limit").not_processed()
+    })?;
+    let header = RequestHead {
+        method_id: method.id(),
+        body_len,
+        deadline: budget,
+    };
+    Ok(frame::<Req>(&header.encode(), request))
 }
 
 /// One request and its response on a new stream of `conn`; the response

@@ -19,9 +19,7 @@ use tokio::time::{Instant, timeout_at};
 pub use discovery::{Discovery, Resolve, SystemResolver, host_of};
 
 use crate::balance::{EjectionConfig, Policy, RetryBudget, RetryBudgetConfig};
-use crate::message::frame;
 use crate::metrics::{Stats, StatsSnapshot};
-use crate::wire::RequestHead;
 use crate::{CallOptions, ClientOptions, Code, Encode, Message, Method, Msg, Status};
 use member::Member;
 
@@ -213,16 +211,7 @@ impl Cluster {
         let start = Instant::now();
         let budget = options.deadline.or(inner.options.client.default_deadline);
         let deadline = budget.map(|b| start + b);
-        let body_len = u32::try_from(request.body_len()).map_err(|_| {
-            Status::invalid_argument("request body exceeds the protocol's 4 GiB limit")
-                .not_processed()
-        })?;
-        let header = RequestHead {
-            method_id: method.id(),
-            body_len,
-            deadline: budget,
-        };
-        let (head, tail) = frame::<Req>(&header.encode(), request);
+        let (head, tail) = crate::client::frame_request(method, request, budget)?;
         let entry = inner.method_entry(method.id(), method.name());
         entry.stats.begin();
         inner.lock_budget().deposit(inner.now());
