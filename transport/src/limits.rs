@@ -54,6 +54,11 @@ pub struct Limits {
     pub max_mtu: u16,
     /// The congestion controller of each connection. Default Cubic (quinn's).
     pub congestion: Congestion,
+    /// With `Some(n)`, asks the peer (QUIC ACK frequency extension) to
+    /// acknowledge only every `n` ack-eliciting packets (or after its max ACK
+    /// delay): fewer ACKs, less work per byte on fast links. `None` (the
+    /// default) keeps QUIC's ACK every other packet.
+    pub ack_every: Option<u32>,
     /// Kernel receive buffer of the UDP socket (SO_RCVBUF), 0 for the
     /// system's default. Default 4 MiB: a burst of a full window must not
     /// overflow it (the kernel caps it at `net.core.rmem_max`; a warning is
@@ -78,6 +83,7 @@ impl Default for Limits {
             send_window: 16 << 20,
             max_mtu: 1452,
             congestion: Congestion::Cubic,
+            ack_every: None,
             socket_receive_buffer: 4 << 20,
             socket_send_buffer: 4 << 20,
         }
@@ -124,6 +130,11 @@ impl Limits {
                     quinn::congestion::BbrConfig::default(),
                 ));
             }
+        }
+        if let Some(n) = self.ack_every {
+            let mut ack = quinn::AckFrequencyConfig::default();
+            ack.ack_eliciting_threshold(VarInt::from_u32(n.saturating_sub(1)));
+            config.ack_frequency_config(Some(ack));
         }
         let mut mtu = quinn::MtuDiscoveryConfig::default();
         mtu.upper_bound(self.max_mtu.max(1200));

@@ -69,6 +69,9 @@ struct Args {
     /// (`Limits::max_mtu`); loopback carries up to 65,527.
     #[arg(long, default_value_t = 1452)]
     max_mtu: u16,
+    /// Ask the peer to acknowledge every N packets (QUIC ACK frequency).
+    #[arg(long)]
+    ack_every: Option<u32>,
     /// Congestion controller of the QUIC systems: cubic, newreno, bbr.
     #[arg(long, default_value = "cubic")]
     congestion: quicall::transport::Congestion,
@@ -115,6 +118,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let limits = Limits {
         max_mtu: args.max_mtu,
         congestion: args.congestion,
+        ack_every: args.ack_every,
         ..Limits::default()
     };
     let secs = Duration::from_secs_f64(args.secs.clamp(0.05, 60.0));
