@@ -85,23 +85,7 @@ fn main() {
                     let endpoint =
                         ServerEndpoint::bind(addr, server_tls, Limits::default()).unwrap();
                     addr_tx.send(endpoint.local_addr().unwrap()).unwrap();
-                    let serve = async move {
-                        while let Some(incoming) = endpoint.accept().await {
-                            tokio::spawn(async move {
-                                let Ok(conn) = incoming.accept().await else {
-                                    return;
-                                };
-                                while let Ok((mut send, mut recv)) = conn.accept_bi().await {
-                                    tokio::spawn(async move {
-                                        if let Ok(data) = recv.read_to_end(1 << 20).await {
-                                            let _ = send.write_all(&data).await;
-                                            let _ = send.finish();
-                                        }
-                                    });
-                                }
-                            });
-                        }
-                    };
+                    let serve = quicall_benches::harness::systems::raw_echo_server(endpoint);
                     tokio::select! { _ = serve => {}, _ = stop_rx => {} }
                 }
             });

@@ -82,7 +82,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             let name = args
                 .server_name
                 .clone()
-                .unwrap_or_else(|| super::host_of(s).to_owned());
+                .unwrap_or_else(|| quicall::rpc::cluster::host_of(s).to_owned());
             (s.clone(), name)
         })),
     };

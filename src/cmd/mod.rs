@@ -20,12 +20,6 @@ pub async fn resolve(target: &str) -> anyhow::Result<SocketAddr> {
         .with_context(|| format!("{target} resolves to no address"))
 }
 
-/// The host part of `host:port` (brackets removed from an IPv6 literal).
-pub fn host_of(target: &str) -> &str {
-    let host = target.rsplit_once(':').map_or(target, |(host, _)| host);
-    host.trim_start_matches('[').trim_end_matches(']')
-}
-
 /// Reads a certificate chain and a key.
 pub fn identity(
     cert: &Path,
@@ -38,16 +32,4 @@ pub fn identity(
         quicall::certs::read_certs(cert)?,
         quicall::certs::read_key(key)?,
     ))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::host_of;
-
-    #[test]
-    fn hosts() {
-        assert_eq!(host_of("node-1.example:4433"), "node-1.example");
-        assert_eq!(host_of("127.0.0.1:4433"), "127.0.0.1");
-        assert_eq!(host_of("[::1]:4433"), "::1");
-    }
 }

@@ -67,7 +67,7 @@ pub fn line(row: &Row, quicall: Option<&Outcome>) -> String {
         ratio,
         {
             let mut notes = Vec::new();
-            if o.errors + o.skipped > 0 {
+            if o.errors > 0 {
                 notes.push(format!("{} errors", o.errors));
             }
             if o.udp_drops > 0 {
@@ -99,10 +99,9 @@ pub fn json(row: &Row) -> String {
     }
     let _ = write!(
         s,
-        "\"calls\":{},\"errors\":{},\"skipped\":{},\"udp_drops\":{},\"lost_packets\":{},\"seconds\":{:.3},\"calls_per_sec\":{:.1},\"cpu_seconds\":{:.3},",
+        "\"calls\":{},\"errors\":{},\"udp_drops\":{},\"lost_packets\":{},\"seconds\":{:.3},\"calls_per_sec\":{:.1},\"cpu_seconds\":{:.3},",
         o.calls,
         o.errors,
-        o.skipped,
         o.udp_drops,
         o.lost_packets.map_or("null".to_string(), |l| l.to_string()),
         o.elapsed.as_secs_f64(),

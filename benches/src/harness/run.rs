@@ -32,8 +32,6 @@ pub struct Outcome {
     pub histogram: Histogram<u64>,
     pub calls: u64,
     pub errors: u64,
-    /// Calls not made (reserved; always 0 now that the open loop queues).
-    pub skipped: u64,
     pub elapsed: Duration,
     /// Process CPU time (user + system) used during the run.
     pub cpu: Duration,
@@ -60,6 +58,49 @@ impl Outcome {
     }
 }
 
+/// What the process and the connection had counted when a run began.
+struct Counters {
+    cpu: Duration,
+    udp_drops: u64,
+    lost_packets: Option<u64>,
+}
+
+impl Counters {
+    fn now(echo: &Echo) -> Self {
+        Self {
+            cpu: process_cpu(),
+            udp_drops: udp_rcvbuf_errors(),
+            lost_packets: echo.lost_packets(),
+        }
+    }
+
+    /// The outcome of a run that began with these counters.
+    fn outcome(
+        self,
+        echo: &Echo,
+        histogram: Histogram<u64>,
+        errors: u64,
+        elapsed: Duration,
+    ) -> Outcome {
+        Outcome {
+            calls: histogram.len(),
+            histogram,
+            errors,
+            elapsed,
+            cpu: process_cpu().saturating_sub(self.cpu),
+            udp_drops: udp_rcvbuf_errors().saturating_sub(self.udp_drops),
+            lost_packets: echo
+                .lost_packets()
+                .zip(self.lost_packets)
+                .map(|(after, before)| after.saturating_sub(before)),
+        }
+    }
+}
+
+fn record(histogram: &mut Histogram<u64>, latency: Duration) {
+    histogram.saturating_record(latency.as_micros().max(1) as u64);
+}
+
 pub fn new_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 600_000_000, 3).expect("valid bounds")
 }
@@ -72,9 +113,7 @@ fn payload(size: usize) -> Bytes {
 pub async fn closed_loop(echo: Arc<Echo>, workload: Workload, duration: Duration) -> Outcome {
     let data = payload(workload.payload);
     let errors = Arc::new(AtomicU64::new(0));
-    let drops_before = udp_rcvbuf_errors();
-    let lost_before = echo.lost_packets();
-    let cpu_before = process_cpu();
+    let counters = Counters::now(&echo);
     let start = Instant::now();
     let end = start + duration;
     let mut callers = tokio::task::JoinSet::new();
@@ -85,9 +124,7 @@ pub async fn closed_loop(echo: Arc<Echo>, workload: Workload, duration: Duration
             while Instant::now() < end {
                 let began = Instant::now();
                 match echo.call(&data).await {
-                    Ok(n) if n == data.len() => {
-                        histogram.saturating_record(began.elapsed().as_micros().max(1) as u64);
-                    }
+                    Ok(n) if n == data.len() => record(&mut histogram, began.elapsed()),
                     _ => {
                         errors.fetch_add(1, Ordering::Relaxed);
                     }
@@ -102,20 +139,12 @@ pub async fn closed_loop(echo: Arc<Echo>, workload: Workload, duration: Duration
             let _ = histogram.add(h);
         }
     }
-    let elapsed = start.elapsed();
-    Outcome {
-        calls: histogram.len(),
+    counters.outcome(
+        &echo,
         histogram,
-        errors: errors.load(Ordering::Relaxed),
-        skipped: 0,
-        elapsed,
-        cpu: process_cpu().saturating_sub(cpu_before),
-        udp_drops: udp_rcvbuf_errors().saturating_sub(drops_before),
-        lost_packets: echo
-            .lost_packets()
-            .zip(lost_before)
-            .map(|(after, before)| after.saturating_sub(before)),
-    }
+        errors.load(Ordering::Relaxed),
+        start.elapsed(),
+    )
 }
 
 /// Calls started at `rate` per second for `duration`, at most
@@ -131,16 +160,13 @@ pub async fn open_loop(
     max_outstanding: usize,
 ) -> Outcome {
     let data = payload(payload_size);
-    let drops_before = udp_rcvbuf_errors();
-    let lost_before = echo.lost_packets();
+    let counters = Counters::now(&echo);
     let interval = Duration::from_secs_f64(1.0 / rate.max(1e-3));
     let total = (duration.as_secs_f64() * rate).round().max(1.0) as u64;
     let errors = Arc::new(AtomicU64::new(0));
     let outstanding = Arc::new(tokio::sync::Semaphore::new(max_outstanding.max(1)));
-    let cpu_before = process_cpu();
     let start = tokio::time::Instant::now();
     let mut calls = tokio::task::JoinSet::new();
-    let skipped = 0;
     let mut late = new_histogram();
     for i in 0..total {
         let intended = start + interval.mul_f64(i as f64);
@@ -160,29 +186,16 @@ pub async fn open_loop(
         // Reap finished calls as we go, so the set stays small.
         while let Some(done) = calls.try_join_next() {
             if let Ok((true, latency)) = done {
-                late.saturating_record(latency.as_micros().max(1) as u64);
+                record(&mut late, latency);
             }
         }
     }
     while let Some(done) = calls.join_next().await {
         if let Ok((true, latency)) = done {
-            late.saturating_record(latency.as_micros().max(1) as u64);
+            record(&mut late, latency);
         }
     }
-    let elapsed = start.elapsed();
-    Outcome {
-        calls: late.len(),
-        histogram: late,
-        errors: errors.load(Ordering::Relaxed),
-        skipped,
-        elapsed,
-        cpu: process_cpu().saturating_sub(cpu_before),
-        udp_drops: udp_rcvbuf_errors().saturating_sub(drops_before),
-        lost_packets: echo
-            .lost_packets()
-            .zip(lost_before)
-            .map(|(after, before)| after.saturating_sub(before)),
-    }
+    counters.outcome(&echo, late, errors.load(Ordering::Relaxed), start.elapsed())
 }
 
 /// The kernel's count of UDP datagrams dropped for a full receive buffer

@@ -253,7 +253,7 @@ impl Echo {
 }
 
 /// Raw quinn echo: for each stream, read to the end and write it back.
-async fn raw_echo_server(endpoint: ServerEndpoint) {
+pub async fn raw_echo_server(endpoint: ServerEndpoint) {
     while let Some(incoming) = endpoint.accept().await {
         tokio::spawn(async move {
             let Ok(conn) = incoming.accept().await else {

@@ -3,6 +3,7 @@
 
 mod stream;
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -175,19 +176,7 @@ impl Client {
         let budget = options.deadline.or(self.options.default_deadline);
         let start = Instant::now();
         let (head, tail) = frame_request(method, request, budget)?;
-        let exchange = self.exchange(head, tail);
-        let body = match budget {
-            None => exchange.await?,
-            Some(budget) => match timeout_at(start + budget, exchange).await {
-                Ok(result) => result?,
-                Err(_) => {
-                    return Err(Status::deadline_exceeded(format!(
-                        "no answer from {} within {budget:?}",
-                        method.name()
-                    )));
-                }
-            },
-        };
+        let body = within(start, budget, method.name(), self.exchange(head, tail)).await?;
         Msg::new(body).map_err(|e| Status::internal(format!("bad response: {e}")))
     }
 
@@ -212,6 +201,25 @@ impl Client {
         if let Some(endpoint) = &self.endpoint {
             endpoint.close(ErrorCode::NO_ERROR.get(), b"client closed");
         }
+    }
+}
+
+/// Runs `call` until `start + budget`, or for ever without a budget; past
+/// the deadline the call's future is dropped (resetting its streams) and the
+/// caller gets DEADLINE_EXCEEDED.
+pub(crate) async fn within<T>(
+    start: Instant,
+    budget: Option<Duration>,
+    method: &str,
+    call: impl Future<Output = Result<T, Status>>,
+) -> Result<T, Status> {
+    match budget {
+        None => call.await,
+        Some(budget) => timeout_at(start + budget, call).await.unwrap_or_else(|_| {
+            Err(Status::deadline_exceeded(format!(
+                "no answer from {method} within {budget:?}"
+            )))
+        }),
     }
 }
 

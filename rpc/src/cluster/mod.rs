@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::Duration;
 
 use quicall_transport::{ClientEndpoint, ClientTls, Pool, PoolOptions, SlotStatus};
-use tokio::time::{Instant, timeout_at};
+use tokio::time::Instant;
 
 pub use discovery::{Discovery, Resolve, SystemResolver, host_of};
 
@@ -224,20 +224,11 @@ impl Cluster {
             tail,
             deadline,
         };
-        let result = match deadline {
-            None => call.run().await,
-            Some(deadline) => match timeout_at(deadline, call.run()).await {
-                Ok(result) => result,
-                Err(_) => Err(Status::deadline_exceeded(format!(
-                    "no answer from {} within {:?}",
-                    method.name(),
-                    budget.unwrap_or_default()
-                ))),
-            },
-        };
-        let result = result.and_then(|body| {
-            Msg::new(body).map_err(|e| Status::internal(format!("bad response: {e}")))
-        });
+        let result = crate::client::within(start, budget, method.name(), call.run())
+            .await
+            .and_then(|body| {
+                Msg::new(body).map_err(|e| Status::internal(format!("bad response: {e}")))
+            });
         let code = result.as_ref().err().map_or(Code::Ok, Status::code);
         entry.stats.end();
         entry.stats.record(start.elapsed(), code);

@@ -126,16 +126,7 @@ pub async fn run(dir: &Path, servers: &mut [DemoServer], args: &Args) -> anyhow:
     ensure!(back > 0.0, "the restarted server got no traffic");
 
     let total = cluster.snapshot().total;
-    println!(
-        "\nall phases: count {}  p50 {}  p99 {}  max {}  errors {}  retries {}  hedges {}",
-        total.calls,
-        fmt_latency(total.p50()),
-        fmt_latency(total.p99()),
-        fmt_latency(total.max()),
-        total.errors(),
-        total.retries,
-        total.hedges,
-    );
+    println!("\nall phases: {}", summary(&total));
     cluster.close();
     Ok(())
 }
@@ -238,17 +229,22 @@ fn report(
             stats.ejections,
         );
     }
-    println!(
-        "   all calls: count {}  p50 {}  p99 {}  max {}  errors {}  retries {}  hedges {}",
-        total.calls,
-        fmt_latency(total.p50()),
-        fmt_latency(total.p99()),
-        fmt_latency(total.max()),
-        total.errors(),
-        total.retries,
-        total.hedges,
-    );
+    println!("   all calls: {}", summary(&total));
     total
+}
+
+/// Count, latency percentiles and outcomes of some calls, on one line.
+fn summary(stats: &StatsSnapshot) -> String {
+    format!(
+        "count {}  p50 {}  p99 {}  max {}  errors {}  retries {}  hedges {}",
+        stats.calls,
+        fmt_latency(stats.p50()),
+        fmt_latency(stats.p99()),
+        fmt_latency(stats.max()),
+        stats.errors(),
+        stats.retries,
+        stats.hedges,
+    )
 }
 
 fn before_of(before: &ClusterSnapshot, addr: std::net::SocketAddr) -> Option<&StatsSnapshot> {
