@@ -1,4 +1,4 @@
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -21,7 +21,10 @@ pub struct ClientEndpoint {
 
 #[derive(Debug)]
 struct Inner {
+    /// Towards a peer on a network.
     config: quinn::ClientConfig,
+    /// Towards a peer on a loopback address (a larger MTU bound).
+    loopback_config: quinn::ClientConfig,
     limits: Limits,
     handshake_timeout: Duration,
     v4: Mutex<Option<quinn::Endpoint>>,
@@ -32,11 +35,16 @@ impl ClientEndpoint {
     /// A client with the given TLS settings and limits. Sockets are bound on
     /// first use (must be called within a tokio runtime).
     pub fn new(tls: ClientTls, limits: Limits) -> Result<Self, TransportError> {
-        let mut config = quinn::ClientConfig::new(tls.quic_config()?);
-        config.transport_config(limits.client_transport_config());
+        let crypto = tls.quic_config()?;
+        let config_towards = |peer: IpAddr| {
+            let mut config = quinn::ClientConfig::new(crypto.clone());
+            config.transport_config(limits.client_transport_config(peer));
+            config
+        };
         Ok(Self {
             inner: Arc::new(Inner {
-                config,
+                config: config_towards(Ipv4Addr::UNSPECIFIED.into()),
+                loopback_config: config_towards(Ipv4Addr::LOCALHOST.into()),
                 handshake_timeout: limits.handshake_timeout,
                 limits: limits.clone(),
                 v4: Mutex::new(None),
@@ -55,7 +63,7 @@ impl ClientEndpoint {
     ) -> Result<Self, TransportError> {
         let client = Self::new(tls, limits)?;
         let endpoint = quinn::Endpoint::new_with_abstract_socket(
-            quinn::EndpointConfig::default(),
+            client.inner.limits.endpoint_config(),
             None,
             socket,
             Arc::new(quinn::TokioRuntime),
@@ -88,7 +96,12 @@ impl ClientEndpoint {
         server_name: &str,
     ) -> Result<Connection, TransportError> {
         let endpoint = self.endpoint(addr)?;
-        let connecting = endpoint.connect_with(self.inner.config.clone(), addr, server_name)?;
+        let config = if addr.ip().to_canonical().is_loopback() {
+            &self.inner.loopback_config
+        } else {
+            &self.inner.config
+        };
+        let connecting = endpoint.connect_with(config.clone(), addr, server_name)?;
         let conn = tokio::time::timeout(self.inner.handshake_timeout, connecting)
             .await
             .map_err(|_| TransportError::HandshakeTimeout)??;

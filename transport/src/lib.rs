@@ -43,7 +43,7 @@ pub use client::ClientEndpoint;
 pub use connection::Connection;
 pub use error::{Failure, TransportError, describe};
 pub use identity::PeerIdentity;
-pub use limits::{Congestion, Limits};
+pub use limits::{Congestion, GSO_MTU_LIMIT, Limits};
 pub use pool::{CallGuard, Pool, PoolOptions, Slot, SlotStatus};
 pub use server::{Incoming, ServerEndpoint};
 pub use tls::{ALPN, ClientAuth, ClientTls, ServerTls};

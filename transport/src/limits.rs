@@ -1,3 +1,4 @@
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -47,11 +48,18 @@ pub struct Limits {
     /// Bytes of unacknowledged data this side keeps in flight on a connection.
     /// Default 16 MiB.
     pub send_window: u64,
-    /// Largest UDP payload path MTU discovery probes for. Default 1452 (an
-    /// Ethernet path; discovery finds less where the path has less).
-    /// Loopback and jumbo-frame networks carry far more: a larger bound means
-    /// fewer, larger packets, and much less work per byte.
+    /// Largest UDP payload path MTU discovery probes for, towards a peer on
+    /// a network. Default 1452 (an Ethernet path; discovery finds less where
+    /// the path has less). Jumbo-frame networks carry more: a larger bound
+    /// means fewer, larger packets, and much less work per byte. Bounds above
+    /// [`GSO_MTU_LIMIT`] turn segmentation offload off for the connection
+    /// (see there).
     pub max_mtu: u16,
+    /// The same bound towards a peer on a loopback address (`127.0.0.0/8`,
+    /// `::1`), whose path carries up to 65,507 bytes. Default
+    /// [`GSO_MTU_LIMIT`] (6,500): about 4.5 times fewer packets per byte than
+    /// 1452, which doubled bulk throughput on loopback in the load benchmark.
+    pub loopback_mtu: u16,
     /// The congestion controller of each connection. Default Cubic (quinn's).
     pub congestion: Congestion,
     /// With `Some(n)`, asks the peer (QUIC ACK frequency extension) to
@@ -82,6 +90,7 @@ impl Default for Limits {
             receive_window: 16 << 20,
             send_window: 16 << 20,
             max_mtu: 1452,
+            loopback_mtu: GSO_MTU_LIMIT,
             congestion: Congestion::Cubic,
             ack_every: None,
             socket_receive_buffer: 4 << 20,
@@ -90,21 +99,52 @@ impl Default for Limits {
     }
 }
 
+/// The largest MTU bound at which quinn's segmentation offload (GSO) is safe.
+///
+/// quinn sends up to 10 packets of one connection in one GSO batch, and the
+/// kernel refuses a batch larger than one UDP datagram (65,507 bytes) with
+/// `EMSGSIZE`, which quinn-udp discards silently (it expects that error from
+/// MTU probes only): every such batch is lost, and the connection stalls on
+/// loss recovery. 10 x 6,500 = 65,000 bytes fits. Connections whose MTU bound
+/// is above this send one packet per system call instead.
+pub const GSO_MTU_LIMIT: u16 = 6500;
+
 impl Limits {
-    /// The quinn transport configuration for a client: the server never opens
-    /// streams towards a client, so it may open none.
-    pub(crate) fn client_transport_config(&self) -> Arc<TransportConfig> {
-        let mut config = self.base_config();
+    /// The MTU bound towards a peer at `peer`: [`Limits::loopback_mtu`] for a
+    /// loopback address, [`Limits::max_mtu`] otherwise; never below QUIC's
+    /// minimum of 1200.
+    ///
+    /// ```
+    /// use quicall_transport::Limits;
+    /// let limits = Limits::default();
+    /// assert_eq!(limits.mtu_towards("127.0.0.1".parse().unwrap()), 6500);
+    /// assert_eq!(limits.mtu_towards("::ffff:127.0.0.1".parse().unwrap()), 6500);
+    /// assert_eq!(limits.mtu_towards("192.0.2.7".parse().unwrap()), 1452);
+    /// ```
+    pub fn mtu_towards(&self, peer: IpAddr) -> u16 {
+        let mtu = if peer.to_canonical().is_loopback() {
+            self.loopback_mtu
+        } else {
+            self.max_mtu
+        };
+        mtu.max(1200)
+    }
+
+    /// The quinn transport configuration for a client connecting to `peer`:
+    /// the server never opens streams towards a client, so it may open none.
+    pub(crate) fn client_transport_config(&self, peer: IpAddr) -> Arc<TransportConfig> {
+        let mut config = self.base_config(self.mtu_towards(peer));
         config.max_concurrent_bidi_streams(VarInt::from_u32(0));
         Arc::new(config)
     }
 
-    /// The quinn transport configuration for a server.
-    pub(crate) fn transport_config(&self) -> Arc<TransportConfig> {
-        Arc::new(self.base_config())
+    /// The quinn transport configuration for a server's connection from
+    /// `peer`.
+    pub(crate) fn transport_config(&self, peer: IpAddr) -> Arc<TransportConfig> {
+        Arc::new(self.base_config(self.mtu_towards(peer)))
     }
 
-    fn base_config(&self) -> TransportConfig {
+    fn base_config(&self, mtu_bound: u16) -> TransportConfig {
         let mut config = TransportConfig::default();
         config
             .max_concurrent_bidi_streams(VarInt::from_u32(self.max_concurrent_streams))
@@ -137,15 +177,18 @@ impl Limits {
             config.ack_frequency_config(Some(ack));
         }
         let mut mtu = quinn::MtuDiscoveryConfig::default();
-        mtu.upper_bound(self.max_mtu.max(1200));
+        mtu.upper_bound(mtu_bound);
         config.mtu_discovery_config(Some(mtu));
+        config.enable_segmentation_offload(mtu_bound <= GSO_MTU_LIMIT);
         config
     }
 
-    /// The endpoint configuration: UDP payloads up to [`Limits::max_mtu`].
+    /// The endpoint configuration: UDP payloads up to the larger of
+    /// [`Limits::max_mtu`] and [`Limits::loopback_mtu`] (each connection's
+    /// own transport configuration bounds its path by its peer's kind).
     pub(crate) fn endpoint_config(&self) -> quinn::EndpointConfig {
         let mut config = quinn::EndpointConfig::default();
-        let _ = config.max_udp_payload_size(self.max_mtu.max(1200));
+        let _ = config.max_udp_payload_size(self.max_mtu.max(self.loopback_mtu).max(1200));
         config
     }
 }

@@ -1,4 +1,4 @@
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -25,6 +25,9 @@ use crate::{Connection, Limits, ServerTls, TransportError};
 #[derive(Debug)]
 pub struct ServerEndpoint {
     endpoint: quinn::Endpoint,
+    /// For peers on a loopback address (a larger MTU bound); the endpoint's
+    /// own configuration serves the others.
+    loopback_config: Arc<quinn::ServerConfig>,
     slots: Arc<Semaphore>,
     max_connections: usize,
     handshake_timeout: Duration,
@@ -35,11 +38,21 @@ pub struct ServerEndpoint {
 impl ServerEndpoint {
     /// Binds a UDP socket at `addr` and serves QUIC on it with `tls`.
     pub fn bind(addr: SocketAddr, tls: ServerTls, limits: Limits) -> Result<Self, TransportError> {
-        let mut config = quinn::ServerConfig::with_crypto(tls.quic_config()?);
-        config.transport_config(limits.transport_config());
-        let endpoint = crate::socket::endpoint(addr, &limits, Some(config))?;
+        let crypto = tls.quic_config()?;
+        let config_from = |peer: IpAddr| {
+            let mut config = quinn::ServerConfig::with_crypto(crypto.clone());
+            config.transport_config(limits.transport_config(peer));
+            config
+        };
+        let loopback_config = Arc::new(config_from(Ipv4Addr::LOCALHOST.into()));
+        let endpoint = crate::socket::endpoint(
+            addr,
+            &limits,
+            Some(config_from(Ipv4Addr::UNSPECIFIED.into())),
+        )?;
         Ok(Self {
             endpoint,
+            loopback_config,
             slots: Arc::new(Semaphore::new(limits.max_connections)),
             max_connections: limits.max_connections,
             handshake_timeout: limits.handshake_timeout,
@@ -70,7 +83,9 @@ impl ServerEndpoint {
             match self.slots.clone().try_acquire_owned() {
                 Ok(slot) => {
                     self.handshaking.fetch_add(1, Ordering::Relaxed);
+                    let loopback = incoming.remote_address().ip().to_canonical().is_loopback();
                     return Some(Incoming {
+                        config: loopback.then(|| self.loopback_config.clone()),
                         inner: incoming,
                         slot,
                         handshake_timeout: self.handshake_timeout,
@@ -116,6 +131,8 @@ impl ServerEndpoint {
 #[derive(Debug)]
 pub struct Incoming {
     inner: quinn::Incoming,
+    /// The configuration for this peer where it is not the endpoint's.
+    config: Option<Arc<quinn::ServerConfig>>,
     slot: OwnedSemaphorePermit,
     handshake_timeout: Duration,
     handshaking: HandshakeGauge,
@@ -140,7 +157,10 @@ impl Incoming {
     /// Runs the handshake (bounded by the handshake timeout) and returns the
     /// connection with the client's verified identity.
     pub async fn accept(self) -> Result<Connection, TransportError> {
-        let connecting = self.inner.accept()?;
+        let connecting = match self.config {
+            Some(config) => self.inner.accept_with(config)?,
+            None => self.inner.accept()?,
+        };
         let conn = tokio::time::timeout(self.handshake_timeout, connecting)
             .await
             .map_err(|_| TransportError::HandshakeTimeout)??;

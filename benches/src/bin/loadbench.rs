@@ -65,10 +65,16 @@ struct Args {
     /// Worker threads of the runtime (client and server share it).
     #[arg(long, default_value_t = 2)]
     threads: usize,
-    /// Largest UDP payload for the QUIC systems' path MTU discovery
-    /// (`Limits::max_mtu`); loopback carries up to 65,527.
-    #[arg(long, default_value_t = 1452)]
+    /// Largest UDP payload for the QUIC systems' path MTU discovery towards
+    /// a peer on a network (`Limits::max_mtu`; with --connect to another
+    /// host).
+    #[arg(long, default_value_t = Limits::default().max_mtu)]
     max_mtu: u16,
+    /// The same towards a loopback peer (`Limits::loopback_mtu`): the
+    /// in-process servers, or --connect to a loopback address. Loopback
+    /// carries up to 65,507; above 6,500 segmentation offload is turned off.
+    #[arg(long, default_value_t = Limits::default().loopback_mtu)]
+    loopback_mtu: u16,
     /// Ask the peer to acknowledge every N packets (QUIC ACK frequency).
     #[arg(long)]
     ack_every: Option<u32>,
@@ -117,6 +123,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let pki = Pki::new()?;
     let limits = Limits {
         max_mtu: args.max_mtu,
+        loopback_mtu: args.loopback_mtu,
         congestion: args.congestion,
         ack_every: args.ack_every,
         ..Limits::default()
