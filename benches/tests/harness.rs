@@ -91,7 +91,7 @@ async fn open_loop_charges_a_slow_server_for_the_queue_behind_it() {
     let knobs = Arc::new(quicall::demo::Knobs::default());
     knobs.set_service_time(Duration::from_millis(20));
     let echo = Arc::new(
-        Echo::start_with(System::Quicall, &pki, &Limits::default(), knobs)
+        Echo::start_with(System::Quicall, &pki, &Limits::default(), knobs, None)
             .await
             .unwrap(),
     );
@@ -125,4 +125,39 @@ async fn open_loop_charges_a_slow_server_for_the_queue_behind_it() {
         "open p50 {} µs",
         open.us(0.5)
     );
+}
+
+#[test]
+fn servers_run_on_a_runtime_of_their_own_in_the_split_layout() {
+    let runtime = |name: &str| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name(name)
+            .enable_all()
+            .build()
+            .unwrap()
+    };
+    let (clients, servers) = (runtime("client"), runtime("server"));
+    let pki = Pki::new().unwrap();
+    clients.block_on(async {
+        for system in System::all() {
+            let knobs = Arc::new(quicall::demo::Knobs::default());
+            let echo = Echo::start_with(
+                system,
+                &pki,
+                &Limits::default(),
+                knobs,
+                Some(servers.handle()),
+            )
+            .await
+            .unwrap();
+            let workload = Workload {
+                payload: 1000,
+                concurrency: 4,
+            };
+            let closed = closed_loop(Arc::new(echo), workload, Duration::from_millis(150)).await;
+            assert!(closed.calls > 0 && closed.errors == 0, "{system}");
+        }
+    });
+    servers.shutdown_timeout(Duration::from_secs(5));
 }

@@ -44,7 +44,7 @@ struct Args {
     /// Rounds per cell: the systems take turns, and each system's median
     /// round (by calls/s) is reported, so that a noisy moment on a shared
     /// machine does not decide a ratio.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 5)]
     rounds: usize,
     /// Skip the open-loop sweep.
     #[arg(long)]
@@ -62,9 +62,14 @@ struct Args {
     /// Open loop: the p99 bound (ms) a rate must meet.
     #[arg(long, default_value_t = 10.0)]
     p99_bound_ms: f64,
-    /// Worker threads of the runtime (client and server share it).
+    /// Worker threads of each runtime (see --layout).
     #[arg(long, default_value_t = 2)]
     threads: usize,
+    /// Thread layout: `split` runs the servers on a runtime of their own and
+    /// the clients on another, each with --threads workers, as two processes
+    /// on one machine would; `shared` runs both on one runtime.
+    #[arg(long, default_value = "split")]
+    layout: Layout,
     /// Largest UDP payload for the QUIC systems' path MTU discovery towards
     /// a peer on a network (`Limits::max_mtu`; with --connect to another
     /// host).
@@ -109,14 +114,32 @@ fn main() -> anyhow::Result<()> {
     if args.connect.is_some() {
         args.systems = vec![System::Quicall];
     }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(args.threads.max(1))
-        .enable_all()
-        .build()?;
-    rt.block_on(run(args))
+    let runtime = |name: &str| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(args.threads.max(1))
+            .thread_name(name)
+            .enable_all()
+            .build()
+    };
+    let clients = runtime("client")?;
+    let servers = match args.layout {
+        Layout::Split => Some(runtime("server")?),
+        Layout::Shared => None,
+    };
+    let server_handle = servers.as_ref().map(|rt| rt.handle().clone());
+    clients.block_on(run(args, server_handle))
 }
 
-async fn run(args: Args) -> anyhow::Result<()> {
+/// Where the servers' tasks run relative to the clients'.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Layout {
+    /// A runtime for the servers and another for the clients.
+    Split,
+    /// One runtime for both.
+    Shared,
+}
+
+async fn run(args: Args, servers: Option<tokio::runtime::Handle>) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating {}", args.out.display()))?;
     let mut jsonl = std::fs::File::create(args.out.join("results.jsonl"))?;
@@ -154,16 +177,32 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let mut done = 0;
     let place = match &args.connect {
         Some(target) => format!("against {target} (client CPU only)"),
-        None => "on loopback".to_string(),
+        None => match args.layout {
+            Layout::Split => format!(
+                "on loopback, servers and clients on runtimes of {} worker threads each",
+                args.threads
+            ),
+            Layout::Shared => format!(
+                "on loopback, servers and clients on one runtime of {} worker threads",
+                args.threads
+            ),
+        },
     };
     println!(
-        "closed loop, {} rounds of {:.1} s per cell (each system's median round), {} worker threads, mutual TLS {place}",
+        "closed loop, {} rounds of {:.1} s per cell (each system's median round), mutual TLS {place}",
         rounds_shown(&args),
         secs.as_secs_f64(),
-        args.threads
     );
     println!("{}", output::header());
     let rounds = args.rounds.max(1);
+    // Target 3 counts every round, not only the medians shown.
+    let drops_before = quicall_benches::harness::run::udp_rcvbuf_errors();
+    let mut lost: Vec<(System, u64)> = args.systems.iter().map(|&s| (s, 0)).collect();
+    let mut count_lost = |system: System, outcome: &Outcome| {
+        if let Some(entry) = lost.iter_mut().find(|(s, _)| *s == system) {
+            entry.1 += outcome.lost_packets.unwrap_or(0);
+        }
+    };
     for cell in &cells {
         // Every system's outcomes over the rounds; the systems take turns.
         let mut results: Vec<(System, Vec<Outcome>)> =
@@ -183,8 +222,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
                         round + 1
                     ),
                 );
-                let echo = Arc::new(start(&args, system, &pki, &limits).await?);
+                let echo = Arc::new(start(&args, system, &pki, &limits, servers.as_ref()).await?);
                 let outcome = closed_loop(echo, *cell, secs).await;
+                count_lost(system, &outcome);
                 results[k].1.push(outcome);
             }
         }
@@ -256,10 +296,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
         println!("{}", output::header());
         for &system in &args.systems {
             progress(done, total, started, &format!("{system} open-loop sweep"));
-            let echo = Arc::new(start(&args, system, &pki, &limits).await?);
+            let echo = Arc::new(start(&args, system, &pki, &limits, servers.as_ref()).await?);
             let mut best: Option<f64> = None;
             for &rate in &args.rates {
                 let outcome = open_loop(echo.clone(), args.open_payload, rate, secs, 10_000).await;
+                count_lost(system, &outcome);
                 let row = Row {
                     system: system.name(),
                     mode: "open",
@@ -295,6 +336,16 @@ async fn run(args: Args) -> anyhow::Result<()> {
         }
     }
     clear_progress();
+    let quic_lost: Vec<String> = lost
+        .iter()
+        .filter(|(s, _)| matches!(s, System::Quicall | System::Quinn))
+        .map(|(s, n)| format!("{s} {n}"))
+        .collect();
+    println!(
+        "\nduring the whole run (every round): kernel UDP receive-buffer drops {} (machine-wide RcvbufErrors); QUIC packets the clients declared lost: {}",
+        quicall_benches::harness::run::udp_rcvbuf_errors().saturating_sub(drops_before),
+        quic_lost.join(", ")
+    );
     println!(
         "\nwrote {}, the .hgrm files and an .svg chart per cell in {} ({:.0} s)",
         args.out.join("results.jsonl").display(),
@@ -305,7 +356,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
 }
 
 /// The system's echo: in-process, or the external server of --connect.
-async fn start(args: &Args, system: System, pki: &Pki, limits: &Limits) -> anyhow::Result<Echo> {
+async fn start(
+    args: &Args,
+    system: System,
+    pki: &Pki,
+    limits: &Limits,
+    servers: Option<&tokio::runtime::Handle>,
+) -> anyhow::Result<Echo> {
     match (&args.connect, &args.ca, &args.cert, &args.key) {
         (Some(target), Some(ca), Some(cert), Some(key)) => {
             let addr = tokio::net::lookup_host(target)
@@ -318,7 +375,10 @@ async fn start(args: &Args, system: System, pki: &Pki, limits: &Limits) -> anyho
             );
             Echo::connect_quicall(addr, &args.server_name, tls, limits).await
         }
-        _ => Echo::start(system, pki, limits).await,
+        _ => {
+            let knobs = Arc::new(quicall::demo::Knobs::default());
+            Echo::start_with(system, pki, limits, knobs, servers).await
+        }
     }
 }
 

@@ -132,36 +132,43 @@ impl Drop for Echo {
 }
 
 impl Echo {
-    /// Starts `system`'s server on loopback and connects a client.
+    /// Starts `system`'s server on loopback and connects a client, both on
+    /// the current runtime.
     pub async fn start(system: System, pki: &Pki, limits: &Limits) -> anyhow::Result<Echo> {
         Self::start_with(
             system,
             pki,
             limits,
             Arc::new(quicall::demo::Knobs::default()),
+            None,
         )
         .await
     }
 
     /// Like [`Echo::start`]; a quicall server spends `knobs`' service time
-    /// on every call (to test the harness against a known delay).
+    /// on every call (to test the harness against a known delay), and with
+    /// `server_runtime` the server runs there (its endpoint, connections and
+    /// handlers), as it would in a process of its own.
     pub async fn start_with(
         system: System,
         pki: &Pki,
         limits: &Limits,
         knobs: Arc<quicall::demo::Knobs>,
+        server_runtime: Option<&tokio::runtime::Handle>,
     ) -> anyhow::Result<Echo> {
-        let addr: SocketAddr = "127.0.0.1:0".parse()?;
-        match system {
-            System::Quicall => {
-                let options = ServerOptions {
-                    transport: limits.clone(),
-                    max_request_size: 64 << 20,
-                    max_response_size: 64 << 20,
-                    ..ServerOptions::default()
-                };
-                let router = quicall::demo::router_with(knobs);
-                let server = Server::bind(addr, pki.server_tls(), router, options)?;
+        let spec = ServerSpec {
+            system,
+            tls: pki.server_tls(),
+            grpc_tls: (system == System::Grpc).then(|| pki.grpc_tls()),
+            limits: limits.clone(),
+            knobs,
+        };
+        let server = match server_runtime {
+            Some(runtime) => runtime.spawn(spec.start()).await??,
+            None => spec.start().await?,
+        };
+        match server {
+            ServerSide::Quicall(server) => {
                 let client_options = ClientOptions {
                     transport: limits.clone(),
                     max_response_size: 64 << 20,
@@ -180,21 +187,17 @@ impl Echo {
                     client,
                 })
             }
-            System::Quinn => {
-                let endpoint = ServerEndpoint::bind(addr, pki.server_tls(), limits.clone())?;
-                let server_addr = endpoint.local_addr()?;
-                let server = tokio::spawn(raw_echo_server(endpoint));
+            ServerSide::Quinn(server, addr) => {
                 let client = ClientEndpoint::new(pki.client_tls(), limits.clone())?;
-                let conn = client.connect(server_addr, "localhost").await?;
+                let conn = client.connect(addr, "localhost").await?;
                 Ok(Echo::Quinn {
                     _server: server,
                     conn,
                     _endpoint: client,
                 })
             }
-            System::Grpc | System::GrpcPlain => {
+            ServerSide::Grpc(server, addr) => {
                 let tls = (system == System::Grpc).then(|| pki.grpc_tls());
-                let (addr, server) = super::grpc::serve(tls.as_ref()).await?;
                 let client = super::grpc::GrpcClient::connect(addr, tls.as_ref())
                     .await
                     .context("connecting to the gRPC server")?;
@@ -248,6 +251,56 @@ impl Echo {
                 Ok(recv.read_to_end(64 << 20).await?.len())
             }
             Echo::Grpc { client, .. } => client.echo(payload.clone()).await,
+        }
+    }
+}
+
+/// What a system's server needs, owned, so that it can start on another
+/// runtime.
+struct ServerSpec {
+    system: System,
+    tls: ServerTls,
+    grpc_tls: Option<super::grpc::GrpcTls>,
+    limits: Limits,
+    knobs: Arc<quicall::demo::Knobs>,
+}
+
+/// A running server.
+enum ServerSide {
+    Quicall(Server),
+    Quinn(tokio::task::JoinHandle<()>, SocketAddr),
+    Grpc(tokio::task::JoinHandle<()>, SocketAddr),
+}
+
+impl ServerSpec {
+    /// Starts the server on the current runtime.
+    async fn start(self) -> anyhow::Result<ServerSide> {
+        let addr: SocketAddr = "127.0.0.1:0".parse()?;
+        match self.system {
+            System::Quicall => {
+                let options = ServerOptions {
+                    transport: self.limits,
+                    max_request_size: 64 << 20,
+                    max_response_size: 64 << 20,
+                    ..ServerOptions::default()
+                };
+                let router = quicall::demo::router_with(self.knobs);
+                Ok(ServerSide::Quicall(Server::bind(
+                    addr, self.tls, router, options,
+                )?))
+            }
+            System::Quinn => {
+                let endpoint = ServerEndpoint::bind(addr, self.tls, self.limits)?;
+                let addr = endpoint.local_addr()?;
+                Ok(ServerSide::Quinn(
+                    tokio::spawn(raw_echo_server(endpoint)),
+                    addr,
+                ))
+            }
+            System::Grpc | System::GrpcPlain => {
+                let (addr, task) = super::grpc::serve(self.grpc_tls.as_ref()).await?;
+                Ok(ServerSide::Grpc(task, addr))
+            }
         }
     }
 }
