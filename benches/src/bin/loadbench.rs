@@ -80,6 +80,17 @@ struct Args {
     /// carries up to 65,507; above 6,500 segmentation offload is turned off.
     #[arg(long, default_value_t = Limits::default().loopback_mtu)]
     loopback_mtu: u16,
+    /// Bytes a peer may send on one stream before it is read
+    /// (`Limits::stream_receive_window`).
+    #[arg(long, default_value_t = Limits::default().stream_receive_window)]
+    stream_window: u32,
+    /// Bytes a peer may send on a connection before they are read
+    /// (`Limits::receive_window`).
+    #[arg(long, default_value_t = Limits::default().receive_window)]
+    receive_window: u32,
+    /// Unacknowledged bytes in flight per connection (`Limits::send_window`).
+    #[arg(long, default_value_t = Limits::default().send_window)]
+    send_window: u64,
     /// Ask the peer to acknowledge every N packets (QUIC ACK frequency).
     #[arg(long)]
     ack_every: Option<u32>,
@@ -147,6 +158,9 @@ async fn run(args: Args, servers: Option<tokio::runtime::Handle>) -> anyhow::Res
     let limits = Limits {
         max_mtu: args.max_mtu,
         loopback_mtu: args.loopback_mtu,
+        stream_receive_window: args.stream_window,
+        receive_window: args.receive_window,
+        send_window: args.send_window,
         congestion: args.congestion,
         ack_every: args.ack_every,
         ..Limits::default()

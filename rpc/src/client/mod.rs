@@ -182,16 +182,7 @@ impl Client {
 
     /// One request and its response on a new stream; the response body.
     async fn exchange(&self, head: Bytes, tail: Option<Bytes>) -> Result<Bytes, Status> {
-        let (send, recv) = self
-            .conn
-            .open_bi()
-            .await
-            .map_err(|e| connection_status(&e).not_processed())?;
-        let mut stream = CallStream::new(send, recv);
-        stream.send_request(head, tail).await?;
-        let body = stream.read_response(self.options.max_response_size).await?;
-        stream.complete();
-        Ok(body)
+        exchange(&self.conn, head, tail, self.options.max_response_size).await
     }
 
     /// Closes the connection (and the endpoint, if this client made it);
