@@ -81,6 +81,29 @@ fn round_trip(c: &mut Criterion) {
     }
     group.finish();
 
+    // One 64 B echo by each system on this one thread: with client and
+    // server taking turns on it, the time per call is the work per call.
+    let pki = quicall_benches::harness::systems::Pki::new().unwrap();
+    let payload = bytes::Bytes::from(vec![7u8; 64]);
+    let mut group = c.benchmark_group("echo_64B_one_thread");
+    group.measurement_time(Duration::from_secs(5));
+    group.throughput(Throughput::Elements(1));
+    for system in quicall_benches::harness::System::all() {
+        let echo = rt
+            .block_on(quicall_benches::harness::Echo::start(
+                system,
+                &pki,
+                &quicall::Limits::default(),
+            ))
+            .unwrap();
+        group.bench_function(system.name(), |b| {
+            b.to_async(&rt).iter(|| async {
+                assert_eq!(echo.call(&payload).await.unwrap(), 64);
+            })
+        });
+    }
+    group.finish();
+
     // The same `add` through a cluster client of one and of three servers:
     // the cost of selection, accounting and metrics on top of one call.
     let (one_server, one) = rt.block_on(quicall_benches::loopback_cluster(1));
