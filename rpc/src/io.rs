@@ -1,7 +1,7 @@
 //! Thin reads and writes of headers and bodies on QUIC streams. No protocol
 //! decision is made here.
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use quicall_transport::quinn::{ReadError, RecvStream, SendStream, WriteError};
 
 /// How reading a fixed number of bytes ended early.
@@ -13,38 +13,66 @@ pub(crate) enum ReadFail {
     Read(ReadError),
 }
 
-/// Reads exactly `N` bytes into a stack array (no allocation).
-pub(crate) async fn read_array<const N: usize>(recv: &mut RecvStream) -> Result<[u8; N], ReadFail> {
+/// Reads an `N`-byte header into a stack array, and with it whatever bytes
+/// after it arrived in the same chunk (uncopied: the start of the body, in
+/// one read of the stream instead of two). These bytes were already received
+/// and buffered by QUIC, so taking them commits no memory.
+pub(crate) async fn read_header<const N: usize>(
+    recv: &mut RecvStream,
+) -> Result<([u8; N], Bytes), ReadFail> {
     let mut out = [0u8; N];
     let mut got = 0;
-    while got < N {
-        match recv.read_chunk(N - got, true).await {
+    loop {
+        match recv.read_chunk(usize::MAX, true).await {
             Ok(Some(chunk)) => {
-                out[got..got + chunk.bytes.len()].copy_from_slice(&chunk.bytes);
-                got += chunk.bytes.len();
+                let mut bytes = chunk.bytes;
+                let take = (N - got).min(bytes.len());
+                out[got..got + take].copy_from_slice(&bytes[..take]);
+                got += take;
+                if got == N {
+                    bytes.advance(take);
+                    return Ok((out, bytes));
+                }
             }
             Ok(None) => return Err(ReadFail::Finished { got }),
             Err(e) => return Err(ReadFail::Read(e)),
         }
     }
-    Ok(out)
 }
 
-/// Reads exactly `len` bytes. When they arrive as one chunk (the common case
-/// for a body that fits a few packets received together) the chunk is
-/// returned as it is, without a copy; otherwise the chunks are gathered into
-/// one buffer of exactly `len` bytes.
-pub(crate) async fn read_body(recv: &mut RecvStream, len: usize) -> Result<Bytes, ReadFail> {
-    if len == 0 {
-        return Ok(Bytes::new());
-    }
-    let first = match recv.read_chunk(len, true).await {
-        Ok(Some(chunk)) => chunk.bytes,
-        Ok(None) => return Err(ReadFail::Finished { got: 0 }),
-        Err(e) => return Err(ReadFail::Read(e)),
+/// A body read after its header.
+#[derive(Debug)]
+pub(crate) struct Body {
+    /// Exactly the announced number of bytes.
+    pub(crate) bytes: Bytes,
+    /// Whether more bytes than announced came with it (a protocol error).
+    pub(crate) excess: bool,
+}
+
+/// Reads exactly `len` bytes, starting with `first` (what came with the
+/// header). When they are all in one chunk (the common case for a body that
+/// fits a few packets received together) that chunk is returned as it is,
+/// without a copy; otherwise the chunks are gathered into one buffer of
+/// exactly `len` bytes.
+pub(crate) async fn read_body(
+    recv: &mut RecvStream,
+    len: usize,
+    first: Bytes,
+) -> Result<Body, ReadFail> {
+    let first = if first.is_empty() && len > 0 {
+        match recv.read_chunk(len, true).await {
+            Ok(Some(chunk)) => chunk.bytes,
+            Ok(None) => return Err(ReadFail::Finished { got: 0 }),
+            Err(e) => return Err(ReadFail::Read(e)),
+        }
+    } else {
+        first
     };
-    if first.len() == len {
-        return Ok(first);
+    if first.len() >= len {
+        return Ok(Body {
+            excess: first.len() > len,
+            bytes: first.slice(..len),
+        });
     }
     let mut buf = BytesMut::with_capacity(len);
     buf.extend_from_slice(&first);
@@ -55,7 +83,10 @@ pub(crate) async fn read_body(recv: &mut RecvStream, len: usize) -> Result<Bytes
             Err(e) => return Err(ReadFail::Read(e)),
         }
     }
-    Ok(buf.freeze())
+    Ok(Body {
+        bytes: buf.freeze(),
+        excess: false,
+    })
 }
 
 /// Waits for the end of the stream after the body; `Ok(false)` if more bytes

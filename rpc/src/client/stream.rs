@@ -40,7 +40,7 @@ impl CallStream {
     }
 
     pub(super) async fn read_response(&mut self, max_body: u32) -> Result<Bytes, Status> {
-        let header = io::read_array::<RESPONSE_HEADER_LEN>(&mut self.recv)
+        let (header, first) = io::read_header::<RESPONSE_HEADER_LEN>(&mut self.recv)
             .await
             .map_err(|e| read_status(e, "response header"))?;
         let head = wire::decode_response(&header, max_body).map_err(|e| match e {
@@ -49,9 +49,13 @@ impl CallStream {
             )),
             e => Status::internal(format!("malformed response header: {e}")),
         })?;
-        let body = io::read_body(&mut self.recv, head.body_len as usize)
+        let body = io::read_body(&mut self.recv, head.body_len as usize, first)
             .await
             .map_err(|e| read_status(e, "response body"))?;
+        if body.excess {
+            return Err(Status::internal("bytes after the response body"));
+        }
+        let body = body.bytes;
         match io::read_fin(&mut self.recv).await {
             Ok(true) => {}
             Ok(false) => return Err(Status::internal("bytes after the response body")),

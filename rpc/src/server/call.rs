@@ -2,13 +2,14 @@
 //! the handler under its deadline and the caller's cancellation, answer.
 
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use bytes::{Bytes, BytesMut};
 use quicall_transport::PeerIdentity;
 use quicall_transport::quinn::{RecvStream, SendStream};
-use tokio::time::{Instant, timeout, timeout_at};
+use tokio::time::{Instant, Sleep, timeout};
 use tokio_util::sync::CancellationToken;
 
 use super::unwind::{CatchUnwind, panic_message};
@@ -30,12 +31,16 @@ pub(super) async fn serve(
     let options = &shared.options;
     shared.streams.fetch_add(1, Ordering::Relaxed);
     let _stream = StreamGauge(&shared.streams);
-    let header = timeout(
-        options.header_timeout,
-        io::read_array::<REQUEST_HEADER_LEN>(&mut recv),
-    )
-    .await;
-    let header = match header {
+    // One timer per call, moved from phase to phase (header, body and
+    // handler, response); it is registered only if a phase has to wait.
+    let timer = tokio::time::sleep(options.header_timeout);
+    tokio::pin!(timer);
+    let header = tokio::select! {
+        biased;
+        header = io::read_header::<REQUEST_HEADER_LEN>(&mut recv) => Ok(header),
+        () = &mut timer => Err(()),
+    };
+    let (header, first) = match header {
         Ok(Ok(header)) => header,
         Ok(Err(ReadFail::Finished { got })) => {
             tracing::debug!(%remote, got, "stream ended inside the request header");
@@ -102,16 +107,24 @@ pub(super) async fn serve(
     let deadline = received + budget;
     let len = head.body_len as usize;
 
-    let body = match timeout_at(deadline, read_request_body(&mut recv, len)).await {
+    timer.as_mut().reset(deadline);
+    let body = tokio::select! {
+        biased;
+        body = read_request_body(&mut recv, len, first) => Ok(body),
+        () = &mut timer => Err(()),
+    };
+    let body = match body {
         Ok(Ok(body)) => body,
         Ok(Err(Some(status))) => {
             let _ = recv.stop(ErrorCode::PROTOCOL.into());
-            return respond(&mut send, Err(status), deadline, options.response_timeout).await;
+            let limit = options.response_timeout;
+            return respond(&mut send, Err(status), timer, deadline, limit).await;
         }
         Ok(Err(None)) => return,
-        Err(_) => {
+        Err(()) => {
             let status = Status::deadline_exceeded("deadline passed while reading the request");
-            return respond(&mut send, Err(status), deadline, options.response_timeout).await;
+            let limit = options.response_timeout;
+            return respond(&mut send, Err(status), timer, deadline, limit).await;
         }
     };
 
@@ -133,7 +146,7 @@ pub(super) async fn serve(
             tracing::debug!(%remote, method = route.name, "caller cancelled; handler dropped");
             return;
         }
-        _ = tokio::time::sleep_until(deadline) => {
+        () = &mut timer => {
             cancel.cancel();
             Ok(Err(Status::deadline_exceeded(format!(
                 "deadline of {budget:?} passed in the handler"
@@ -147,7 +160,7 @@ pub(super) async fn serve(
             Err(Status::internal("handler panicked"))
         }
     };
-    respond(&mut send, reply, deadline, options.response_timeout).await;
+    respond(&mut send, reply, timer, deadline, options.response_timeout).await;
 }
 
 /// Counts a stream being served while alive.
@@ -161,9 +174,18 @@ impl Drop for StreamGauge<'_> {
 
 /// Reads the body and the end of the stream. `Err(Some(status))` when the
 /// request is malformed, `Err(None)` when the stream or connection failed.
-async fn read_request_body(recv: &mut RecvStream, len: usize) -> Result<Bytes, Option<Status>> {
-    let body = match io::read_body(recv, len).await {
-        Ok(body) => body,
+async fn read_request_body(
+    recv: &mut RecvStream,
+    len: usize,
+    first: Bytes,
+) -> Result<Bytes, Option<Status>> {
+    let body = match io::read_body(recv, len, first).await {
+        Ok(body) if body.excess => {
+            return Err(Some(Status::invalid_argument(format!(
+                "bytes after the {len}-byte request body"
+            ))));
+        }
+        Ok(body) => body.bytes,
         Err(ReadFail::Finished { got }) => {
             return Err(Some(Status::invalid_argument(format!(
                 "request body truncated: {got} of {len} bytes"
@@ -199,9 +221,12 @@ async fn reject(
     let _ = timeout(limit, io::write_message(send, status_frame(&status), None)).await;
 }
 
+/// Sends the response, giving the client until the deadline or `limit`
+/// from now, whichever is later, to take it (`timer` is the call's timer).
 async fn respond(
     send: &mut SendStream,
     reply: Result<super::router::Reply, Status>,
+    mut timer: Pin<&mut Sleep>,
     deadline: Instant,
     limit: std::time::Duration,
 ) {
@@ -209,11 +234,16 @@ async fn respond(
         Ok(reply) => (reply.head, reply.tail),
         Err(status) => (status_frame(&status), None),
     };
-    let until = deadline.max(Instant::now() + limit);
-    match timeout_at(until, io::write_message(send, head, tail)).await {
+    timer.as_mut().reset(deadline.max(Instant::now() + limit));
+    let sent = tokio::select! {
+        biased;
+        sent = io::write_message(send, head, tail) => Ok(sent),
+        () = timer => Err(()),
+    };
+    match sent {
         Ok(Ok(())) => {}
         Ok(Err(e)) => tracing::debug!("response not delivered: {e}"),
-        Err(_) => {
+        Err(()) => {
             tracing::debug!("response not taken in time; stream reset");
             let _ = send.reset(ErrorCode::TIMEOUT.into());
         }
