@@ -166,6 +166,23 @@ async fn run(args: Args, servers: Option<tokio::runtime::Handle>) -> anyhow::Res
         ..Limits::default()
     };
     let secs = Duration::from_secs_f64(args.secs.clamp(0.05, 60.0));
+    // The run's settings, repeated on every JSON line.
+    let settings = format!(
+        "\"settings\":{{\"layout\":\"{}\",\"threads\":{},\"secs\":{},\"rounds\":{},\"max_mtu\":{},\"loopback_mtu\":{},\"stream_window\":{},\"receive_window\":{},\"send_window\":{},\"congestion\":\"{}\",\"ack_every\":{}}}",
+        format!("{:?}", args.layout).to_lowercase(),
+        args.threads,
+        secs.as_secs_f64(),
+        args.rounds.max(1),
+        limits.max_mtu,
+        limits.loopback_mtu,
+        limits.stream_receive_window,
+        limits.receive_window,
+        limits.send_window,
+        format!("{:?}", limits.congestion).to_lowercase(),
+        limits
+            .ack_every
+            .map_or("null".to_string(), |n| n.to_string()),
+    );
     let cells: Vec<Workload> = args
         .payloads
         .iter()
@@ -286,7 +303,7 @@ async fn run(args: Args, servers: Option<tokio::runtime::Handle>) -> anyhow::Res
             let rounds_json: Vec<String> = all.iter().map(|r| format!("{r:.1}")).collect();
             writeln!(
                 jsonl,
-                "{},\"rounds_calls_per_sec\":[{}]}}",
+                "{},{settings},\"rounds_calls_per_sec\":[{}]}}",
                 &json[..json.len() - 1],
                 rounds_json.join(",")
             )?;
@@ -325,7 +342,8 @@ async fn run(args: Args, servers: Option<tokio::runtime::Handle>) -> anyhow::Res
                 };
                 clear_progress();
                 println!("{}  (target {rate:.0}/s)", output::line(&row, None));
-                writeln!(jsonl, "{}", output::json(&row))?;
+                let json = output::json(&row);
+                writeln!(jsonl, "{},{settings}}}", &json[..json.len() - 1])?;
                 output::write_hgrm(
                     &args.out.join(format!(
                         "{system}-open-{}B-r{rate:.0}.hgrm",
