@@ -93,6 +93,32 @@ async fn hand_written_call_matches_the_spec() {
 }
 
 #[tokio::test]
+async fn a_request_trickling_in_pieces_is_understood() {
+    // The header split across packets, and the body starting in the packet
+    // that ends the header: the server reads the header with whatever came
+    // after it, then gathers the rest. Each piece is sent on its own (a pause
+    // lets the connection transmit it before the next is written).
+    let pki = Pki::new();
+    let server = serve(&pki, quicall::demo::router());
+    let conn = raw_connection(&pki, &server).await;
+    let mut request = add_header(16).to_vec();
+    request.extend_from_slice(&add_body());
+    for pieces in [[5, 20, 31], [23, 24, 30], [1, 2, 39]] {
+        let (mut send, mut recv) = conn.open_bi().await.unwrap();
+        let mut start = 0;
+        for end in pieces.into_iter().chain([request.len()]) {
+            send.write_all(&request[start..end]).await.unwrap();
+            start = end;
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        send.finish().unwrap();
+        let answer = bounded(recv.read_to_end(1024)).await.unwrap();
+        assert_eq!(&answer[..8], &[1, 0, 0, 0, 8, 0, 0, 0], "pieces {pieces:?}");
+        assert_eq!(i64::from_le_bytes(answer[8..].try_into().unwrap()), 42);
+    }
+}
+
+#[tokio::test]
 async fn truncated_header_resets_the_stream_only() {
     let pki = Pki::new();
     let server = serve(&pki, quicall::demo::router());
