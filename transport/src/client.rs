@@ -96,7 +96,7 @@ impl ClientEndpoint {
         server_name: &str,
     ) -> Result<Connection, TransportError> {
         let endpoint = self.endpoint(addr)?;
-        let config = if addr.ip().to_canonical().is_loopback() {
+        let config = if crate::limits::is_loopback(addr.ip()) {
             &self.inner.loopback_config
         } else {
             &self.inner.config

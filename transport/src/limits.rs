@@ -109,6 +109,13 @@ impl Default for Limits {
 /// is above this send one packet per system call instead.
 pub const GSO_MTU_LIMIT: u16 = 6500;
 
+/// Whether `peer` is on a loopback address (`127.0.0.0/8`, `::1`, or IPv4
+/// loopback mapped into IPv6, as a dual-stack socket reports it): the peers
+/// that get [`Limits::loopback_mtu`].
+pub(crate) fn is_loopback(peer: IpAddr) -> bool {
+    peer.to_canonical().is_loopback()
+}
+
 impl Limits {
     /// The MTU bound towards a peer at `peer`: [`Limits::loopback_mtu`] for a
     /// loopback address, [`Limits::max_mtu`] otherwise; never below QUIC's
@@ -122,7 +129,7 @@ impl Limits {
     /// assert_eq!(limits.mtu_towards("192.0.2.7".parse().unwrap()), 1452);
     /// ```
     pub fn mtu_towards(&self, peer: IpAddr) -> u16 {
-        let mtu = if peer.to_canonical().is_loopback() {
+        let mtu = if is_loopback(peer) {
             self.loopback_mtu
         } else {
             self.max_mtu

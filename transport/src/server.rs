@@ -83,7 +83,7 @@ impl ServerEndpoint {
             match self.slots.clone().try_acquire_owned() {
                 Ok(slot) => {
                     self.handshaking.fetch_add(1, Ordering::Relaxed);
-                    let loopback = incoming.remote_address().ip().to_canonical().is_loopback();
+                    let loopback = crate::limits::is_loopback(incoming.remote_address().ip());
                     return Some(Incoming {
                         config: loopback.then(|| self.loopback_config.clone()),
                         inner: incoming,
