@@ -7,31 +7,18 @@ pub mod harness;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use quicall::certs::{CertificateAuthority, NodeSpec};
-use quicall::{Client, ClientAuth, ClientOptions, ClientTls, Server, ServerOptions, ServerTls};
+use harness::systems::Pki;
+use quicall::{Client, ClientOptions, Server, ServerOptions};
 
 /// A server serving the demo methods and a client connected to it, over
 /// mutual TLS on loopback.
 pub async fn loopback_pair() -> (Server, Client) {
-    let ca = CertificateAuthority::new("bench CA", quicall::certs::DEFAULT_VALIDITY).unwrap();
-    let server_cert = ca
-        .issue(&NodeSpec::server("bench-server").san("localhost"))
-        .unwrap();
-    let client_cert = ca.issue(&NodeSpec::client("bench-client")).unwrap();
-    let roots = vec![ca.cert_der().clone()];
-    let tls = ServerTls::new(
-        server_cert.chain(),
-        server_cert.key_der(),
-        ClientAuth::Required(roots.clone()),
-    );
-    let addr: SocketAddr = "127.0.0.1:0".parse().unwrap();
-    let server =
-        Server::bind(addr, tls, quicall::demo::router(), ServerOptions::default()).unwrap();
-    let tls = ClientTls::new(roots).with_identity(client_cert.chain(), client_cert.key_der());
+    let pki = Pki::new().unwrap();
+    let server = demo_server(&pki);
     let client = Client::connect(
         server.local_addr(),
         "localhost",
-        tls,
+        pki.client_tls(),
         ClientOptions::default(),
     )
     .await
@@ -42,35 +29,32 @@ pub async fn loopback_pair() -> (Server, Client) {
 /// `n` servers of the demo methods and a cluster client of them (default
 /// policy), over mutual TLS on loopback.
 pub async fn loopback_cluster(n: usize) -> (Vec<Server>, quicall::Cluster) {
-    let ca = CertificateAuthority::new("bench CA", quicall::certs::DEFAULT_VALIDITY).unwrap();
-    let server_cert = ca
-        .issue(&NodeSpec::server("bench-server").san("localhost"))
-        .unwrap();
-    let client_cert = ca.issue(&NodeSpec::client("bench-client")).unwrap();
-    let roots = vec![ca.cert_der().clone()];
-    let servers: Vec<Server> = (0..n)
-        .map(|_| {
-            let tls = ServerTls::new(
-                server_cert.chain(),
-                server_cert.key_der(),
-                ClientAuth::Required(roots.clone()),
-            );
-            let addr: SocketAddr = "127.0.0.1:0".parse().unwrap();
-            Server::bind(addr, tls, quicall::demo::router(), ServerOptions::default()).unwrap()
-        })
-        .collect();
-    let tls = ClientTls::new(roots).with_identity(client_cert.chain(), client_cert.key_der());
+    let pki = Pki::new().unwrap();
+    let servers: Vec<Server> = (0..n).map(|_| demo_server(&pki)).collect();
     let list = servers
         .iter()
         .map(|s| (s.local_addr().to_string(), "localhost".to_string()));
     let cluster = quicall::Cluster::new(
         quicall::Discovery::fixed(list),
-        tls,
+        pki.client_tls(),
         quicall::ClusterOptions::default(),
     )
     .await
     .unwrap();
     (servers, cluster)
+}
+
+/// A server of the demo methods on a free loopback port, with `pki`'s
+/// server certificate, requiring client certificates.
+fn demo_server(pki: &Pki) -> Server {
+    let addr: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    Server::bind(
+        addr,
+        pki.server_tls(),
+        quicall::demo::router(),
+        ServerOptions::default(),
+    )
+    .unwrap()
 }
 
 /// Counts heap allocations made through it; install it as the global allocator.

@@ -80,7 +80,8 @@ impl Pki {
         Ok(Self { ca, server, client })
     }
 
-    fn server_tls(&self) -> ServerTls {
+    /// Server TLS requiring client certificates from this CA.
+    pub fn server_tls(&self) -> ServerTls {
         ServerTls::new(
             self.server.chain(),
             self.server.key_der(),
@@ -98,7 +99,8 @@ impl Pki {
         }
     }
 
-    fn client_tls(&self) -> ClientTls {
+    /// Client TLS trusting this CA, with the client certificate.
+    pub fn client_tls(&self) -> ClientTls {
         ClientTls::new(vec![self.ca.cert_der().clone()])
             .with_identity(self.client.chain(), self.client.key_der())
     }
