@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{Pki, bounded, cluster_of, serve};
+use common::{LossyProxy, Pki, bounded, cluster_of, serve};
 use quicall::{
     CallOptions, ClusterOptions, Code, Hedge, Method, Policy, Router, Server, ServerOptions, Status,
 };
@@ -495,4 +495,149 @@ async fn idle_connections_are_closed_and_reopened_on_demand() {
     .await;
     assert_eq!(bounded(cluster.call(&WORK, "")).await.unwrap()[0], 0);
     assert_eq!(cluster.open_connections(), 1);
+}
+
+/// Three servers (3 ms per call), each behind a proxy that can go silent,
+/// and a cluster client that knows only the proxies.
+async fn behind_proxies(
+    pki: &Pki,
+) -> (Vec<(Server, Arc<Knobs>)>, Vec<LossyProxy>, quicall::Cluster) {
+    let servers: Vec<_> = (0..3).map(|i| start(pki, i)).collect();
+    let mut proxies = Vec::new();
+    for (server, knobs) in &servers {
+        knobs.delay_us.store(3_000, Ordering::SeqCst);
+        proxies.push(LossyProxy::clean(server.local_addr()).await);
+    }
+    let list: Vec<_> = proxies
+        .iter()
+        .map(|p| (p.addr.to_string(), "localhost".to_string()))
+        .collect();
+    let cluster = quicall::Cluster::new(
+        quicall::Discovery::Static(list),
+        pki.client_tls(),
+        ClusterOptions::default(),
+    )
+    .await
+    .unwrap();
+    (servers, proxies, cluster)
+}
+
+/// Waits until server `i` has served `n` calls.
+async fn until_served(knobs: &Knobs, n: usize) {
+    bounded(async {
+        while knobs.calls.load(Ordering::SeqCst) < n {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idempotent_calls_survive_a_server_that_goes_silent_mid_load() {
+    // What SIGKILL or a vanished host looks like from the client: the
+    // server's packets stop, and no CONNECTION_CLOSE ever comes. The calls'
+    // deadline (20 s) is far beyond the liveness timeout (1 s) and below
+    // QUIC's idle timeout (30 s): without the liveness check, the calls in
+    // flight on the silent server would fail with DEADLINE_EXCEEDED.
+    let pki = Pki::new();
+    let (servers, proxies, cluster) = behind_proxies(&pki).await;
+    let loader = tokio::spawn({
+        let cluster = cluster.clone();
+        async move { load(&cluster, &WORK, 1200, 12, Duration::from_secs(20)).await }
+    });
+    until_served(&servers[0].1, 30).await;
+    proxies[0].cut();
+    let results = bounded(loader).await.unwrap();
+    let failures: Vec<_> = results.iter().filter_map(|r| r.as_ref().err()).collect();
+    assert!(failures.is_empty(), "idempotent calls failed: {failures:?}");
+    assert_eq!(results.len(), 1200);
+    let silent = cluster
+        .snapshot()
+        .servers
+        .into_iter()
+        .find(|s| s.addr == proxies[0].addr)
+        .unwrap();
+    // The calls that were in flight on it failed there (and were retried).
+    let unavailable = silent.stats.by_code[Code::Unavailable.as_u16() as usize];
+    assert!(unavailable >= 1, "no attempt failed on the silent server");
+    assert!(cluster.snapshot().total.retries >= unavailable);
+    println!(
+        "silent server: {unavailable} attempts failed there and were retried; {} ejections; {} datagrams dropped",
+        silent.stats.ejections,
+        proxies[0].dropped.load(Ordering::SeqCst)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partitioned_server_is_avoided_and_used_again_when_the_partition_heals() {
+    let pki = Pki::new();
+    let (servers, proxies, cluster) = behind_proxies(&pki).await;
+    let loader = tokio::spawn({
+        let cluster = cluster.clone();
+        async move { load(&cluster, &WORK, 900, 12, Duration::from_secs(20)).await }
+    });
+    until_served(&servers[1].1, 30).await;
+    proxies[1].cut();
+    let results = bounded(loader).await.unwrap();
+    let failures: Vec<_> = results.iter().filter_map(|r| r.as_ref().err()).collect();
+    assert!(failures.is_empty(), "idempotent calls failed: {failures:?}");
+    // The server itself never stopped: once the partition heals, the client
+    // connects again and the server gets calls (bounded: no 30 s blackout
+    // is needed, and the test fails after 30 s).
+    proxies[1].heal();
+    let served = servers[1].1.calls.load(Ordering::SeqCst);
+    let healed = tokio::time::Instant::now();
+    bounded(async {
+        while servers[1].1.calls.load(Ordering::SeqCst) == served {
+            let r = cluster
+                .call_with(&WORK, "", CallOptions::deadline(Duration::from_secs(5)))
+                .await;
+            assert!(r.is_ok(), "{r:?}");
+        }
+    })
+    .await;
+    println!(
+        "the healed server answered again {:?} after the heal",
+        healed.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_graceful_stop_mid_load_fails_no_call() {
+    let pki = Pki::new();
+    let mut servers: Vec<_> = (0..3).map(|i| start(&pki, i)).collect();
+    for (_, knobs) in &servers {
+        knobs.delay_us.store(3_000, Ordering::SeqCst);
+    }
+    let refs: Vec<_> = servers.iter().map(|(s, _)| s).collect();
+    let cluster = cluster_of(&pki, &refs, ClusterOptions::default()).await;
+    let loader = tokio::spawn({
+        let cluster = cluster.clone();
+        async move { load(&cluster, &WORK, 900, 12, Duration::from_secs(20)).await }
+    });
+    until_served(&servers[0].1, 30).await;
+    let (stopping, _) = servers.remove(0);
+    let report = bounded(stopping.shutdown(Duration::from_secs(5))).await;
+    assert_eq!(report.unfinished_calls, 0);
+    let results = bounded(loader).await.unwrap();
+    let failures: Vec<_> = results.iter().filter_map(|r| r.as_ref().err()).collect();
+    assert!(failures.is_empty(), "calls failed: {failures:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_handler_on_a_live_server_is_not_taken_for_a_dead_server() {
+    // The liveness check listens for acknowledgements, not answers: a call
+    // that takes 3 s (three liveness timeouts) on a live server succeeds
+    // with no retry.
+    let pki = Pki::new();
+    let (a, knobs) = start(&pki, 0);
+    knobs.delay_us.store(3_000_000, Ordering::SeqCst);
+    let cluster = cluster_of(&pki, &[&a], ClusterOptions::default()).await;
+    let reply =
+        bounded(cluster.call_with(&WRITE, "", CallOptions::deadline(Duration::from_secs(20))))
+            .await
+            .unwrap();
+    assert_eq!(reply[0], 0);
+    assert_eq!(knobs.started.load(Ordering::SeqCst), 1);
+    assert_eq!(cluster.snapshot().total.retries, 0);
 }

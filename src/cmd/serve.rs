@@ -31,6 +31,10 @@ pub struct Args {
     /// Seconds that calls in flight get to finish on Ctrl-C.
     #[arg(long, default_value_t = 5)]
     grace: u64,
+    /// Milliseconds every call spends in the server before it is answered
+    /// (a stand-in for real work, for demos and load tests).
+    #[arg(long, default_value_t = 0.0)]
+    service_time_ms: f64,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
@@ -45,7 +49,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     if let Some(crl) = &args.crl {
         tls = tls.with_crls(quicall::certs::read_crls(crl)?);
     }
-    let server = Server::bind(addr, tls, quicall::demo::router(), ServerOptions::default())?;
+    let knobs = std::sync::Arc::new(quicall::demo::Knobs::default());
+    knobs.set_service_time(Duration::from_secs_f64(args.service_time_ms.max(0.0) / 1e3));
+    let router = quicall::demo::router_with(knobs);
+    let server = Server::bind(addr, tls, router, ServerOptions::default())?;
     println!(
         "serving add, echo and whoami on {} ({}); Ctrl-C to stop",
         server.local_addr(),

@@ -103,6 +103,10 @@ pub struct LossyProxy {
     pub addr: SocketAddr,
     pub dropped: std::sync::Arc<std::sync::atomic::AtomicU64>,
     pub delayed: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// While set, every datagram is dropped, both ways: the server looks
+    /// dead without having closed anything (SIGKILL, a vanished host, a
+    /// partition).
+    pub cut: std::sync::Arc<std::sync::atomic::AtomicBool>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -120,7 +124,8 @@ impl LossyProxy {
         let addr = front.local_addr().unwrap();
         let dropped = Arc::new(AtomicU64::new(0));
         let delayed = Arc::new(AtomicU64::new(0));
-        let (d, l) = (dropped.clone(), delayed.clone());
+        let cut = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (d, l, c) = (dropped.clone(), delayed.clone(), cut.clone());
         let task = tokio::spawn(async move {
             let mut client: Option<SocketAddr> = None;
             let mut up = vec![0u8; 65536];
@@ -128,7 +133,7 @@ impl LossyProxy {
             // Decides a datagram's fate: None to drop it, else its delay.
             let fate = move || {
                 let r = fastrand::f64();
-                if r < loss {
+                if c.load(Ordering::Relaxed) || r < loss {
                     d.fetch_add(1, Ordering::Relaxed);
                     None
                 } else if r < loss + delay {
@@ -166,8 +171,24 @@ impl LossyProxy {
             addr,
             dropped,
             delayed,
+            cut,
             task,
         }
+    }
+
+    /// A proxy that forwards everything (until cut).
+    pub async fn clean(upstream: SocketAddr) -> Self {
+        Self::start(upstream, 0.0, 0.0, Duration::ZERO).await
+    }
+
+    /// Drops every datagram from now on, both ways.
+    pub fn cut(&self) {
+        self.cut.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Forwards again.
+    pub fn heal(&self) {
+        self.cut.store(false, std::sync::atomic::Ordering::SeqCst);
     }
 }
 

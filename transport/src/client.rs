@@ -105,7 +105,11 @@ impl ClientEndpoint {
         let conn = tokio::time::timeout(self.inner.handshake_timeout, connecting)
             .await
             .map_err(|_| TransportError::HandshakeTimeout)??;
-        Ok(Connection::new(conn, None))
+        let conn = Connection::new(conn, None);
+        Ok(match self.inner.limits.liveness() {
+            Some((floor, keep_alive)) => conn.watched(floor, keep_alive),
+            None => conn,
+        })
     }
 
     /// Closes every connection of this endpoint at once.

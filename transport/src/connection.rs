@@ -5,7 +5,8 @@ use quinn::{ConnectionError, RecvStream, SendStream, VarInt};
 use rustls_pki_types::CertificateDer;
 use tokio::sync::OwnedSemaphorePermit;
 
-use crate::PeerIdentity;
+use crate::liveness::{Silence, WatchGuard};
+use crate::{Failure, PeerIdentity};
 
 /// An established QUIC connection with its verified peer identity.
 ///
@@ -17,6 +18,9 @@ pub struct Connection {
     inner: quinn::Connection,
     peer: Option<Arc<PeerIdentity>>,
     _slot: Option<Arc<OwnedSemaphorePermit>>,
+    /// Client side: set by the liveness watchdog when it gives up.
+    silence: Option<Arc<Silence>>,
+    _watch: Option<Arc<WatchGuard>>,
 }
 
 impl Connection {
@@ -30,7 +34,46 @@ impl Connection {
             inner,
             peer,
             _slot: slot.map(Arc::new),
+            silence: None,
+            _watch: None,
         }
+    }
+
+    /// Starts the liveness watchdog (see [`Limits::liveness_timeout`](crate::Limits::liveness_timeout)):
+    /// must be called within a tokio runtime.
+    pub(crate) fn watched(
+        mut self,
+        floor: std::time::Duration,
+        keep_alive: std::time::Duration,
+    ) -> Self {
+        let silence = Arc::new(Silence::default());
+        let task = tokio::spawn(crate::liveness::watch(
+            self.inner.clone(),
+            silence.clone(),
+            floor,
+            keep_alive,
+        ));
+        self.silence = Some(silence);
+        self._watch = Some(Arc::new(WatchGuard(task.abort_handle())));
+        self
+    }
+
+    /// How long the server had been silent when this client gave the
+    /// connection up (see [`Limits::liveness_timeout`](crate::Limits::liveness_timeout)),
+    /// or `None` if it did not.
+    pub fn silent_for(&self) -> Option<std::time::Duration> {
+        self.silence.as_ref().and_then(|s| s.get())
+    }
+
+    /// What the connection's end means, or `None` while it is open: a
+    /// connection given up because its server went silent is a
+    /// [`Failure::Timeout`], not a close.
+    pub fn failure(&self) -> Option<Failure> {
+        let reason = self.inner.close_reason()?;
+        Some(match self.silent_for() {
+            Some(_) => Failure::Timeout,
+            None => Failure::of(&reason),
+        })
     }
 
     /// The peer's verified certificate identity, or `None` when the peer

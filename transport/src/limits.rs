@@ -31,9 +31,23 @@ pub struct Limits {
     pub handshake_timeout: Duration,
     /// A connection with no traffic for this long is closed. Default 30 s.
     pub idle_timeout: Duration,
-    /// Interval of keep-alive pings that hold an idle connection open, or
-    /// `None` for none. Default 10 s (less than the idle timeout).
+    /// Client side: a connection that has received nothing for this long
+    /// sends a PING, which a live server acknowledges within a round trip
+    /// (a busy connection sends none). This holds an idle connection open and
+    /// lets [`Limits::liveness_timeout`] tell a silent server from a slow
+    /// handler. `None` for none (and then no liveness check). Default 250 ms.
+    /// A server never sends keep-alives: a client that wants its idle
+    /// connection kept sends its own, so idle connections cost the server
+    /// nothing past [`Limits::idle_timeout`].
     pub keep_alive: Option<Duration>,
+    /// Client side: a connection on which nothing at all has arrived for this
+    /// long (or for one keep-alive interval plus three probe timeouts, if that
+    /// is longer: see [`silence_threshold`](crate::silence_threshold)) is
+    /// given up, and its calls fail at once with UNAVAILABLE: the server died
+    /// without closing (SIGKILL, a vanished host, a partition). `None` to
+    /// wait for [`Limits::idle_timeout`] instead. Needs
+    /// [`Limits::keep_alive`]. Default 1 s.
+    pub liveness_timeout: Option<Duration>,
     /// Handshakes in progress on a server above which new connection attempts
     /// from addresses not yet validated must first echo a QUIC Retry token
     /// (one extra round trip), so that a flood of spoofed Initial packets
@@ -84,7 +98,8 @@ impl Default for Limits {
             max_connections: 4096,
             handshake_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(30),
-            keep_alive: Some(Duration::from_secs(10)),
+            keep_alive: Some(Duration::from_millis(250)),
+            liveness_timeout: Some(Duration::from_secs(1)),
             retry_above_handshakes: 64,
             stream_receive_window: 2 << 20,
             receive_window: 16 << 20,
@@ -141,14 +156,23 @@ impl Limits {
     /// the server never opens streams towards a client, so it may open none.
     pub(crate) fn client_transport_config(&self, peer: IpAddr) -> Arc<TransportConfig> {
         let mut config = self.base_config(self.mtu_towards(peer));
-        config.max_concurrent_bidi_streams(VarInt::from_u32(0));
+        config
+            .max_concurrent_bidi_streams(VarInt::from_u32(0))
+            .keep_alive_interval(self.keep_alive);
         Arc::new(config)
     }
 
     /// The quinn transport configuration for a server's connection from
-    /// `peer`.
+    /// `peer`: no keep-alives of its own (an idle client's connection ends
+    /// at the idle timeout unless the client keeps it).
     pub(crate) fn transport_config(&self, peer: IpAddr) -> Arc<TransportConfig> {
         Arc::new(self.base_config(self.mtu_towards(peer)))
+    }
+
+    /// Whether client connections are watched for a silent server, and with
+    /// which floor and keep-alive interval.
+    pub(crate) fn liveness(&self) -> Option<(Duration, Duration)> {
+        Some((self.liveness_timeout?, self.keep_alive?))
     }
 
     fn base_config(&self, mtu_bound: u16) -> TransportConfig {
@@ -157,7 +181,11 @@ impl Limits {
             .max_concurrent_bidi_streams(VarInt::from_u32(self.max_concurrent_streams))
             .max_concurrent_uni_streams(VarInt::from_u32(0))
             .max_idle_timeout(IdleTimeout::try_from(self.idle_timeout).ok())
-            .keep_alive_interval(self.keep_alive)
+            .keep_alive_interval(None)
+            // quicall never reads unreliable datagrams: no buffer for them
+            // (quinn's default keeps 1.25 MB per connection for a peer to fill).
+            .datagram_receive_buffer_size(None)
+            .datagram_send_buffer_size(0)
             .stream_receive_window(VarInt::from_u32(self.stream_receive_window))
             .receive_window(VarInt::from_u32(self.receive_window))
             .send_window(self.send_window);

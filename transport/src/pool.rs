@@ -343,17 +343,17 @@ impl Slot {
     /// Notices a connection that closed since the last look.
     fn refresh(&self, state: &mut State) {
         if let State::Ready(conn) | State::Draining(conn) = &*state
-            && let Some(reason) = conn.close_reason()
+            && let Some(failure) = conn.failure()
         {
-            let failure = Failure::of(&reason);
-            tracing::debug!(addr = %self.addr, "connection closed: {reason}");
+            tracing::debug!(addr = %self.addr, %failure, "connection closed");
             if let Some(pool) = self.pool.upgrade() {
                 pool.open.fetch_sub(1, Ordering::Relaxed);
             }
             *state = match failure {
                 // A close by either side, or idleness: reconnect on demand.
                 Failure::Closed => State::Idle { failures: 0 },
-                // The server vanished (timed out, reset): start backing off.
+                // The server vanished (went silent, timed out, reset): start
+                // backing off, with a first attempt due at once.
                 failure => State::BackingOff {
                     until: Instant::now(),
                     failures: 1,

@@ -14,7 +14,7 @@ use tokio::time::{Instant, timeout_at};
 
 use crate::message::frame;
 use crate::wire::{ErrorCode, RequestHead};
-use crate::{Encode, Message, Method, Msg, Status};
+use crate::{Code, Encode, Message, Method, Msg, Status};
 use stream::CallStream;
 
 pub(crate) use stream::{connection_status, transport_status};
@@ -245,15 +245,37 @@ pub(crate) async fn exchange(
     tail: Option<Bytes>,
     max_response_size: u32,
 ) -> Result<Bytes, Status> {
-    let (send, recv) = conn
-        .open_bi()
-        .await
-        .map_err(|e| connection_status(&e).not_processed())?;
-    let mut stream = CallStream::new(send, recv);
-    stream.send_request(head, tail).await?;
-    let body = stream.read_response(max_response_size).await?;
-    stream.complete();
-    Ok(body)
+    let call = async {
+        let (send, recv) = conn
+            .open_bi()
+            .await
+            .map_err(|e| connection_status(&e).not_processed())?;
+        let mut stream = CallStream::new(send, recv);
+        stream.send_request(head, tail).await?;
+        let body = stream.read_response(max_response_size).await?;
+        stream.complete();
+        Ok(body)
+    };
+    call.await.map_err(|status| silenced(conn, status))
+}
+
+/// A call's status, saying so when the connection was given up because its
+/// server went silent (rather than "closed locally").
+fn silenced(conn: &Connection, status: Status) -> Status {
+    match conn.silent_for() {
+        Some(silent) if status.code() == Code::Unavailable => {
+            let said = Status::unavailable(format!(
+                "server silent for {} ms (keep-alives unanswered): connection given up",
+                silent.as_millis()
+            ));
+            if status.was_not_processed() {
+                said.not_processed()
+            } else {
+                said
+            }
+        }
+        _ => status,
+    }
 }
 
 #[cfg(test)]

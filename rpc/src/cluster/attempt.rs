@@ -220,7 +220,12 @@ async fn attempt(
     let conn = match member.slot.ready() {
         Some(conn) => conn,
         None => match member.slot.connect().await {
-            Ok(conn) => conn,
+            Ok(conn) => {
+                // The handshake is not the server's latency: a first call
+                // that paid for it would make the server look slow.
+                outcome.start = Instant::now();
+                conn
+            }
             Err(e) => {
                 let status = transport_status(&e);
                 outcome.failure(&status, None);

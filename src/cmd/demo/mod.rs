@@ -7,8 +7,10 @@ mod tls;
 
 pub use tls::add_request;
 
+use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -38,12 +40,16 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 }
 
 /// One demo server: its certificate files, its knobs, and the running server
-/// (none while killed).
+/// (none while killed): in this process, or a `quicall serve` process of its
+/// own, which the demo can kill the hard way (SIGKILL: no close reaches its
+/// clients).
 pub struct DemoServer {
     pub name: String,
     pub addr: SocketAddr,
     pub knobs: Arc<Knobs>,
     pub server: Option<Server>,
+    process: Option<Child>,
+    own_process: bool,
     dir: PathBuf,
 }
 
@@ -53,23 +59,32 @@ impl DemoServer {
         name: String,
         addr: SocketAddr,
         knobs: Arc<Knobs>,
+        own_process: bool,
     ) -> anyhow::Result<Self> {
         let mut server = DemoServer {
             name,
             addr,
             knobs,
             server: None,
+            process: None,
+            own_process,
             dir: dir.to_owned(),
         };
         server.bind()?;
         Ok(server)
     }
 
+    fn file(&self, ext: &str) -> PathBuf {
+        self.dir.join(format!("{}.{ext}", self.name))
+    }
+
     fn bind(&mut self) -> anyhow::Result<()> {
-        let file = |ext: &str| self.dir.join(format!("{}.{ext}", self.name));
+        if self.own_process {
+            return self.spawn();
+        }
         let tls = ServerTls::new(
-            read_certs(&file("crt"))?,
-            read_key(&file("key"))?,
+            read_certs(&self.file("crt"))?,
+            read_key(&self.file("key"))?,
             ClientAuth::Required(read_certs(&self.dir.join("ca.crt"))?),
         );
         let router = quicall::demo::router_with(self.knobs.clone());
@@ -79,10 +94,54 @@ impl DemoServer {
         Ok(())
     }
 
-    /// Closes every connection at once, without grace.
+    /// Starts `quicall serve` (this very binary) for this server, spending
+    /// the knobs' service time on every call, and reads its address.
+    fn spawn(&mut self) -> anyhow::Result<()> {
+        let mut child = Command::new(std::env::current_exe()?)
+            .arg("serve")
+            .arg("--listen")
+            .arg(self.addr.to_string())
+            .arg("--cert")
+            .arg(self.file("crt"))
+            .arg("--key")
+            .arg(self.file("key"))
+            .arg("--ca")
+            .arg(self.dir.join("ca.crt"))
+            .arg("--service-time-ms")
+            .arg((self.knobs.service_time().as_secs_f64() * 1e3).to_string())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("cannot start `quicall serve`")?;
+        let mut line = String::new();
+        let stdout = child.stdout.take().context("no stdout")?;
+        let mut reader = BufReader::new(stdout);
+        reader.read_line(&mut line)?;
+        // Keep draining, so that the child never writes to a closed pipe.
+        std::thread::spawn(move || std::io::copy(&mut reader, &mut std::io::sink()));
+        let addr = line
+            .split_whitespace()
+            .find_map(|w| w.parse::<SocketAddr>().ok());
+        self.process = Some(child);
+        self.addr = addr.with_context(|| format!("no address in {line:?}"))?;
+        Ok(())
+    }
+
+    /// Whether it runs as a process of its own (killed with SIGKILL).
+    pub fn own_process(&self) -> bool {
+        self.own_process
+    }
+
+    /// Stops at once, without grace: a server in this process closes every
+    /// connection now; a server process is killed with SIGKILL, so that its
+    /// clients hear nothing at all.
     pub fn kill(&mut self) {
         if let Some(server) = self.server.take() {
             server.abort();
+        }
+        if let Some(mut child) = self.process.take() {
+            let _ = child.kill();
+            let _ = child.wait();
         }
     }
 
@@ -98,6 +157,15 @@ impl DemoServer {
     }
 }
 
+impl Drop for DemoServer {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.process.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
 async fn demo(args: Args) -> anyhow::Result<()> {
     let dir = tempfile::Builder::new().prefix("quicall-demo-").tempdir()?;
     write_certificates(dir.path())?;
@@ -110,13 +178,25 @@ async fn demo(args: Args) -> anyhow::Result<()> {
     let mut servers = Vec::new();
     for i in 1..=SERVERS {
         let knobs = Arc::new(Knobs::default());
+        knobs.set_service_time(phases::NORMAL);
+        // The last one runs as a process of its own, to be killed hard.
         let server = DemoServer::start(
             dir.path(),
             format!("server-{i}"),
             "127.0.0.1:0".parse()?,
             knobs,
+            i == SERVERS,
         )?;
-        println!("  {} listening on {}", server.name, server.addr);
+        println!(
+            "  {} listening on {}{}",
+            server.name,
+            server.addr,
+            if server.own_process() {
+                " (a `quicall serve` process of its own)"
+            } else {
+                ""
+            }
+        );
         servers.push(server);
     }
 
@@ -127,6 +207,7 @@ async fn demo(args: Args) -> anyhow::Result<()> {
         if let Some(server) = server.server.take() {
             server.shutdown(Duration::from_secs(5)).await;
         }
+        server.kill();
     }
     println!(
         "\ndemo finished: every answer right, every stranger refused, no idempotent call lost"
