@@ -6,20 +6,18 @@ mod common;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 
-use common::{Pki, bounded, connect, serve_with};
+use common::{GoodClient, Pki, bounded, connect, serve_with, settles};
 use quicall::certs::{CertificateAuthority, NodeSpec};
 use quicall::demo::{ADD, AddRequest, ECHO};
 use quicall::transport::quinn::{self, VarInt};
 use quicall::transport::{ClientEndpoint, Connection, Limits};
 use quicall::wire::{REQUEST_HEADER_LEN, RequestHead};
 use quicall::{
-    Access, CallOptions, Client, ClientOptions, ClientTls, Code, Gauges, Server, ServerOptions,
-    Status,
+    Access, CallOptions, Client, ClientOptions, ClientTls, Code, Server, ServerOptions, Status,
 };
-use tokio::task::JoinHandle;
 use zerocopy::little_endian::I64;
 
 /// Small limits, so that attacks reach them quickly.
@@ -37,71 +35,6 @@ fn options() -> ServerOptions {
         header_timeout: Duration::from_millis(300),
         ..ServerOptions::default()
     }
-}
-
-/// A client that keeps calling `add` until stopped, and reports every failure.
-struct GoodClient {
-    stop: Arc<AtomicBool>,
-    task: JoinHandle<(usize, Vec<Status>)>,
-}
-
-impl GoodClient {
-    async fn start(pki: &Pki, server: &Server) -> Self {
-        let client = connect(pki, server).await;
-        let stop = Arc::new(AtomicBool::new(false));
-        let task = tokio::spawn({
-            let stop = stop.clone();
-            async move {
-                let (mut ok, mut failures) = (0, Vec::new());
-                let mut i = 0i64;
-                // Bounded: at most 100,000 calls, and stopped by the test.
-                while !stop.load(Ordering::Relaxed) && i < 100_000 {
-                    let request = AddRequest {
-                        a: I64::new(i),
-                        b: I64::new(1),
-                    };
-                    let options = CallOptions::deadline(Duration::from_secs(10));
-                    match client.call_with(&ADD, &request, options).await {
-                        Ok(reply) if reply.sum.get() == i + 1 => ok += 1,
-                        Ok(_) => failures.push(Status::internal("wrong sum")),
-                        Err(status) => failures.push(status),
-                    }
-                    i += 1;
-                    tokio::time::sleep(Duration::from_millis(1)).await;
-                }
-                client.close();
-                (ok, failures)
-            }
-        });
-        GoodClient { stop, task }
-    }
-
-    /// Stops the client; asserts that all of its calls succeeded.
-    async fn check(self) {
-        self.stop.store(true, Ordering::Relaxed);
-        let (ok, failures) = bounded(self.task).await.unwrap();
-        assert!(failures.is_empty(), "good calls failed: {failures:?}");
-        assert!(ok > 0, "the good client made no call");
-    }
-}
-
-/// Waits until the server holds no stream, call or request byte, and at most
-/// `connections` connection slots.
-async fn settles(server: &Server, connections: usize) -> Gauges {
-    bounded(async {
-        loop {
-            let g = server.gauges();
-            if g.streams == 0
-                && g.calls_in_flight == 0
-                && g.buffered_request_bytes == 0
-                && g.connection_slots <= connections
-            {
-                return g;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await
 }
 
 async fn raw_connection(pki: &Pki, server: &Server) -> Connection {

@@ -157,11 +157,20 @@ async fn lying_lengths_are_invalid_argument() {
     let (code, message) = status_of(&bounded(exchange(&conn, &long)).await.unwrap());
     assert_eq!(code, Code::InvalidArgument);
     assert!(message.contains("after"), "{message}");
-    // Announces and sends 8 bytes, for a 16-byte request type.
+    // Announces and sends 8 bytes, for a 16-byte request type: named by the
+    // method, not by the server's Rust type path.
     let mut wrong = add_header(8).to_vec();
     wrong.extend_from_slice(&[0; 8]);
-    let (code, _) = status_of(&bounded(exchange(&conn, &wrong)).await.unwrap());
+    let (code, message) = status_of(&bounded(exchange(&conn, &wrong)).await.unwrap());
     assert_eq!(code, Code::InvalidArgument);
+    assert!(message.contains("calc.Calc/Add"), "{message}");
+    assert!(!message.contains("::"), "{message}");
+    // No handler ran for any of them.
+    for request in [&short, &long, &wrong] {
+        let answer = bounded(exchange(&conn, request)).await.unwrap();
+        let head = wire::decode_response(&answer, u32::MAX).unwrap();
+        assert!(head.flags.contains(wire::ResponseFlags::NOT_PROCESSED));
+    }
     still_serves(&pki, &server).await;
 }
 

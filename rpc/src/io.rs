@@ -11,6 +11,8 @@ pub(crate) enum ReadFail {
     Finished { got: usize },
     /// The peer reset the stream, or the connection failed.
     Read(ReadError),
+    /// The reader's budget refused the next bytes.
+    Refused,
 }
 
 /// Reads an `N`-byte header into a stack array, and with it whatever bytes
@@ -52,12 +54,16 @@ pub(crate) struct Body {
 /// Reads exactly `len` bytes, starting with `first` (what came with the
 /// header). When they are all in one chunk (the common case for a body that
 /// fits a few packets received together) that chunk is returned as it is,
-/// without a copy; otherwise the chunks are gathered into one buffer of
-/// exactly `len` bytes.
+/// without a copy; otherwise the chunks are gathered into one buffer that
+/// grows with what arrived (doubling, up to `len`), never to the announced
+/// length ahead of the bytes. `admit` is told of every chunk's size as it
+/// arrives, before it is kept; when it says no, reading ends with
+/// [`ReadFail::Refused`].
 pub(crate) async fn read_body(
     recv: &mut RecvStream,
     len: usize,
     first: Bytes,
+    mut admit: impl FnMut(usize) -> bool,
 ) -> Result<Body, ReadFail> {
     let first = if first.is_empty() && len > 0 {
         match recv.read_chunk(len, true).await {
@@ -68,17 +74,30 @@ pub(crate) async fn read_body(
     } else {
         first
     };
+    if !admit(first.len().min(len)) {
+        return Err(ReadFail::Refused);
+    }
     if first.len() >= len {
         return Ok(Body {
             excess: first.len() > len,
             bytes: first.slice(..len),
         });
     }
-    let mut buf = BytesMut::with_capacity(len);
+    let mut buf = BytesMut::with_capacity(len.min(first.len() + FIRST_GATHER));
     buf.extend_from_slice(&first);
+    drop(first);
     while buf.len() < len {
         match recv.read_chunk(len - buf.len(), true).await {
-            Ok(Some(chunk)) => buf.extend_from_slice(&chunk.bytes),
+            Ok(Some(chunk)) => {
+                if !admit(chunk.bytes.len()) {
+                    return Err(ReadFail::Refused);
+                }
+                let needed = buf.len() + chunk.bytes.len();
+                if needed > buf.capacity() {
+                    buf.reserve(needed.max(buf.capacity() * 2).min(len) - buf.len());
+                }
+                buf.extend_from_slice(&chunk.bytes);
+            }
             Ok(None) => return Err(ReadFail::Finished { got: buf.len() }),
             Err(e) => return Err(ReadFail::Read(e)),
         }
@@ -88,6 +107,10 @@ pub(crate) async fn read_body(
         excess: false,
     })
 }
+
+/// Room for the chunks after the first when a body is gathered; the buffer
+/// doubles from there as bytes arrive.
+const FIRST_GATHER: usize = 64 << 10;
 
 /// Waits for the end of the stream after the body; `Ok(false)` if more bytes
 /// came instead.

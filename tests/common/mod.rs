@@ -197,3 +197,82 @@ impl Drop for LossyProxy {
         self.task.abort();
     }
 }
+
+/// A client that keeps calling `add` until stopped, and reports every failure.
+pub struct GoodClient {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    task: tokio::task::JoinHandle<(usize, Vec<quicall::Status>)>,
+}
+
+impl GoodClient {
+    pub async fn start(pki: &Pki, server: &Server) -> Self {
+        let client = connect(pki, server).await;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let task = tokio::spawn({
+            let stop = stop.clone();
+            async move {
+                let (mut ok, mut failures) = (0, Vec::new());
+                let mut i = 0i64;
+                // Bounded: at most 100,000 calls, and stopped by the test.
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) && i < 100_000 {
+                    let request = quicall::demo::AddRequest {
+                        a: zerocopy::little_endian::I64::new(i),
+                        b: zerocopy::little_endian::I64::new(1),
+                    };
+                    let options = quicall::CallOptions::deadline(Duration::from_secs(10));
+                    match client
+                        .call_with(&quicall::demo::ADD, &request, options)
+                        .await
+                    {
+                        Ok(reply) if reply.sum.get() == i + 1 => ok += 1,
+                        Ok(_) => failures.push(quicall::Status::internal("wrong sum")),
+                        Err(status) => failures.push(status),
+                    }
+                    i += 1;
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+                client.close();
+                (ok, failures)
+            }
+        });
+        GoodClient { stop, task }
+    }
+
+    /// Stops the client; asserts that all of its calls succeeded.
+    pub async fn check(self) {
+        let (ok, failures) = self.finish().await;
+        assert!(
+            failures.is_empty(),
+            "{} of {} good calls failed: {:?}",
+            failures.len(),
+            ok + failures.len(),
+            &failures[..failures.len().min(5)]
+        );
+        assert!(ok > 0, "the good client made no call");
+    }
+
+    /// Stops the client: its successful calls and its failures.
+    pub async fn finish(self) -> (usize, Vec<quicall::Status>) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        bounded(self.task).await.unwrap()
+    }
+}
+
+/// Waits until the server holds no stream, call or request byte, and at most
+/// `connections` connection slots.
+pub async fn settles(server: &Server, connections: usize) -> quicall::Gauges {
+    bounded(async {
+        loop {
+            let g = server.gauges();
+            if g.streams == 0
+                && g.calls_in_flight == 0
+                && g.buffered_request_bytes == 0
+                && g.connection_slots <= connections
+            {
+                return g;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+}

@@ -49,7 +49,7 @@ impl CallStream {
             )),
             e => Status::internal(format!("malformed response header: {e}")),
         })?;
-        let body = io::read_body(&mut self.recv, head.body_len as usize, first)
+        let body = io::read_body(&mut self.recv, head.body_len as usize, first, |_| true)
             .await
             .map_err(|e| read_status(e, "response body"))?;
         if body.excess {
@@ -106,6 +106,7 @@ fn read_status(fail: ReadFail, what: &str) -> Status {
         }
         ReadFail::Read(ReadError::ConnectionLost(e)) => connection_status(&e),
         ReadFail::Read(e) => Status::internal(format!("reading the {what}: {e}")),
+        ReadFail::Refused => Status::resource_exhausted(format!("{what} refused by the budget")),
     }
 }
 

@@ -12,18 +12,23 @@ use quicall_transport::quinn::{RecvStream, SendStream};
 use tokio::time::{Instant, Sleep, timeout};
 use tokio_util::sync::CancellationToken;
 
+use super::router::Route;
+use super::shares::{CallSlot, Charge, Peer, Refusal};
 use super::unwind::{CatchUnwind, panic_message};
-use super::{Context, Shared};
+use super::{Context, ServerOptions, Shared};
 use crate::Status;
 use crate::io::{self, ReadFail};
-use crate::wire::{self, ErrorCode, REQUEST_HEADER_LEN, ResponseFlags, ResponseHead, WireError};
+use crate::wire::{
+    self, ErrorCode, REQUEST_HEADER_LEN, RequestHead, ResponseFlags, ResponseHead, WireError,
+};
 
 /// Longest status message sent; longer ones are cut at a character boundary.
 pub(crate) const MAX_STATUS_MESSAGE: usize = 4096;
 
 pub(super) async fn serve(
     shared: Arc<Shared>,
-    peer: Option<Arc<PeerIdentity>>,
+    peer: Arc<Peer>,
+    identity: Option<Arc<PeerIdentity>>,
     remote: SocketAddr,
     mut send: SendStream,
     mut recv: RecvStream,
@@ -31,8 +36,8 @@ pub(super) async fn serve(
     let options = &shared.options;
     shared.streams.fetch_add(1, Ordering::Relaxed);
     let _stream = StreamGauge(&shared.streams);
-    // One timer per call, moved from phase to phase (header, body and
-    // handler, response); it is registered only if a phase has to wait.
+    // One timer per call, moved from phase to phase (header, body, handler,
+    // response); it is registered only if a phase has to wait.
     let timer = tokio::time::sleep(options.header_timeout);
     tokio::pin!(timer);
     let header = tokio::select! {
@@ -47,8 +52,8 @@ pub(super) async fn serve(
             let _ = send.reset(ErrorCode::PROTOCOL.into());
             return;
         }
-        Ok(Err(ReadFail::Read(e))) => {
-            tracing::debug!(%remote, "stream failed before its header: {e}");
+        Ok(Err(e)) => {
+            tracing::debug!(%remote, "stream failed before its header: {e:?}");
             return;
         }
         Err(_) => {
@@ -60,44 +65,14 @@ pub(super) async fn serve(
     };
     let received = Instant::now();
 
-    let head = match wire::decode_request(&header, options.max_request_size) {
-        Ok(head) => head,
-        Err(WireError::TooLarge { len, max }) => {
-            let status = Status::resource_exhausted(format!(
-                "request body of {len} bytes exceeds the limit of {max}"
-            ));
+    let (head, route, _slot) = match admit(&shared, &peer, identity.as_deref(), &header) {
+        Ok(admitted) => admitted,
+        Err(status) => {
+            // The bytes that came with the header are not kept while the
+            // answer waits to be taken.
+            drop(first);
             return reject(&mut send, &mut recv, status, options.response_timeout).await;
         }
-        Err(e) => {
-            let status = Status::invalid_argument(format!("bad request header: {e}"));
-            return reject(&mut send, &mut recv, status, options.response_timeout).await;
-        }
-    };
-    let Some(route) = shared.router.get(head.method_id) else {
-        let status = Status::unknown_method(format!("no method with id {:#018x}", head.method_id));
-        return reject(&mut send, &mut recv, status, options.response_timeout).await;
-    };
-    if !shared.router.allows(route, peer.as_deref()) {
-        let who = peer
-            .as_deref()
-            .map_or("a caller without certificate", |p| p.name());
-        let status = Status::permission_denied(format!("{who} may not call {}", route.name));
-        return reject(&mut send, &mut recv, status, options.response_timeout).await;
-    }
-    if shared.draining.load(Ordering::Relaxed) {
-        let status = Status::unavailable("server is shutting down");
-        return reject(&mut send, &mut recv, status, options.response_timeout).await;
-    }
-    let Ok(_call) = shared.calls.try_acquire() else {
-        let status = Status::resource_exhausted(format!(
-            "server busy: {} calls in flight",
-            options.max_calls_in_flight
-        ));
-        return reject(&mut send, &mut recv, status, options.response_timeout).await;
-    };
-    let Ok(_memory) = shared.body_bytes.try_acquire_many(head.body_len) else {
-        let status = Status::resource_exhausted("server busy: request memory budget in use");
-        return reject(&mut send, &mut recv, status, options.response_timeout).await;
     };
 
     let budget = head
@@ -106,31 +81,59 @@ pub(super) async fn serve(
         .min(options.max_deadline);
     let deadline = received + budget;
     let len = head.body_len as usize;
+    // The body has a time of its own, whatever the deadline: a caller that
+    // announces a body and sends it slowly (or never) holds its slot and its
+    // bytes only this long.
+    let body_by = received + options.transfer_time(options.body_timeout, len);
 
-    timer.as_mut().reset(deadline);
+    let mut charge = Charge::new(&shared.body_bytes, &peer);
+    let mut refused = None;
+    timer.as_mut().reset(deadline.min(body_by));
     let body = tokio::select! {
         biased;
-        body = read_request_body(&mut recv, len, first) => Ok(body),
+        body = read_request_body(&mut recv, len, first, |n| match charge.add(n) {
+            Ok(()) => true,
+            Err(refusal) => {
+                refused = Some(refusal);
+                false
+            }
+        }) => Ok(body),
         () = &mut timer => Err(()),
     };
     let body = match body {
         Ok(Ok(body)) => body,
-        Ok(Err(Some(status))) => {
+        Ok(Err(BodyFail::Malformed(status))) => {
             let _ = recv.stop(ErrorCode::PROTOCOL.into());
-            let limit = options.response_timeout;
-            return respond(&mut send, Err(status), timer, deadline, limit).await;
+            return respond(&mut send, Err(status.not_processed()), timer, options).await;
         }
-        Ok(Err(None)) => return,
+        Ok(Err(BodyFail::Refused)) => {
+            let _ = recv.stop(ErrorCode::REJECTED.into());
+            drop(charge);
+            let status = refusal_status(refused, &peer, options).not_processed();
+            return respond(&mut send, Err(status), timer, options).await;
+        }
+        Ok(Err(BodyFail::Broken)) => return,
         Err(()) => {
-            let status = Status::deadline_exceeded("deadline passed while reading the request");
-            let limit = options.response_timeout;
-            return respond(&mut send, Err(status), timer, deadline, limit).await;
+            let _ = recv.stop(ErrorCode::TIMEOUT.into());
+            drop(charge);
+            let status = if Instant::now() >= deadline {
+                Status::deadline_exceeded("deadline passed while reading the request")
+            } else {
+                Status::deadline_exceeded(format!(
+                    "request body of {len} bytes not received within {:?} \
+                     (the server waits {:?} plus {} bytes/s)",
+                    body_by - received,
+                    options.body_timeout,
+                    options.min_transfer_rate
+                ))
+            };
+            return respond(&mut send, Err(status.not_processed()), timer, options).await;
         }
     };
 
     let cancel = CancellationToken::new();
     let ctx = Context {
-        peer,
+        peer: identity,
         remote,
         deadline,
         method: route.name,
@@ -138,6 +141,7 @@ pub(super) async fn serve(
     };
     let handler = CatchUnwind(route.call(ctx, body, options.max_response_size));
     let caller_gone = send.stopped();
+    timer.as_mut().reset(deadline);
     let outcome = tokio::select! {
         biased;
         outcome = handler => outcome,
@@ -160,7 +164,66 @@ pub(super) async fn serve(
             Err(Status::internal("handler panicked"))
         }
     };
-    respond(&mut send, reply, timer, deadline, options.response_timeout).await;
+    respond(&mut send, reply, timer, options).await;
+}
+
+/// Steps 2 to 6 of the processing order (docs/wire.md), from the header
+/// alone: the decoded header, the route and the call's slot, or the status
+/// to answer with (not processed).
+fn admit<'a>(
+    shared: &'a Shared,
+    peer: &Arc<Peer>,
+    identity: Option<&PeerIdentity>,
+    header: &[u8; REQUEST_HEADER_LEN],
+) -> Result<(RequestHead, &'a Route, CallSlot<'a>), Status> {
+    let options = &shared.options;
+    let head = match wire::decode_request(header, options.max_request_size) {
+        Ok(head) => head,
+        Err(WireError::TooLarge { len, max }) => {
+            return Err(Status::resource_exhausted(format!(
+                "request body of {len} bytes exceeds the limit of {max}"
+            )));
+        }
+        Err(e) => return Err(Status::invalid_argument(format!("bad request header: {e}"))),
+    };
+    let Some(route) = shared.router.get(head.method_id) else {
+        return Err(Status::unknown_method(format!(
+            "no method with id {:#018x}",
+            head.method_id
+        )));
+    };
+    if !shared.router.allows(route, identity) {
+        let who = identity.map_or("a caller without certificate", |p| p.name());
+        return Err(Status::permission_denied(format!(
+            "{who} may not call {}",
+            route.name
+        )));
+    }
+    if shared.draining.load(Ordering::Relaxed) {
+        return Err(Status::unavailable("server is shutting down"));
+    }
+    let slot = CallSlot::take(&shared.calls, peer)
+        .map_err(|refusal| refusal_status(Some(refusal), peer, options))?;
+    Ok((head, route, slot))
+}
+
+/// The status of a call refused for want of a slot or of request memory.
+fn refusal_status(refusal: Option<Refusal>, peer: &Peer, options: &ServerOptions) -> Status {
+    Status::resource_exhausted(match refusal {
+        Some(Refusal::ServerCalls) => format!(
+            "server busy: {} calls in flight",
+            options.max_calls_in_flight
+        ),
+        Some(Refusal::PeerCalls) => format!(
+            "{} has {} calls in flight, the most one caller may",
+            peer.key, options.max_calls_per_peer
+        ),
+        Some(Refusal::ServerBytes) | None => "server busy: request memory budget in use".to_owned(),
+        Some(Refusal::PeerBytes) => format!(
+            "{} holds {} bytes of requests, the most one caller may",
+            peer.key, options.max_request_bytes_per_peer
+        ),
+    })
 }
 
 /// Counts a stream being served while alive.
@@ -172,38 +235,50 @@ impl Drop for StreamGauge<'_> {
     }
 }
 
-/// Reads the body and the end of the stream. `Err(Some(status))` when the
-/// request is malformed, `Err(None)` when the stream or connection failed.
+/// How reading a request body ended early.
+enum BodyFail {
+    /// The request is malformed: this status answers it.
+    Malformed(Status),
+    /// The budget refused its bytes.
+    Refused,
+    /// The stream or the connection failed: nobody to answer.
+    Broken,
+}
+
+/// Reads the body and the end of the stream, telling `admit` of every
+/// chunk as it arrives.
 async fn read_request_body(
     recv: &mut RecvStream,
     len: usize,
     first: Bytes,
-) -> Result<Bytes, Option<Status>> {
-    let body = match io::read_body(recv, len, first).await {
+    admit: impl FnMut(usize) -> bool,
+) -> Result<Bytes, BodyFail> {
+    let body = match io::read_body(recv, len, first, admit).await {
         Ok(body) if body.excess => {
-            return Err(Some(Status::invalid_argument(format!(
+            return Err(BodyFail::Malformed(Status::invalid_argument(format!(
                 "bytes after the {len}-byte request body"
             ))));
         }
         Ok(body) => body.bytes,
         Err(ReadFail::Finished { got }) => {
-            return Err(Some(Status::invalid_argument(format!(
+            return Err(BodyFail::Malformed(Status::invalid_argument(format!(
                 "request body truncated: {got} of {len} bytes"
             ))));
         }
+        Err(ReadFail::Refused) => return Err(BodyFail::Refused),
         Err(ReadFail::Read(e)) => {
             tracing::debug!("stream failed inside the request body: {e}");
-            return Err(None);
+            return Err(BodyFail::Broken);
         }
     };
     match io::read_fin(recv).await {
         Ok(true) => Ok(body),
-        Ok(false) => Err(Some(Status::invalid_argument(format!(
+        Ok(false) => Err(BodyFail::Malformed(Status::invalid_argument(format!(
             "bytes after the {len}-byte request body"
         )))),
         Err(e) => {
             tracing::debug!("stream failed after the request body: {e}");
-            Err(None)
+            Err(BodyFail::Broken)
         }
     }
 }
@@ -221,20 +296,23 @@ async fn reject(
     let _ = timeout(limit, io::write_message(send, status_frame(&status), None)).await;
 }
 
-/// Sends the response, giving the client until the deadline or `limit`
-/// from now, whichever is later, to take it (`timer` is the call's timer).
+/// Sends the response, giving the reader the response timeout plus the
+/// response's size at the minimum transfer rate (whatever the deadline) to
+/// take it; then its stream is reset with TIMEOUT (`timer` is the call's
+/// timer).
 async fn respond(
     send: &mut SendStream,
     reply: Result<super::router::Reply, Status>,
     mut timer: Pin<&mut Sleep>,
-    deadline: Instant,
-    limit: std::time::Duration,
+    options: &ServerOptions,
 ) {
     let (head, tail) = match reply {
         Ok(reply) => (reply.head, reply.tail),
         Err(status) => (status_frame(&status), None),
     };
-    timer.as_mut().reset(deadline.max(Instant::now() + limit));
+    let len = head.len() + tail.as_ref().map_or(0, Bytes::len);
+    let by = Instant::now() + options.transfer_time(options.response_timeout, len);
+    timer.as_mut().reset(by);
     let sent = tokio::select! {
         biased;
         sent = io::write_message(send, head, tail) => Ok(sent),

@@ -6,6 +6,7 @@ mod call;
 mod context;
 mod options;
 mod router;
+mod shares;
 mod unwind;
 
 use std::net::SocketAddr;
@@ -21,6 +22,7 @@ pub use access::Access;
 pub use context::Context;
 pub use options::ServerOptions;
 pub use router::{RouteError, Router};
+use shares::{PeerKey, PeerLimits, Peers};
 
 use crate::wire::ErrorCode;
 
@@ -35,6 +37,8 @@ struct Shared {
     draining: AtomicBool,
     /// Streams being served (from their first byte to their last).
     streams: AtomicUsize,
+    /// Each peer's share of calls, request bytes and connections.
+    peers: Peers,
 }
 
 /// A running server. Dropping it closes it at once, like [`Server::abort`];
@@ -94,11 +98,17 @@ impl Server {
     ) -> Result<Server, TransportError> {
         let endpoint = Arc::new(ServerEndpoint::bind(addr, tls, options.transport.clone())?);
         let local_addr = endpoint.local_addr()?;
+        let peers = Peers::new(PeerLimits {
+            calls: options.max_calls_per_peer,
+            bytes: options.max_request_bytes_per_peer,
+            connections: options.max_connections_per_peer,
+        });
         let shared = Arc::new(Shared {
             router,
             calls: Semaphore::new(options.max_calls_in_flight),
             body_bytes: Semaphore::new(options.max_buffered_request_bytes),
             options,
+            peers,
             draining: AtomicBool::new(false),
             streams: AtomicUsize::new(0),
         });
@@ -217,14 +227,24 @@ async fn serve_connection(shared: Arc<Shared>, incoming: Incoming) {
             return;
         }
     };
-    tracing::debug!(%remote, peer = ?conn.peer().map(|p| p.name()), "connection established");
-    let peer = conn.peer().cloned();
+    let identity = conn.peer().cloned();
+    let key = PeerKey::of(identity.as_deref(), remote.ip());
+    let Some(share) = shared.peers.connect(key) else {
+        tracing::debug!(%remote, peer = ?identity.as_deref().map(|p| p.name()), "too many connections from this peer; closed");
+        conn.close(
+            ErrorCode::PEER_LIMIT.get(),
+            b"too many connections from this peer",
+        );
+        return;
+    };
+    tracing::debug!(%remote, peer = ?identity.as_deref().map(|p| p.name()), "connection established");
     loop {
         match conn.accept_bi().await {
             Ok((send, recv)) => {
                 tokio::spawn(call::serve(
                     shared.clone(),
-                    peer.clone(),
+                    share.peer().clone(),
+                    identity.clone(),
                     remote,
                     send,
                     recv,

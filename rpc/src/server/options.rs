@@ -32,6 +32,28 @@ pub struct ServerOptions {
     /// whose body would go over is answered RESOURCE_EXHAUSTED (not
     /// processed). Default 256 MiB.
     pub max_buffered_request_bytes: usize,
+    /// Calls one peer (a certificate name, or an address for callers
+    /// without certificate) may have admitted at once, over all its
+    /// connections; more are answered RESOURCE_EXHAUSTED (not processed).
+    /// Default 256 (a quarter of [`ServerOptions::max_calls_in_flight`]).
+    pub max_calls_per_peer: usize,
+    /// Request bytes one peer's calls may hold at once. Bytes are charged as
+    /// they arrive, not from the length a header announces. Default 64 MiB
+    /// (a quarter of [`ServerOptions::max_buffered_request_bytes`]).
+    pub max_request_bytes_per_peer: usize,
+    /// Connections one peer may hold open at once; a connection beyond it is
+    /// closed right after its handshake with PEER_LIMIT (6). Default 64.
+    pub max_connections_per_peer: usize,
+    /// Time allowed for a request body to arrive once its header has,
+    /// whatever the call's deadline: this plus the body's size at
+    /// [`ServerOptions::min_transfer_rate`]. A slower body is answered
+    /// DEADLINE_EXCEEDED (not processed). Default 10 s.
+    pub body_timeout: Duration,
+    /// The slowest transfer the server waits for, in bytes per second, on
+    /// top of [`ServerOptions::body_timeout`] and
+    /// [`ServerOptions::response_timeout`]: a 4 MiB body at the default
+    /// 256 KiB/s gets 10 s + 16 s.
+    pub min_transfer_rate: u32,
     /// Deadline of a call whose caller set none. Default 30 s.
     pub default_deadline: Duration,
     /// Longest deadline granted, whatever the caller asks. Default 300 s.
@@ -39,12 +61,32 @@ pub struct ServerOptions {
     /// Time allowed for a request header to arrive once its stream is open;
     /// a silent stream is then reset. Default 10 s.
     pub header_timeout: Duration,
-    /// Time allowed to hand a response to a slow reader. Default 10 s.
+    /// Time allowed to hand a response to its reader, plus its size at
+    /// [`ServerOptions::min_transfer_rate`], whatever the call's deadline: a
+    /// reader that does not take it by then (it reads nothing, trickles, or
+    /// keeps its flow-control window shut) has its stream reset with TIMEOUT
+    /// and its call slot given back. Default 10 s.
     pub response_timeout: Duration,
     /// On graceful shutdown, time given to the last responses (written, but
     /// perhaps not yet acknowledged) to reach their callers before the
     /// connections close. Default 200 ms: many round trips on any LAN.
     pub shutdown_linger: Duration,
+}
+
+impl ServerOptions {
+    /// Time allowed to move `len` bytes after `base`: `base` plus `len` at
+    /// [`ServerOptions::min_transfer_rate`].
+    ///
+    /// ```
+    /// use quicall_rpc::ServerOptions;
+    /// use std::time::Duration;
+    /// let options = ServerOptions::default();
+    /// assert_eq!(options.transfer_time(Duration::from_secs(10), 4 << 20), Duration::from_secs(26));
+    /// ```
+    pub fn transfer_time(&self, base: Duration, len: usize) -> Duration {
+        let rate = f64::from(self.min_transfer_rate.max(1));
+        base + Duration::from_secs_f64(len as f64 / rate)
+    }
 }
 
 impl Default for ServerOptions {
@@ -55,6 +97,11 @@ impl Default for ServerOptions {
             max_response_size: 16 << 20,
             max_calls_in_flight: 1024,
             max_buffered_request_bytes: 256 << 20,
+            max_calls_per_peer: 256,
+            max_request_bytes_per_peer: 64 << 20,
+            max_connections_per_peer: 64,
+            body_timeout: Duration::from_secs(10),
+            min_transfer_rate: 256 << 10,
             default_deadline: Duration::from_secs(30),
             max_deadline: Duration::from_secs(300),
             header_timeout: Duration::from_secs(10),

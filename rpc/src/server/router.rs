@@ -40,10 +40,19 @@ where
     R: Encode<Resp> + Send + 'static,
 {
     fn call(&self, ctx: Context, body: Bytes, max_response: u32) -> HandlerFuture {
+        let method = ctx.method;
         let request = Msg::<Req>::new(body);
         let fut = request.map(|request| (self.f)(ctx, request));
         Box::pin(async move {
-            let fut = fut.map_err(|e| Status::invalid_argument(e.to_string()))?;
+            // Named by the method, not by the Rust type (callers need not
+            // know the server's type paths); the handler never ran.
+            let fut = fut.map_err(|e| {
+                Status::invalid_argument(format!(
+                    "request body of {} bytes does not have the size of {method}'s request type",
+                    e.len
+                ))
+                .not_processed()
+            })?;
             let value = fut.await?;
             let body_len = u32::try_from(value.body_len())
                 .ok()

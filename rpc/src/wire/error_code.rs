@@ -27,6 +27,9 @@ impl ErrorCode {
     pub const SHUTDOWN: ErrorCode = ErrorCode(4);
     /// The call timed out at the server before it could be answered.
     pub const TIMEOUT: ErrorCode = ErrorCode(5);
+    /// The peer holds as many connections as the server allows one peer
+    /// (connection close, right after the handshake).
+    pub const PEER_LIMIT: ErrorCode = ErrorCode(6);
 
     /// The numeric code.
     pub const fn get(self) -> u32 {
@@ -41,6 +44,7 @@ impl ErrorCode {
             Self::REJECTED => "REJECTED",
             Self::SHUTDOWN => "SHUTDOWN",
             Self::TIMEOUT => "TIMEOUT",
+            Self::PEER_LIMIT => "PEER_LIMIT",
             _ => return None,
         })
     }

@@ -32,6 +32,7 @@ pub struct Args {
 
 pub const SERVERS: usize = 3;
 pub const CLIENT: &str = "demo-client";
+pub const INSIDER: &str = "demo-insider";
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
     tokio::time::timeout(Duration::from_secs(180), demo(args))
@@ -229,6 +230,9 @@ pub fn write_certificates(dir: &Path) -> anyhow::Result<()> {
         ca.issue(&spec)?.write_pem(dir)?;
     }
     ca.issue(&NodeSpec::client(CLIENT).validity(validity))?
+        .write_pem(dir)?;
+    // An insider for the soak's attacks: a valid certificate of its own.
+    ca.issue(&NodeSpec::client(INSIDER).validity(validity))?
         .write_pem(dir)?;
     let rogue = CertificateAuthority::new("rogue CA", validity)?;
     rogue.write_pem(dir, "rogue-ca")?;

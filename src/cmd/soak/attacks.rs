@@ -7,13 +7,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use quicall::certs::{read_certs, read_key};
-use quicall::demo::ADD;
+use quicall::demo::{ADD, ECHO};
 use quicall::transport::quinn::VarInt;
 use quicall::transport::{CertificateDer, ClientEndpoint, ClientTls, Connection, Limits};
 use quicall::wire::{REQUEST_HEADER_LEN, RequestHead};
 
 /// The attacks, by name.
-pub const KINDS: [&str; 11] = [
+pub const KINDS: [&str; 14] = [
     "random bytes",
     "4 GiB header",
     "half header, then reset",
@@ -25,11 +25,16 @@ pub const KINDS: [&str; 11] = [
     "random datagrams (100)",
     "no client certificate",
     "connection flood (20)",
+    "slow bodies (64 streams)",
+    "slow readers (64 calls)",
+    "connection hoarding (80)",
 ];
 
 pub struct Attacker {
     servers: Vec<SocketAddr>,
     valid: ClientEndpoint,
+    /// The same identity, with a 4 KiB stream window: a slow reader.
+    reader: ClientEndpoint,
     anonymous: ClientEndpoint,
     conns: Mutex<Vec<Option<Connection>>>,
     counts: [AtomicU64; KINDS.len()],
@@ -43,15 +48,20 @@ impl Attacker {
         ca: Vec<CertificateDer<'static>>,
         servers: Vec<SocketAddr>,
     ) -> anyhow::Result<Self> {
-        // A valid certificate: the attacker is an insider.
-        let tls = ClientTls::new(ca.clone()).with_identity(
-            read_certs(&dir.join("demo-client.crt"))?,
-            read_key(&dir.join("demo-client.key"))?,
-        );
+        // A valid certificate of its own: the attacker is an insider.
+        let insider = super::super::demo::INSIDER;
+        let chain = read_certs(&dir.join(format!("{insider}.crt")))?;
+        let key = read_key(&dir.join(format!("{insider}.key")))?;
+        let tls = || ClientTls::new(ca.clone()).with_identity(chain.clone(), key.clone_key());
+        let small_window = Limits {
+            stream_receive_window: 4 << 10,
+            ..Limits::default()
+        };
         Ok(Self {
             conns: Mutex::new(vec![None; servers.len()]),
             servers,
-            valid: ClientEndpoint::new(tls, Limits::default())?,
+            valid: ClientEndpoint::new(tls(), Limits::default())?,
+            reader: ClientEndpoint::new(tls(), small_window)?,
             anonymous: ClientEndpoint::new(ClientTls::new(ca), Limits::default())?,
             counts: std::array::from_fn(|_| AtomicU64::new(0)),
         })
@@ -70,6 +80,7 @@ impl Attacker {
 
     pub fn close(&self) {
         self.valid.close(0, b"soak over");
+        self.reader.close(0, b"soak over");
         self.anonymous.close(0, b"soak over");
     }
 
@@ -145,6 +156,33 @@ impl Attacker {
                     conn.close(0, b"");
                 }
             }
+            11 => {
+                if let Some(conn) = self.conn(server).await {
+                    slow_bodies(&conn).await;
+                }
+            }
+            12 => {
+                if let Ok(Ok(conn)) =
+                    tokio::time::timeout(LIMIT, self.reader.connect(addr, "localhost")).await
+                {
+                    slow_readers(&conn).await;
+                    conn.close(0, b"");
+                }
+            }
+            13 => {
+                let mut hoard = Vec::new();
+                for _ in 0..80 {
+                    if let Ok(Ok(conn)) =
+                        tokio::time::timeout(LIMIT, self.valid.connect(addr, "localhost")).await
+                    {
+                        hoard.push(conn);
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(1500)).await;
+                for conn in hoard {
+                    conn.close(0, b"");
+                }
+            }
             _ => {
                 let mut flood = Vec::new();
                 for _ in 0..20 {
@@ -169,6 +207,47 @@ fn header(method_id: u64, body_len: u32) -> [u8; REQUEST_HEADER_LEN] {
         deadline: None,
     }
     .encode()
+}
+
+/// 64 echo calls announcing 4 MiB bodies, trickled a byte every 100 ms for
+/// 1.5 s, then abandoned.
+async fn slow_bodies(conn: &Connection) {
+    let mut held = Vec::new();
+    for _ in 0..64 {
+        let Ok(Ok((mut send, recv))) = tokio::time::timeout(LIMIT, conn.open_bi()).await else {
+            break;
+        };
+        let head = RequestHead {
+            method_id: ECHO.id(),
+            body_len: 4 << 20,
+            // The longest deadline the server grants.
+            deadline: Some(Duration::from_secs(300)),
+        };
+        let _ = send.write_all(&head.encode()).await;
+        held.push((send, recv));
+    }
+    for _ in 0..15 {
+        for (send, _) in &mut held {
+            let _ = send.write_all(&[0]).await;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// 64 echo calls of 32 KiB whose responses are never read (through a 4 KiB
+/// stream window), held for 1.5 s.
+async fn slow_readers(conn: &Connection) {
+    let mut held = Vec::new();
+    for _ in 0..64 {
+        let Ok(Ok((mut send, recv))) = tokio::time::timeout(LIMIT, conn.open_bi()).await else {
+            break;
+        };
+        let _ = send.write_all(&header(ECHO.id(), 32 << 10)).await;
+        let _ = send.write_all(&[7u8; 32 << 10]).await;
+        let _ = send.finish();
+        held.push(recv);
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
 }
 
 /// One malformed request of kind 0 to 5 (see [`KINDS`]); reads what comes back.
