@@ -146,3 +146,16 @@ pub fn router_with(knobs: Arc<Knobs>) -> Router {
         })
         .expect("demo methods have distinct identifiers")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The identifiers docs/wire.md gives for the demo methods.
+    #[test]
+    fn demo_method_ids_are_the_specified_ones() {
+        assert_eq!(ADD.id(), 0xafb4_42d5_7b90_fc97);
+        assert_eq!(ECHO.id(), 0xe016_e9c0_3b12_8d43);
+        assert_eq!(WHOAMI.id(), 0x24a5_ffc5_4e15_aa5b);
+    }
+}

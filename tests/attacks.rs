@@ -443,7 +443,7 @@ async fn oversized_responses_and_endless_handlers_end_in_statuses() {
     let good = GoodClient::start(&pki, &server).await;
     let client = connect(&pki, &server).await;
     let status = bounded(client.call(&BIG, "")).await.unwrap_err();
-    assert_eq!(status.code(), Code::ResourceExhausted, "{status}");
+    assert_eq!(status.code(), Code::OutOfRange, "{status}");
     let status = bounded(client.call_with(
         &NEVER,
         "",
@@ -479,5 +479,161 @@ async fn address_validation_by_retry_lets_real_clients_in() {
         assert_eq!(reply.sum.get(), 42);
         client.close();
     }
+    settles(&server, 0).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificate_chain_amplification_is_refused_before_path_building() {
+    // A valid leaf followed by a dozen self-issued certificates that carry
+    // the real CA's name (which is public): without bounds, path building
+    // tries each of them, and a refused handshake costs the server many
+    // times an ordinary one.
+    let pki = Pki::new();
+    let server = serve_with(&pki, quicall::demo::router(), options());
+    let good = GoodClient::start(&pki, &server).await;
+    let fakes: Vec<_> = (0..12)
+        .map(|_| CertificateAuthority::new("test CA", Duration::from_secs(3600)).unwrap())
+        .collect();
+    let mut chain = pki.client.chain();
+    chain.extend(fakes.iter().map(|ca| ca.cert_der().clone()));
+    let tls = ClientTls::new(pki.roots()).with_identity(chain, pki.client.key_der());
+    let status = refusal(&server, tls).await;
+    assert_eq!(status.code(), Code::Unauthenticated, "{status}");
+    // Fewer than the bound, but self-issued: refused too.
+    let mut chain = pki.client.chain();
+    chain.push(fakes[0].cert_der().clone());
+    let tls = ClientTls::new(pki.roots()).with_identity(chain, pki.client.key_der());
+    let status = refusal(&server, tls).await;
+    assert_eq!(status.code(), Code::Unauthenticated, "{status}");
+    // The same leaf alone is accepted.
+    let tls = ClientTls::new(pki.roots()).with_identity(pki.client.chain(), pki.client.key_der());
+    let client = Client::connect(
+        server.local_addr(),
+        "localhost",
+        tls,
+        ClientOptions::default(),
+    )
+    .await
+    .unwrap();
+    let sum = bounded(client.call(
+        &ADD,
+        &AddRequest {
+            a: I64::new(1),
+            b: I64::new(2),
+        },
+    ))
+    .await
+    .unwrap();
+    assert_eq!(sum.sum.get(), 3);
+    good.check().await;
+    settles(&server, 1).await;
+}
+
+/// A UDP socket that hears nothing but Retry packets: a client that lets its
+/// Initial packets out (and passes address validation) but never reads the
+/// server's answer, so every handshake it starts stays half open.
+#[derive(Debug)]
+struct Deaf(Arc<dyn quinn::AsyncUdpSocket>);
+
+impl quinn::AsyncUdpSocket for Deaf {
+    fn create_io_poller(self: Arc<Self>) -> std::pin::Pin<Box<dyn quinn::UdpPoller>> {
+        self.0.clone().create_io_poller()
+    }
+    fn try_send(&self, transmit: &quinn::udp::Transmit) -> std::io::Result<()> {
+        self.0.try_send(transmit)
+    }
+    fn poll_recv(
+        &self,
+        cx: &mut std::task::Context,
+        bufs: &mut [std::io::IoSliceMut<'_>],
+        meta: &mut [quinn::udp::RecvMeta],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let polled = self.0.poll_recv(cx, bufs, meta);
+        if let std::task::Poll::Ready(Ok(n)) = &polled {
+            for (buf, meta) in bufs.iter().zip(meta.iter_mut()).take(*n) {
+                // Long header, type Retry: 0b1111_xxxx.
+                if meta.len == 0 || buf[0] & 0xf0 != 0xf0 {
+                    meta.len = 0;
+                }
+            }
+        }
+        polled
+    }
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.0.local_addr()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn half_open_handshakes_from_one_address_do_not_lock_out_new_clients() {
+    // An anonymous peer on 127.0.0.2 starts 600 handshakes in about a second
+    // and finishes none. Before handshakes had a pool of their own, each held
+    // a connection slot for the 10 s handshake timeout: the 128 slots were
+    // all taken and new clients refused.
+    use quinn::Runtime;
+    let pki = Pki::new();
+    let options = ServerOptions {
+        transport: Limits {
+            max_connections: 128,
+            max_handshakes: 64,
+            max_handshakes_per_address: 16,
+            retry_above_handshakes: 8,
+            ..Limits::default()
+        },
+        ..ServerOptions::default()
+    };
+    let server = serve_with(&pki, quicall::demo::router(), options);
+    let Ok(std_socket) = std::net::UdpSocket::bind("127.0.0.2:0") else {
+        println!("skipped: 127.0.0.2 cannot be bound here");
+        return;
+    };
+    let deaf = Arc::new(Deaf(
+        quinn::TokioRuntime.wrap_udp_socket(std_socket).unwrap(),
+    ));
+    let limits = Limits {
+        handshake_timeout: Duration::from_secs(3),
+        ..Limits::default()
+    };
+    let attacker = ClientEndpoint::with_socket(ClientTls::new(pki.roots()), limits, deaf).unwrap();
+    let flood = tokio::spawn({
+        let (attacker, addr) = (attacker.clone(), server.local_addr());
+        async move {
+            let mut attempts = tokio::task::JoinSet::new();
+            for _ in 0..600 {
+                let attacker = attacker.clone();
+                attempts.spawn(async move {
+                    let _ = attacker.connect(addr, "localhost").await;
+                });
+                tokio::time::sleep(Duration::from_micros(1500)).await;
+            }
+            while attempts.join_next().await.is_some() {}
+        }
+    });
+    // Meanwhile, new clients connect and call, one after another.
+    let (mut served, mut peak) = (0, 0);
+    while !flood.is_finished() && served < 200 {
+        let client = bounded(Client::connect(
+            server.local_addr(),
+            "localhost",
+            pki.client_tls(),
+            ClientOptions::default(),
+        ))
+        .await
+        .unwrap_or_else(|status| panic!("a new client was refused during the flood: {status}"));
+        let request = AddRequest {
+            a: I64::new(served),
+            b: I64::new(1),
+        };
+        let reply = bounded(client.call(&ADD, &request)).await.unwrap();
+        assert_eq!(reply.sum.get(), served + 1);
+        client.close();
+        served += 1;
+        peak = peak.max(server.gauges().handshakes);
+    }
+    bounded(flood).await.unwrap();
+    println!("{served} new clients served during the flood; at most {peak} handshakes in progress");
+    assert!(served > 0);
+    // The attacker's address held at most its share, the good client one more.
+    assert!(peak <= 16 + 1, "{peak} handshakes in progress");
     settles(&server, 0).await;
 }

@@ -641,3 +641,55 @@ async fn a_slow_handler_on_a_live_server_is_not_taken_for_a_dead_server() {
     assert_eq!(knobs.started.load(Ordering::SeqCst), 1);
     assert_eq!(cluster.snapshot().total.retries, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_too_large_for_the_servers_is_sent_once() {
+    // No server will take it: the answer must not be retried, even for an
+    // idempotent method (it used to be RESOURCE_EXHAUSTED, sent three times).
+    let pki = Pki::new();
+    let options = ServerOptions {
+        max_request_size: 1024,
+        ..ServerOptions::default()
+    };
+    let knobs: Vec<_> = (0..3).map(|_| Arc::new(Knobs::default())).collect();
+    let servers: Vec<_> = knobs
+        .iter()
+        .map(|k| common::serve_with(&pki, work_router(k.clone()), options.clone()))
+        .collect();
+    let refs: Vec<_> = servers.iter().collect();
+    let cluster = cluster_of(&pki, &refs, ClusterOptions::default()).await;
+    let status = bounded(cluster.call(&WORK, &[0u8; 4096][..]))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument, "{status}");
+    let snapshot = cluster.snapshot();
+    let attempts: u64 = snapshot.servers.iter().map(|s| s.stats.calls).sum();
+    assert_eq!(attempts, 1, "{status}");
+    assert_eq!(snapshot.total.retries, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cluster_says_why_a_connection_failed() {
+    // A server whose certificate does not carry the dialled name: the
+    // cluster's status keeps the TLS reason, also while it backs off.
+    let pki = Pki::new();
+    let (a, _) = start(&pki, 0);
+    let list = vec![(a.local_addr().to_string(), "wrong.example".to_string())];
+    let cluster = quicall::Cluster::new(
+        quicall::Discovery::Static(list),
+        pki.client_tls(),
+        ClusterOptions::default(),
+    )
+    .await
+    .unwrap();
+    for _ in 0..3 {
+        let status = bounded(cluster.call(&WORK, "")).await.unwrap_err();
+        assert_eq!(status.code(), Code::Unauthenticated, "{status}");
+        assert!(
+            status
+                .message()
+                .contains("certificate not valid for name \"wrong.example\""),
+            "{status}"
+        );
+    }
+}

@@ -17,7 +17,7 @@ pub fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, Error> {
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| pem_error(path, e.to_string()))?;
     if certs.is_empty() {
-        return Err(pem_error(path, "no CERTIFICATE in the file".into()));
+        return Err(pem_error(path, found(&bytes, "a PEM CERTIFICATE block")));
     }
     Ok(certs)
 }
@@ -30,7 +30,23 @@ pub fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, Error> {
 /// ```
 pub fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, Error> {
     let bytes = read(path)?;
-    PrivateKeyDer::from_pem_slice(&bytes).map_err(|e| pem_error(path, e.to_string()))
+    PrivateKeyDer::from_pem_slice(&bytes).map_err(|e| {
+        let expected = "an unencrypted PEM PRIVATE KEY (PKCS#8), EC PRIVATE KEY (SEC1) or RSA PRIVATE KEY (PKCS#1) block";
+        let labels = pem_labels(&bytes);
+        if labels.iter().any(|l| l == "ENCRYPTED PRIVATE KEY") {
+            pem_error(
+                path,
+                format!(
+                    "the key is encrypted (ENCRYPTED PRIVATE KEY); expected {expected} \
+                     (decrypt it with `openssl pkcs8 -in KEY -out KEY.plain`)"
+                ),
+            )
+        } else if labels.is_empty() && !bytes.is_empty() {
+            pem_error(path, found(&bytes, expected))
+        } else {
+            pem_error(path, format!("{e}; {}", found(&bytes, expected)))
+        }
+    })
 }
 
 /// Reads every certificate revocation list in a PEM file.
@@ -45,7 +61,7 @@ pub fn read_crls(path: &Path) -> Result<Vec<CertificateRevocationListDer<'static
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| pem_error(path, e.to_string()))?;
     if crls.is_empty() {
-        return Err(pem_error(path, "no X509 CRL in the file".into()));
+        return Err(pem_error(path, found(&bytes, "a PEM X509 CRL block")));
     }
     Ok(crls)
 }
@@ -93,6 +109,34 @@ fn create_parent(path: &Path) -> Result<(), Error> {
     }
 }
 
+/// The labels of the PEM blocks in `bytes` (`CERTIFICATE`, `PRIVATE KEY` ...).
+fn pem_labels(bytes: &[u8]) -> Vec<String> {
+    String::from_utf8_lossy(bytes)
+        .lines()
+        .filter_map(|line| line.trim().strip_prefix("-----BEGIN "))
+        .filter_map(|rest| rest.strip_suffix("-----"))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// What a file holds, for a message that also says what was `expected`.
+fn found(bytes: &[u8], expected: &str) -> String {
+    let labels = pem_labels(bytes);
+    let what = if bytes.is_empty() {
+        "the file is empty".to_owned()
+    } else if !labels.is_empty() {
+        format!("found PEM blocks {}", labels.join(", "))
+    } else if bytes[0] == 0x30 {
+        // An ASN.1 SEQUENCE: most likely DER.
+        "found binary data that looks like DER (convert it with \
+         `openssl x509 -inform der` or `openssl pkey -inform der`)"
+            .to_owned()
+    } else {
+        "found no PEM block".to_owned()
+    };
+    format!("{what}; expected {expected}")
+}
+
 fn read(path: &Path) -> Result<Vec<u8>, Error> {
     std::fs::read(path).map_err(|source| io_error(path, source))
 }
@@ -108,5 +152,62 @@ fn pem_error(path: &Path, reason: String) -> Error {
     Error::Pem {
         path: path.to_owned(),
         reason,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_say_what_was_found_and_what_was_expected() {
+        let dir = tempfile_dir();
+        let der = dir.join("cert.der");
+        std::fs::write(&der, [0x30, 0x82, 0x01, 0x0a]).unwrap();
+        let e = read_certs(&der).unwrap_err().to_string();
+        assert!(
+            e.contains("DER") && e.contains("expected a PEM CERTIFICATE"),
+            "{e}"
+        );
+
+        let encrypted = dir.join("enc.key");
+        std::fs::write(
+            &encrypted,
+            "-----BEGIN ENCRYPTED PRIVATE KEY-----\nMIIB\n-----END ENCRYPTED PRIVATE KEY-----\n",
+        )
+        .unwrap();
+        let e = read_key(&encrypted).unwrap_err().to_string();
+        assert!(
+            e.contains("encrypted") && e.contains("expected an unencrypted"),
+            "{e}"
+        );
+
+        let cert_as_key = dir.join("cert.key");
+        std::fs::write(
+            &cert_as_key,
+            "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
+        let e = read_key(&cert_as_key).unwrap_err().to_string();
+        assert!(e.contains("found PEM blocks CERTIFICATE"), "{e}");
+
+        let empty = dir.join("empty.crt");
+        std::fs::write(&empty, "").unwrap();
+        let e = read_certs(&empty).unwrap_err().to_string();
+        assert!(e.contains("empty"), "{e}");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    fn tempfile_dir() -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!(
+            "quicall-certs-test-{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
     }
 }

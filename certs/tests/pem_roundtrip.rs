@@ -77,6 +77,6 @@ fn missing_and_malformed_files_are_clear_errors() {
     let junk = dir.path().join("junk.crt");
     std::fs::write(&junk, "not a pem file").unwrap();
     let err = read_certs(&junk).unwrap_err().to_string();
-    assert!(err.contains("no CERTIFICATE"), "{err}");
+    assert!(err.contains("expected a PEM CERTIFICATE"), "{err}");
     assert!(read_key(&junk).is_err());
 }

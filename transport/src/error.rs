@@ -16,6 +16,10 @@ pub enum TransportError {
     /// The handshake did not finish within the configured timeout.
     #[error("handshake timed out")]
     HandshakeTimeout,
+    /// Server side: a newer handshake pushed this one out of the pool of
+    /// handshakes in progress (see [`Limits::max_handshakes`](crate::Limits::max_handshakes)).
+    #[error("handshake evicted by a newer one (too many handshakes in progress)")]
+    HandshakeEvicted,
     /// The pool holds as many connections as it may.
     #[error("connection pool full ({0} connections)")]
     PoolFull(usize),
@@ -23,10 +27,12 @@ pub enum TransportError {
     #[error("server is draining")]
     Draining,
     /// The last connection attempt to this server failed; the next one waits.
-    #[error("{failure}; next connection attempt in {retry_in:?}")]
+    #[error("{reason}; next connection attempt in {retry_in:?}")]
     BackingOff {
         /// Why the last attempt failed.
         failure: Failure,
+        /// The same, in words (the TLS reason of a refused handshake ...).
+        reason: std::sync::Arc<str>,
         /// Time until the next attempt.
         retry_in: std::time::Duration,
     },
@@ -52,7 +58,7 @@ impl TransportError {
             TransportError::Draining | TransportError::Closed => Failure::Closed,
             TransportError::BackingOff { failure, .. } => *failure,
             TransportError::Bind(_) => Failure::Unreachable,
-            TransportError::HandshakeTimeout => Failure::Timeout,
+            TransportError::HandshakeTimeout | TransportError::HandshakeEvicted => Failure::Timeout,
             TransportError::Connection { failure, .. } => *failure,
         }
     }

@@ -29,17 +29,21 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod chain;
 mod client;
 mod connection;
 mod error;
+mod handshakes;
 mod identity;
 mod limits;
 mod liveness;
 mod pool;
 mod server;
 mod socket;
+mod throttle;
 mod tls;
 
+pub use chain::{MAX_CHAIN_BYTES, MAX_INTERMEDIATES};
 pub use client::ClientEndpoint;
 pub use connection::Connection;
 pub use error::{Failure, TransportError, describe};

@@ -29,6 +29,17 @@ pub struct Limits {
     pub max_connections: usize,
     /// Time allowed for the QUIC and TLS handshake. Default 10 s.
     pub handshake_timeout: Duration,
+    /// Server side: handshakes in progress at once (each also holds a
+    /// connection slot). A new one beyond it pushes the oldest out. Default
+    /// 256.
+    pub max_handshakes: usize,
+    /// Server side: handshakes in progress from one IP address; a new one
+    /// beyond it pushes that address's oldest out, never another's. Default
+    /// 16.
+    pub max_handshakes_per_address: usize,
+    /// Server side: the handshake timeout of handshakes that start while
+    /// [`Limits::max_handshakes`] is at least half used. Default 1 s.
+    pub handshake_timeout_under_pressure: Duration,
     /// A connection with no traffic for this long is closed. Default 30 s.
     pub idle_timeout: Duration,
     /// Client side: a connection that has received nothing for this long
@@ -97,6 +108,9 @@ impl Default for Limits {
             max_concurrent_streams: 1024,
             max_connections: 4096,
             handshake_timeout: Duration::from_secs(10),
+            max_handshakes: 256,
+            max_handshakes_per_address: 16,
+            handshake_timeout_under_pressure: Duration::from_secs(1),
             idle_timeout: Duration::from_secs(30),
             keep_alive: Some(Duration::from_millis(250)),
             liveness_timeout: Some(Duration::from_secs(1)),

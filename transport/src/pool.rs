@@ -180,6 +180,7 @@ enum State {
         until: Instant,
         failures: u32,
         failure: Failure,
+        reason: Arc<str>,
     },
 }
 
@@ -240,6 +241,17 @@ impl Slot {
         }
     }
 
+    /// Why the last connection attempt failed, while the slot waits before
+    /// the next one.
+    pub fn last_failure(&self) -> Option<(Failure, Arc<str>)> {
+        match &*self.lock() {
+            State::BackingOff {
+                failure, reason, ..
+            } => Some((*failure, reason.clone())),
+            _ => None,
+        }
+    }
+
     /// The open connection, if there is one: the hot path of a call (a short
     /// lock, no allocation).
     pub fn ready(&self) -> Option<Connection> {
@@ -270,9 +282,15 @@ impl Slot {
             State::Connecting(rx) => return Ok(Some(rx.clone())),
             State::Ready(_) => return Ok(None),
             State::Draining(_) => return Err(TransportError::Draining),
-            State::BackingOff { until, failure, .. } if Instant::now() < *until => {
+            State::BackingOff {
+                until,
+                failure,
+                reason,
+                ..
+            } if Instant::now() < *until => {
                 return Err(TransportError::BackingOff {
                     failure: *failure,
+                    reason: reason.clone(),
                     retry_in: until.saturating_duration_since(Instant::now()),
                 });
             }
@@ -309,9 +327,16 @@ impl Slot {
             // Woken when the attempt ends, whichever way; then look again.
             let _ = rx.wait_for(|done| *done).await;
             let state = self.lock();
-            if let State::BackingOff { failure, until, .. } = &*state {
+            if let State::BackingOff {
+                failure,
+                until,
+                reason,
+                ..
+            } = &*state
+            {
                 return Err(TransportError::BackingOff {
                     failure: *failure,
+                    reason: reason.clone(),
                     retry_in: until.saturating_duration_since(Instant::now()),
                 });
             }
@@ -358,6 +383,13 @@ impl Slot {
                     until: Instant::now(),
                     failures: 1,
                     failure,
+                    reason: match (conn.silent_for(), conn.close_reason()) {
+                        (Some(silent), _) => {
+                            format!("server silent for {} ms", silent.as_millis()).into()
+                        }
+                        (None, Some(reason)) => crate::describe(&reason).into(),
+                        (None, None) => failure.to_string().into(),
+                    },
                 },
             };
         }
@@ -427,11 +459,21 @@ async fn attempt(
                 until: Instant::now() + wait,
                 failures,
                 failure: e.failure(),
+                reason: reason_of(&e),
             }
         }
     };
     drop(state);
     let _ = done.send(true);
+}
+
+/// Why a connection attempt failed, in words: the TLS reason of a refused
+/// handshake rather than only its kind.
+fn reason_of(e: &TransportError) -> Arc<str> {
+    match e {
+        TransportError::Connection { error, .. } => crate::describe(error).into(),
+        e => e.to_string().into(),
+    }
 }
 
 /// `base × 2^(failures - 1)`, capped, times a jitter factor in [0.5, 1.0).

@@ -1,10 +1,13 @@
+use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
+use tokio::time::Instant;
 
+use crate::handshakes::Pool;
+use crate::throttle::Throttle;
 use crate::{Connection, Limits, ServerTls, TransportError};
 
 /// A QUIC server endpoint: a UDP socket that accepts TLS 1.3 connections.
@@ -31,8 +34,18 @@ pub struct ServerEndpoint {
     slots: Arc<Semaphore>,
     max_connections: usize,
     handshake_timeout: Duration,
-    handshaking: Arc<AtomicUsize>,
+    pressure_timeout: Duration,
+    handshakes: Arc<Mutex<Handshakes>>,
     retry_above: usize,
+    refusals: Throttle,
+    origin: Instant,
+}
+
+/// The handshakes in progress, and how to push each one out.
+#[derive(Debug)]
+struct Handshakes {
+    pool: Pool,
+    evict: HashMap<u64, oneshot::Sender<()>>,
 }
 
 impl ServerEndpoint {
@@ -56,8 +69,16 @@ impl ServerEndpoint {
             slots: Arc::new(Semaphore::new(limits.max_connections)),
             max_connections: limits.max_connections,
             handshake_timeout: limits.handshake_timeout,
-            handshaking: Arc::new(AtomicUsize::new(0)),
+            pressure_timeout: limits
+                .handshake_timeout_under_pressure
+                .min(limits.handshake_timeout),
+            handshakes: Arc::new(Mutex::new(Handshakes {
+                pool: Pool::new(limits.max_handshakes, limits.max_handshakes_per_address),
+                evict: HashMap::new(),
+            })),
             retry_above: limits.retry_above_handshakes,
+            refusals: Throttle::new(Duration::from_secs(1)),
+            origin: Instant::now(),
         })
     }
 
@@ -67,14 +88,16 @@ impl ServerEndpoint {
     }
 
     /// Waits for the next connection attempt. Attempts beyond
-    /// [`Limits::max_connections`] are refused here and not returned.
-    /// Returns `None` once the endpoint is closed.
+    /// [`Limits::max_connections`] are refused here and not returned; an
+    /// attempt beyond [`Limits::max_handshakes`] (or its address's share)
+    /// pushes the oldest handshake in progress out. Returns `None` once the
+    /// endpoint is closed.
     pub async fn accept(&self) -> Option<Incoming> {
         loop {
             let incoming = self.endpoint.accept().await?;
             if !incoming.remote_address_validated()
                 && incoming.may_retry()
-                && self.handshaking.load(Ordering::Relaxed) >= self.retry_above
+                && self.handshakes_in_progress() >= self.retry_above
             {
                 // Stateless: the client must come back with the token.
                 let _ = incoming.retry();
@@ -82,22 +105,54 @@ impl ServerEndpoint {
             }
             match self.slots.clone().try_acquire_owned() {
                 Ok(slot) => {
-                    self.handshaking.fetch_add(1, Ordering::Relaxed);
-                    let loopback = crate::limits::is_loopback(incoming.remote_address().ip());
+                    let peer = incoming.remote_address().ip();
+                    let (ticket, handshake_timeout) = self.admit(peer);
+                    let loopback = crate::limits::is_loopback(peer);
                     return Some(Incoming {
                         config: loopback.then(|| self.loopback_config.clone()),
                         inner: incoming,
                         slot,
-                        handshake_timeout: self.handshake_timeout,
-                        handshaking: HandshakeGauge(self.handshaking.clone()),
+                        handshake_timeout,
+                        ticket,
                     });
                 }
                 Err(_) => {
-                    tracing::warn!(peer = %incoming.remote_address(), "connection limit reached; refused");
+                    // An attacker can cause these: a line a second at most.
+                    if let Some(held) = self.refusals.event(self.origin.elapsed()) {
+                        tracing::warn!(
+                            peer = %incoming.remote_address(),
+                            "connection limit reached; refused (and {held} more since the last line)"
+                        );
+                    }
                     incoming.refuse();
                 }
             }
         }
+    }
+
+    /// Enters a handshake from `peer` in the pool, pushing out the one the
+    /// pool names; its ticket and timeout.
+    fn admit(&self, peer: IpAddr) -> (Ticket, Duration) {
+        let (tx, rx) = oneshot::channel();
+        let mut handshakes = self.handshakes.lock().unwrap_or_else(|e| e.into_inner());
+        let admitted = handshakes.pool.admit(peer);
+        if let Some(old) = admitted.evict
+            && let Some(evict) = handshakes.evict.remove(&old)
+        {
+            let _ = evict.send(());
+        }
+        handshakes.evict.insert(admitted.id, tx);
+        let timeout = if admitted.pressure {
+            self.pressure_timeout
+        } else {
+            self.handshake_timeout
+        };
+        let ticket = Ticket {
+            id: admitted.id,
+            handshakes: self.handshakes.clone(),
+            evicted: rx,
+        };
+        (ticket, timeout)
     }
 
     /// Connections counted against [`Limits::max_connections`] now:
@@ -108,7 +163,8 @@ impl ServerEndpoint {
 
     /// Handshakes in progress now.
     pub fn handshakes_in_progress(&self) -> usize {
-        self.handshaking.load(Ordering::Relaxed)
+        let handshakes = self.handshakes.lock().unwrap_or_else(|e| e.into_inner());
+        handshakes.pool.len()
     }
 
     /// Connections open now.
@@ -135,16 +191,23 @@ pub struct Incoming {
     config: Option<Arc<quinn::ServerConfig>>,
     slot: OwnedSemaphorePermit,
     handshake_timeout: Duration,
-    handshaking: HandshakeGauge,
+    ticket: Ticket,
 }
 
-/// Counts a handshake in progress while alive.
+/// A handshake's place in the pool: it leaves when dropped, and learns
+/// through `evicted` that a newer one pushed it out.
 #[derive(Debug)]
-struct HandshakeGauge(Arc<AtomicUsize>);
+struct Ticket {
+    id: u64,
+    handshakes: Arc<Mutex<Handshakes>>,
+    evicted: oneshot::Receiver<()>,
+}
 
-impl Drop for HandshakeGauge {
+impl Drop for Ticket {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
+        let mut handshakes = self.handshakes.lock().unwrap_or_else(|e| e.into_inner());
+        handshakes.pool.remove(self.id);
+        handshakes.evict.remove(&self.id);
     }
 }
 
@@ -154,17 +217,22 @@ impl Incoming {
         self.inner.remote_address()
     }
 
-    /// Runs the handshake (bounded by the handshake timeout) and returns the
+    /// Runs the handshake (bounded by the handshake timeout, and ended
+    /// early if a newer handshake pushes it out of the pool) and returns the
     /// connection with the client's verified identity.
     pub async fn accept(self) -> Result<Connection, TransportError> {
+        let mut ticket = self.ticket;
         let connecting = match self.config {
             Some(config) => self.inner.accept_with(config)?,
             None => self.inner.accept()?,
         };
-        let conn = tokio::time::timeout(self.handshake_timeout, connecting)
-            .await
-            .map_err(|_| TransportError::HandshakeTimeout)??;
-        drop(self.handshaking);
+        let conn = tokio::select! {
+            conn = tokio::time::timeout(self.handshake_timeout, connecting) => {
+                conn.map_err(|_| TransportError::HandshakeTimeout)??
+            }
+            _ = &mut ticket.evicted => return Err(TransportError::HandshakeEvicted),
+        };
+        drop(ticket);
         Ok(Connection::new(conn, Some(self.slot)))
     }
 

@@ -81,21 +81,25 @@ impl ServerTls {
                     "client authentication needs at least one CA certificate".into(),
                 ));
             }
-            ClientAuth::Required(roots) => builder.with_client_cert_verifier(
-                WebPkiClientVerifier::builder_with_provider(root_store(roots)?, provider)
-                    .with_crls(self.crls)
-                    .allow_unknown_revocation_status()
-                    .build()
-                    .map_err(|e| TransportError::Config(e.to_string()))?,
-            ),
-            ClientAuth::Optional(roots) => builder.with_client_cert_verifier(
-                WebPkiClientVerifier::builder_with_provider(root_store(roots)?, provider)
-                    .with_crls(self.crls)
-                    .allow_unknown_revocation_status()
-                    .allow_unauthenticated()
-                    .build()
-                    .map_err(|e| TransportError::Config(e.to_string()))?,
-            ),
+            ClientAuth::Required(roots) => {
+                builder.with_client_cert_verifier(Arc::new(crate::chain::Bounded(
+                    WebPkiClientVerifier::builder_with_provider(root_store(roots)?, provider)
+                        .with_crls(self.crls)
+                        .allow_unknown_revocation_status()
+                        .build()
+                        .map_err(|e| TransportError::Config(e.to_string()))?,
+                )))
+            }
+            ClientAuth::Optional(roots) => {
+                builder.with_client_cert_verifier(Arc::new(crate::chain::Bounded(
+                    WebPkiClientVerifier::builder_with_provider(root_store(roots)?, provider)
+                        .with_crls(self.crls)
+                        .allow_unknown_revocation_status()
+                        .allow_unauthenticated()
+                        .build()
+                        .map_err(|e| TransportError::Config(e.to_string()))?,
+                )))
+            }
         };
         let mut config = builder
             .with_single_cert(self.chain, self.key)

@@ -44,9 +44,10 @@ impl CallStream {
             .await
             .map_err(|e| read_status(e, "response header"))?;
         let head = wire::decode_response(&header, max_body).map_err(|e| match e {
-            WireError::TooLarge { len, max } => Status::resource_exhausted(format!(
-                "response body of {len} bytes exceeds the limit of {max}"
-            )),
+            WireError::TooLarge { len, max } => Status::new(
+                Code::OutOfRange,
+                format!("response body of {len} bytes exceeds the client's limit of {max}"),
+            ),
             e => Status::internal(format!("malformed response header: {e}")),
         })?;
         let body = io::read_body(&mut self.recv, head.body_len as usize, first, |_| true)

@@ -56,11 +56,7 @@ impl Call<'_> {
         let mut attempts = 0u32;
         loop {
             let Some(first) = self.pick(&servers, &tried) else {
-                return Err(Status::unavailable(format!(
-                    "no server available among {}",
-                    servers.len()
-                ))
-                .not_processed());
+                return Err(none_available(&servers));
             };
             tried.add(first);
             let head = self.head_now(attempts);
@@ -182,6 +178,31 @@ impl Call<'_> {
             },
         }
     }
+}
+
+/// The status of a call that found no server to take it, with why the
+/// servers that failed last did (UNAUTHENTICATED when every one of them
+/// failed TLS, so that a certificate problem reads as one).
+fn none_available(servers: &[Arc<Member>]) -> Status {
+    let failures: Vec<_> = servers
+        .iter()
+        .filter_map(|m| m.slot.last_failure().map(|f| (m.slot.addr(), f)))
+        .collect();
+    let mut message = format!("no server available among {}", servers.len());
+    for (addr, (_, reason)) in failures.iter().take(3) {
+        message.push_str(&format!("; {addr}: {reason}"));
+    }
+    let all_tls = !failures.is_empty()
+        && failures.len() == servers.len()
+        && failures
+            .iter()
+            .all(|(_, (f, _))| *f == quicall_transport::Failure::Authentication);
+    let status = if all_tls {
+        Status::unauthenticated(message)
+    } else {
+        Status::unavailable(message)
+    };
+    status.not_processed()
 }
 
 /// The status of a call that may not be retried for want of budget.

@@ -53,7 +53,10 @@ pub(super) async fn serve(
             return;
         }
         Ok(Err(e)) => {
+            // The client reset its request side (or the connection ended):
+            // the response side ends likewise, always the same way.
             tracing::debug!(%remote, "stream failed before its header: {e:?}");
+            let _ = send.reset(ErrorCode::CANCELLED.into());
             return;
         }
         Err(_) => {
@@ -112,7 +115,10 @@ pub(super) async fn serve(
             let status = refusal_status(refused, &peer, options).not_processed();
             return respond(&mut send, Err(status), timer, options).await;
         }
-        Ok(Err(BodyFail::Broken)) => return,
+        Ok(Err(BodyFail::Broken)) => {
+            let _ = send.reset(ErrorCode::CANCELLED.into());
+            return;
+        }
         Err(()) => {
             let _ = recv.stop(ErrorCode::TIMEOUT.into());
             drop(charge);
@@ -147,6 +153,7 @@ pub(super) async fn serve(
         outcome = handler => outcome,
         _ = caller_gone => {
             cancel.cancel();
+            let _ = send.reset(ErrorCode::CANCELLED.into());
             tracing::debug!(%remote, method = route.name, "caller cancelled; handler dropped");
             return;
         }
@@ -180,8 +187,9 @@ fn admit<'a>(
     let head = match wire::decode_request(header, options.max_request_size) {
         Ok(head) => head,
         Err(WireError::TooLarge { len, max }) => {
-            return Err(Status::resource_exhausted(format!(
-                "request body of {len} bytes exceeds the limit of {max}"
+            // Not RESOURCE_EXHAUSTED: no retry, anywhere, can succeed.
+            return Err(Status::invalid_argument(format!(
+                "request body of {len} bytes exceeds the server's limit of {max}"
             )));
         }
         Err(e) => return Err(Status::invalid_argument(format!("bad request header: {e}"))),

@@ -71,6 +71,8 @@ pub struct Gauges {
     pub connections: usize,
     /// Connections counted against the connection limit (handshaking or open).
     pub connection_slots: usize,
+    /// Handshakes in progress.
+    pub handshakes: usize,
     /// Streams being served.
     pub streams: usize,
     /// Calls admitted and not yet answered.
@@ -143,6 +145,7 @@ impl Server {
         Gauges {
             connections: self.endpoint.open_connections(),
             connection_slots: self.endpoint.connection_slots_in_use(),
+            handshakes: self.endpoint.handshakes_in_progress(),
             streams: self.shared.streams.load(Ordering::Relaxed),
             calls_in_flight: self.calls_in_flight(),
             buffered_request_bytes: options.max_buffered_request_bytes

@@ -58,7 +58,7 @@ where
                 .ok()
                 .filter(|&len| len <= max_response)
                 .ok_or_else(|| {
-                    Status::resource_exhausted(format!(
+                    Status::new(Code::OutOfRange, format!(
                         "response body of {} bytes exceeds the server's limit of {max_response}",
                         value.body_len()
                     ))

@@ -45,8 +45,13 @@ pub enum WireError {
     #[error("unsupported protocol version {0}")]
     UnsupportedVersion(u8),
     /// A flag bit or reserved field that must be zero is not.
-    #[error("reserved bits set: {0:#x}")]
-    Reserved(u32),
+    #[error("{field} is {value:#x}, must be 0 (bits this version does not define)")]
+    Reserved {
+        /// Which field: `flags` (unknown bits only) or `reserved`.
+        field: &'static str,
+        /// The bits that must be zero and are not.
+        value: u32,
+    },
     /// The body length is over the receiver's limit.
     #[error("body of {len} bytes exceeds the limit of {max}")]
     TooLarge {

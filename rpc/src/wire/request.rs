@@ -104,9 +104,17 @@ pub fn decode_request(bytes: &[u8], max_body: u32) -> Result<RequestHead, WireEr
     if header.version != VERSION {
         return Err(WireError::UnsupportedVersion(header.version));
     }
-    let reserved = u32::from(header.flags) | u32::from(header.reserved.get()) << 8;
-    if reserved != 0 {
-        return Err(WireError::Reserved(reserved));
+    if header.flags != 0 {
+        return Err(WireError::Reserved {
+            field: "flags",
+            value: u32::from(header.flags),
+        });
+    }
+    if header.reserved.get() != 0 {
+        return Err(WireError::Reserved {
+            field: "reserved",
+            value: u32::from(header.reserved.get()),
+        });
     }
     let body_len = header.body_len.get();
     if body_len > max_body {
@@ -225,13 +233,19 @@ mod tests {
         bytes[1] = 0x80;
         assert_eq!(
             decode_request(&bytes, u32::MAX),
-            Err(WireError::Reserved(0x80))
+            Err(WireError::Reserved {
+                field: "flags",
+                value: 0x80
+            })
         );
         let mut bytes = head().encode();
         bytes[3] = 1;
         assert_eq!(
             decode_request(&bytes, u32::MAX),
-            Err(WireError::Reserved(0x1_0000))
+            Err(WireError::Reserved {
+                field: "reserved",
+                value: 0x100
+            })
         );
     }
 }

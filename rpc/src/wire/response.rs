@@ -89,7 +89,10 @@ pub fn decode_response(bytes: &[u8], max_body: u32) -> Result<ResponseHead, Wire
         return Err(WireError::UnsupportedVersion(header.version));
     }
     if header.flags & !ResponseFlags::KNOWN != 0 {
-        return Err(WireError::Reserved(u32::from(header.flags)));
+        return Err(WireError::Reserved {
+            field: "flags",
+            value: u32::from(header.flags & !ResponseFlags::KNOWN),
+        });
     }
     let body_len = header.body_len.get();
     if body_len > max_body {
@@ -140,7 +143,13 @@ mod tests {
         );
         let mut bad = bytes;
         bad[1] = 0x82;
-        assert_eq!(decode_response(&bad, 64), Err(WireError::Reserved(0x82)));
+        assert_eq!(
+            decode_response(&bad, 64),
+            Err(WireError::Reserved {
+                field: "flags",
+                value: 0x82 & !1
+            })
+        );
         bad = bytes;
         bad[0] = 0;
         assert_eq!(
