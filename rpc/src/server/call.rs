@@ -145,24 +145,37 @@ pub(super) async fn serve(
         method: route.name,
         cancel: cancel.clone(),
     };
-    let handler = CatchUnwind(route.call(ctx, body, options.max_response_size));
-    let caller_gone = send.stopped();
-    timer.as_mut().reset(deadline);
-    let outcome = tokio::select! {
-        biased;
-        outcome = handler => outcome,
-        _ = caller_gone => {
-            cancel.cancel();
-            let _ = send.reset(ErrorCode::CANCELLED.into());
-            tracing::debug!(%remote, method = route.name, "caller cancelled; handler dropped");
-            return;
+    // The timer still says `deadline.min(body_by)`: moved to the deadline
+    // only if it fires first (a handler running past the body's time), so
+    // that the common call resets it no more often than it must.
+    let ended = {
+        let handler = CatchUnwind(route.call(ctx, body, options.max_response_size));
+        let caller_gone = send.stopped();
+        tokio::pin!(handler, caller_gone);
+        loop {
+            tokio::select! {
+                biased;
+                outcome = &mut handler => break Some(outcome),
+                _ = &mut caller_gone => {
+                    cancel.cancel();
+                    break None;
+                }
+                () = &mut timer => {
+                    if Instant::now() >= deadline {
+                        cancel.cancel();
+                        break Some(Ok(Err(Status::deadline_exceeded(format!(
+                            "deadline of {budget:?} passed in the handler"
+                        )))));
+                    }
+                    timer.as_mut().reset(deadline);
+                }
+            }
         }
-        () = &mut timer => {
-            cancel.cancel();
-            Ok(Err(Status::deadline_exceeded(format!(
-                "deadline of {budget:?} passed in the handler"
-            ))))
-        }
+    };
+    let Some(outcome) = ended else {
+        let _ = send.reset(ErrorCode::CANCELLED.into());
+        tracing::debug!(%remote, method = route.name, "caller cancelled; handler dropped");
+        return;
     };
     let reply = match outcome {
         Ok(reply) => reply,
@@ -179,7 +192,7 @@ pub(super) async fn serve(
 /// to answer with (not processed).
 fn admit<'a>(
     shared: &'a Shared,
-    peer: &Arc<Peer>,
+    peer: &'a Peer,
     identity: Option<&PeerIdentity>,
     header: &[u8; REQUEST_HEADER_LEN],
 ) -> Result<(RequestHead, &'a Route, CallSlot<'a>), Status> {

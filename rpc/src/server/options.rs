@@ -84,8 +84,11 @@ impl ServerOptions {
     /// assert_eq!(options.transfer_time(Duration::from_secs(10), 4 << 20), Duration::from_secs(26));
     /// ```
     pub fn transfer_time(&self, base: Duration, len: usize) -> Duration {
-        let rate = f64::from(self.min_transfer_rate.max(1));
-        base + Duration::from_secs_f64(len as f64 / rate)
+        // Integer nanoseconds: on every call's path, and float conversions
+        // to a Duration are not cheap.
+        let rate = u128::from(self.min_transfer_rate.max(1));
+        let nanos = (len as u128 * 1_000_000_000 / rate).min(u128::from(u64::MAX));
+        base + Duration::from_nanos(nanos as u64)
     }
 }
 

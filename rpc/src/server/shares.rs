@@ -173,11 +173,11 @@ pub(crate) enum Refusal {
 #[derive(Debug)]
 pub(crate) struct CallSlot<'a> {
     server: &'a Semaphore,
-    peer: Arc<Peer>,
+    peer: &'a Peer,
 }
 
 impl<'a> CallSlot<'a> {
-    pub(crate) fn take(server: &'a Semaphore, peer: &Arc<Peer>) -> Result<Self, Refusal> {
+    pub(crate) fn take(server: &'a Semaphore, peer: &'a Peer) -> Result<Self, Refusal> {
         if !try_add(&peer.calls, 1, peer.limits.calls) {
             return Err(Refusal::PeerCalls);
         }
@@ -188,10 +188,7 @@ impl<'a> CallSlot<'a> {
                 return Err(Refusal::ServerCalls);
             }
         }
-        Ok(Self {
-            server,
-            peer: peer.clone(),
-        })
+        Ok(Self { server, peer })
     }
 }
 
@@ -208,15 +205,15 @@ impl Drop for CallSlot<'_> {
 #[derive(Debug)]
 pub(crate) struct Charge<'a> {
     server: &'a Semaphore,
-    peer: Arc<Peer>,
+    peer: &'a Peer,
     held: usize,
 }
 
 impl<'a> Charge<'a> {
-    pub(crate) fn new(server: &'a Semaphore, peer: &Arc<Peer>) -> Self {
+    pub(crate) fn new(server: &'a Semaphore, peer: &'a Peer) -> Self {
         Self {
             server,
-            peer: peer.clone(),
+            peer,
             held: 0,
         }
     }
