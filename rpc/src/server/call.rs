@@ -74,7 +74,7 @@ pub(super) async fn serve(
             // The bytes that came with the header are not kept while the
             // answer waits to be taken.
             drop(first);
-            return reject(&mut send, &mut recv, status, options.response_timeout).await;
+            return reject(&mut send, &mut recv, status).await;
         }
     };
 
@@ -304,17 +304,25 @@ async fn read_request_body(
     }
 }
 
+/// Time a rejection may wait for the client's flow control to let its few
+/// bytes through. A new stream always has room for them (the initial
+/// window); only a client that opens streams with no window makes them
+/// wait, and each such stream would hold its state as long as it waited.
+const REJECTION_LINGER: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Answers with `status` without reading the body, marked not processed, and
-/// asks the client to stop sending.
-async fn reject(
-    send: &mut SendStream,
-    recv: &mut RecvStream,
-    status: Status,
-    limit: std::time::Duration,
-) {
+/// asks the client to stop sending. A rejection the client does not take
+/// within [`REJECTION_LINGER`] is replaced by a reset with REJECTED.
+async fn reject(send: &mut SendStream, recv: &mut RecvStream, status: Status) {
     let _ = recv.stop(ErrorCode::REJECTED.into());
     let status = status.not_processed();
-    let _ = timeout(limit, io::write_message(send, status_frame(&status), None)).await;
+    let frame = status_frame(&status);
+    if timeout(REJECTION_LINGER, io::write_message(send, frame, None))
+        .await
+        .is_err()
+    {
+        let _ = send.reset(ErrorCode::REJECTED.into());
+    }
 }
 
 /// Sends the response, giving the reader the response timeout plus the
