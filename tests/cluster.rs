@@ -693,3 +693,35 @@ async fn the_cluster_says_why_a_connection_failed() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_to_an_address_where_nothing_answers_says_so() {
+    // A UDP socket that never answers: the handshake gets no reply. The
+    // call's status names the address and the handshake, not only the
+    // deadline.
+    let pki = Pki::new();
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let list = vec![(
+        silent.local_addr().unwrap().to_string(),
+        "localhost".to_string(),
+    )];
+    let cluster = quicall::Cluster::new(
+        quicall::Discovery::Static(list),
+        pki.client_tls(),
+        ClusterOptions::default(),
+    )
+    .await
+    .unwrap();
+    let status =
+        bounded(cluster.call_with(&WORK, "", CallOptions::deadline(Duration::from_millis(300))))
+            .await
+            .unwrap_err();
+    assert_eq!(status.code(), Code::DeadlineExceeded, "{status}");
+    assert!(status.message().contains("handshake"), "{status}");
+    assert!(
+        status
+            .message()
+            .contains(&silent.local_addr().unwrap().to_string()),
+        "{status}"
+    );
+}

@@ -64,7 +64,7 @@ impl Call<'_> {
                 Some(delay) if attempts == 0 => {
                     self.hedged(&servers, first, head, delay, &mut tried).await
                 }
-                _ => attempt(self.inner, &servers[first], head, self.tail.clone()).await,
+                _ => self.attempt(&servers[first], head).await,
             };
             attempts += 1;
             let status = match result {
@@ -147,7 +147,7 @@ impl Call<'_> {
         delay: Duration,
         tried: &mut Tried,
     ) -> Result<Bytes, Status> {
-        let a = attempt(self.inner, &servers[first], head.clone(), self.tail.clone());
+        let a = self.attempt(&servers[first], head.clone());
         tokio::pin!(a);
         tokio::select! {
             result = &mut a => return result,
@@ -165,7 +165,7 @@ impl Call<'_> {
         self.stats.add_hedge();
         self.inner.total.add_hedge();
         servers[second].stats.add_hedge();
-        let b = attempt(self.inner, &servers[second], head, self.tail.clone());
+        let b = self.attempt(&servers[second], head);
         tokio::pin!(b);
         tokio::select! {
             result = &mut a => match result {
@@ -205,6 +205,16 @@ fn none_available(servers: &[Arc<Member>]) -> Status {
     status.not_processed()
 }
 
+impl Call<'_> {
+    fn attempt<'a>(
+        &'a self,
+        member: &'a Arc<Member>,
+        head: Bytes,
+    ) -> impl std::future::Future<Output = Result<Bytes, Status>> + 'a {
+        attempt(self.inner, member, head, self.tail.clone(), self.deadline)
+    }
+}
+
 /// The status of a call that may not be retried for want of budget.
 fn exhausted(status: Status) -> Status {
     let not_processed = status.was_not_processed();
@@ -227,6 +237,7 @@ async fn attempt(
     member: &Arc<Member>,
     head: Bytes,
     tail: Option<Bytes>,
+    deadline: Option<Instant>,
 ) -> Result<Bytes, Status> {
     if !member.health().try_admit(inner.now()) {
         return Err(Status::unavailable("server ejected").not_processed());
@@ -240,15 +251,14 @@ async fn attempt(
     let _in_flight = member.slot.begin_call();
     let conn = match member.slot.ready() {
         Some(conn) => conn,
-        None => match member.slot.connect().await {
+        None => match connect_by(member, deadline).await {
             Ok(conn) => {
                 // The handshake is not the server's latency: a first call
                 // that paid for it would make the server look slow.
                 outcome.start = Instant::now();
                 conn
             }
-            Err(e) => {
-                let status = transport_status(&e);
+            Err(status) => {
                 outcome.failure(&status, None);
                 return Err(status);
             }
@@ -261,6 +271,28 @@ async fn attempt(
         Err(status) => outcome.answer(status.code()),
     }
     result
+}
+
+/// The slot's connection, opened if needed, before the call's deadline: a
+/// call that runs out of time while the handshake is still unanswered says
+/// so (nothing may be listening there), instead of a bare deadline.
+async fn connect_by(member: &Member, deadline: Option<Instant>) -> Result<Connection, Status> {
+    let connect = member.slot.connect();
+    let result = match deadline {
+        Some(deadline) => match tokio::time::timeout_at(deadline, connect).await {
+            Ok(result) => result,
+            Err(_) => {
+                return Err(Status::deadline_exceeded(format!(
+                    "deadline passed while connecting to {}: no answer to the handshake \
+                     (is a server listening there?)",
+                    member.slot.addr()
+                ))
+                .not_processed());
+            }
+        },
+        None => connect.await,
+    };
+    result.map_err(|e| transport_status(&e))
 }
 
 /// UNAVAILABLE (connection lost or refused, stream reset, draining) and
