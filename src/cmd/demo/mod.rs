@@ -33,6 +33,8 @@ pub struct Args {
 pub const SERVERS: usize = 3;
 pub const CLIENT: &str = "demo-client";
 pub const INSIDER: &str = "demo-insider";
+/// The demo CA's name (public: it is in every demo certificate).
+pub const CA_NAME: &str = "quicall demo CA";
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
     tokio::time::timeout(Duration::from_secs(180), demo(args))
@@ -220,7 +222,7 @@ async fn demo(args: Args) -> anyhow::Result<()> {
 /// with a client of its own, as PEM files in `dir`.
 pub fn write_certificates(dir: &Path) -> anyhow::Result<()> {
     let validity = Duration::from_secs(86_400);
-    let ca = CertificateAuthority::new("quicall demo CA", validity)?;
+    let ca = CertificateAuthority::new(CA_NAME, validity)?;
     ca.write_pem(dir, "ca")?;
     for i in 1..=SERVERS {
         let spec = NodeSpec::server(format!("server-{i}"))

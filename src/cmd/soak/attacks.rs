@@ -13,7 +13,7 @@ use quicall::transport::{CertificateDer, ClientEndpoint, ClientTls, Connection, 
 use quicall::wire::{REQUEST_HEADER_LEN, RequestHead};
 
 /// The attacks, by name.
-pub const KINDS: [&str; 14] = [
+pub const KINDS: [&str; 15] = [
     "random bytes",
     "4 GiB header",
     "half header, then reset",
@@ -28,6 +28,7 @@ pub const KINDS: [&str; 14] = [
     "slow bodies (64 streams)",
     "slow readers (64 calls)",
     "connection hoarding (80)",
+    "forged chain (12 fake CAs)",
 ];
 
 pub struct Attacker {
@@ -36,6 +37,9 @@ pub struct Attacker {
     /// The same identity, with a 4 KiB stream window: a slow reader.
     reader: ClientEndpoint,
     anonymous: ClientEndpoint,
+    /// A leaf signed by a fake CA carrying the real CA's name, followed by
+    /// twelve such fakes: path-building amplification.
+    forged: ClientEndpoint,
     conns: Mutex<Vec<Option<Connection>>>,
     counts: [AtomicU64; KINDS.len()],
 }
@@ -62,6 +66,7 @@ impl Attacker {
             servers,
             valid: ClientEndpoint::new(tls(), Limits::default())?,
             reader: ClientEndpoint::new(tls(), small_window)?,
+            forged: forged_chain(ca.clone())?,
             anonymous: ClientEndpoint::new(ClientTls::new(ca), Limits::default())?,
             counts: std::array::from_fn(|_| AtomicU64::new(0)),
         })
@@ -82,6 +87,7 @@ impl Attacker {
         self.valid.close(0, b"soak over");
         self.reader.close(0, b"soak over");
         self.anonymous.close(0, b"soak over");
+        self.forged.close(0, b"soak over");
     }
 
     /// An open connection to server `i`, reopened when it closed.
@@ -183,6 +189,15 @@ impl Attacker {
                     conn.close(0, b"");
                 }
             }
+            14 => {
+                if let Ok(Ok(conn)) =
+                    tokio::time::timeout(LIMIT, self.forged.connect(addr, "localhost")).await
+                {
+                    // Refused before path building; the stream fails.
+                    malformed(&conn, 5).await;
+                    conn.close(0, b"");
+                }
+            }
             _ => {
                 let mut flood = Vec::new();
                 for _ in 0..20 {
@@ -198,6 +213,21 @@ impl Attacker {
             }
         }
     }
+}
+
+/// An endpoint presenting a leaf signed by a fake of the demo CA (same
+/// name, which is public) and twelve such fakes.
+fn forged_chain(ca: Vec<CertificateDer<'static>>) -> anyhow::Result<ClientEndpoint> {
+    use quicall::certs::{CertificateAuthority, NodeSpec};
+    let day = Duration::from_secs(86_400);
+    let fakes = (0..12)
+        .map(|_| CertificateAuthority::new(super::super::demo::CA_NAME, day))
+        .collect::<Result<Vec<_>, _>>()?;
+    let leaf = fakes[0].issue(&NodeSpec::client("forger"))?;
+    let mut chain = leaf.chain();
+    chain.extend(fakes.iter().map(|f| f.cert_der().clone()));
+    let tls = ClientTls::new(ca).with_identity(chain, leaf.key_der());
+    Ok(ClientEndpoint::new(tls, Limits::default())?)
 }
 
 fn header(method_id: u64, body_len: u32) -> [u8; REQUEST_HEADER_LEN] {
