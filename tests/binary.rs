@@ -1,8 +1,11 @@
 //! The `quicall` binary and the `add` examples, run as a user runs them.
 
-use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+mod common;
+
+use common::serve_process::listening_address;
 
 /// Waits for `child` with a bound; kills it if it overstays.
 fn wait_bounded(mut child: Child, limit: Duration) -> std::process::Output {
@@ -140,27 +143,6 @@ fn certs_command_writes_a_usable_cluster_pki() {
     assert_eq!(String::from_utf8_lossy(&who.stdout).trim(), "ops");
     assert!(!anonymous.status.success());
     assert!(String::from_utf8_lossy(&anonymous.stderr).contains("UNAUTHENTICATED"));
-}
-
-/// Reads the address from the server's "... on ADDR ..." first line.
-fn listening_address(child: &mut Child) -> String {
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut reader = BufReader::new(stdout);
-        let mut line = String::new();
-        let _ = reader.read_line(&mut line);
-        let _ = tx.send(line);
-        // Keep draining, so that the child never writes to a closed pipe.
-        let _ = std::io::copy(&mut reader, &mut std::io::sink());
-    });
-    let line = rx
-        .recv_timeout(Duration::from_secs(30))
-        .expect("server printed nothing");
-    line.split_whitespace()
-        .find(|w| w.starts_with("127.0.0.1:"))
-        .unwrap_or_else(|| panic!("no address in {line:?}"))
-        .to_owned()
 }
 
 #[test]

@@ -532,6 +532,27 @@ async fn until_served(knobs: &Knobs, n: usize) {
     .await;
 }
 
+/// Runs `calls` idempotent calls from 12 callers with 20 s deadlines; once
+/// the server of `knobs` has served 30, runs `fault`; asserts that every
+/// call succeeded.
+async fn no_call_fails_through(
+    cluster: &quicall::Cluster,
+    calls: usize,
+    knobs: &Knobs,
+    fault: impl std::future::Future<Output = ()>,
+) {
+    let loader = tokio::spawn({
+        let cluster = cluster.clone();
+        async move { load(&cluster, &WORK, calls, 12, Duration::from_secs(20)).await }
+    });
+    until_served(knobs, 30).await;
+    fault.await;
+    let results = bounded(loader).await.unwrap();
+    let failures: Vec<_> = results.iter().filter_map(|r| r.as_ref().err()).collect();
+    assert!(failures.is_empty(), "idempotent calls failed: {failures:?}");
+    assert_eq!(results.len(), calls);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idempotent_calls_survive_a_server_that_goes_silent_mid_load() {
     // What SIGKILL or a vanished host looks like from the client: the
@@ -541,16 +562,7 @@ async fn idempotent_calls_survive_a_server_that_goes_silent_mid_load() {
     // flight on the silent server would fail with DEADLINE_EXCEEDED.
     let pki = Pki::new();
     let (servers, proxies, cluster) = behind_proxies(&pki).await;
-    let loader = tokio::spawn({
-        let cluster = cluster.clone();
-        async move { load(&cluster, &WORK, 1200, 12, Duration::from_secs(20)).await }
-    });
-    until_served(&servers[0].1, 30).await;
-    proxies[0].cut();
-    let results = bounded(loader).await.unwrap();
-    let failures: Vec<_> = results.iter().filter_map(|r| r.as_ref().err()).collect();
-    assert!(failures.is_empty(), "idempotent calls failed: {failures:?}");
-    assert_eq!(results.len(), 1200);
+    no_call_fails_through(&cluster, 1200, &servers[0].1, async { proxies[0].cut() }).await;
     let silent = cluster
         .snapshot()
         .servers
@@ -572,15 +584,7 @@ async fn idempotent_calls_survive_a_server_that_goes_silent_mid_load() {
 async fn a_partitioned_server_is_avoided_and_used_again_when_the_partition_heals() {
     let pki = Pki::new();
     let (servers, proxies, cluster) = behind_proxies(&pki).await;
-    let loader = tokio::spawn({
-        let cluster = cluster.clone();
-        async move { load(&cluster, &WORK, 900, 12, Duration::from_secs(20)).await }
-    });
-    until_served(&servers[1].1, 30).await;
-    proxies[1].cut();
-    let results = bounded(loader).await.unwrap();
-    let failures: Vec<_> = results.iter().filter_map(|r| r.as_ref().err()).collect();
-    assert!(failures.is_empty(), "idempotent calls failed: {failures:?}");
+    no_call_fails_through(&cluster, 900, &servers[1].1, async { proxies[1].cut() }).await;
     // The server itself never stopped: once the partition heals, the client
     // connects again and the server gets calls (bounded: no 30 s blackout
     // is needed, and the test fails after 30 s).
@@ -611,17 +615,12 @@ async fn a_graceful_stop_mid_load_fails_no_call() {
     }
     let refs: Vec<_> = servers.iter().map(|(s, _)| s).collect();
     let cluster = cluster_of(&pki, &refs, ClusterOptions::default()).await;
-    let loader = tokio::spawn({
-        let cluster = cluster.clone();
-        async move { load(&cluster, &WORK, 900, 12, Duration::from_secs(20)).await }
-    });
-    until_served(&servers[0].1, 30).await;
-    let (stopping, _) = servers.remove(0);
-    let report = bounded(stopping.shutdown(Duration::from_secs(5))).await;
-    assert_eq!(report.unfinished_calls, 0);
-    let results = bounded(loader).await.unwrap();
-    let failures: Vec<_> = results.iter().filter_map(|r| r.as_ref().err()).collect();
-    assert!(failures.is_empty(), "calls failed: {failures:?}");
+    let (stopping, knobs) = servers.remove(0);
+    no_call_fails_through(&cluster, 900, &knobs, async {
+        let report = bounded(stopping.shutdown(Duration::from_secs(5))).await;
+        assert_eq!(report.unfinished_calls, 0);
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,23 +4,16 @@
 //! The bounds asserted here are the ones docs/security.md gives, with room
 //! for the allocator's own habits.
 
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+mod common;
+
 use std::time::Duration;
+
+use common::serve_process::{ServeProcess, write_certs};
 
 use quicall::certs::{read_certs, read_key};
 use quicall::demo::ECHO;
 use quicall::transport::{ClientEndpoint, ClientTls, Connection, Limits};
 use quicall::wire::RequestHead;
-
-struct Serve(Child);
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// Resident memory of process `pid`, in KiB.
 fn rss_kib(pid: u32) -> Option<u64> {
@@ -44,40 +37,6 @@ async fn settled_rss(pid: u32) -> u64 {
     last
 }
 
-fn start(dir: &Path) -> (Serve, String) {
-    use std::io::{BufRead, BufReader};
-    let out = Command::new(env!("CARGO_BIN_EXE_quicall"))
-        .arg("certs")
-        .arg("--out")
-        .arg(dir)
-        .args(["--server", "node,localhost,127.0.0.1", "--client", "ops"])
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    let mut child = Command::new(env!("CARGO_BIN_EXE_quicall"))
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        .arg("--cert")
-        .arg(dir.join("node.crt"))
-        .arg("--key")
-        .arg(dir.join("node.key"))
-        .arg("--ca")
-        .arg(dir.join("ca.crt"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line
-        .split_whitespace()
-        .find(|w| w.starts_with("127.0.0.1:"))
-        .unwrap()
-        .to_owned();
-    (Serve(child), addr)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn what_connections_and_streams_cost_a_server() {
     if rss_kib(std::process::id()).is_none() {
@@ -85,9 +44,10 @@ async fn what_connections_and_streams_cost_a_server() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let (serve, addr) = start(dir.path());
-    let pid = serve.0.id();
-    let addr = addr.parse().unwrap();
+    write_certs(dir.path());
+    let serve = ServeProcess::start(dir.path(), "127.0.0.1:0");
+    let pid = serve.child.id();
+    let addr = serve.addr.parse().unwrap();
     let tls = || {
         ClientTls::new(read_certs(&dir.path().join("ca.crt")).unwrap()).with_identity(
             read_certs(&dir.path().join("ops.crt")).unwrap(),

@@ -147,17 +147,10 @@ async fn slow_bodies_from_one_peer_do_not_starve_the_others() {
         }
     });
     let ((peak_calls, peak_bytes), tally) = tokio::join!(watch, attack);
-    let (ok, failures) = good.finish().await;
+    let ok = good.check().await;
     println!(
-        "good client: {ok} of {} calls succeeded; attacker: {tally:?}; peak {peak_calls} calls in flight, {peak_bytes} request bytes held",
-        ok + failures.len()
+        "good client: all {ok} calls succeeded; attacker: {tally:?}; peak {peak_calls} calls in flight, {peak_bytes} request bytes held"
     );
-    assert!(
-        failures.is_empty(),
-        "good calls failed: {:?}",
-        &failures[..failures.len().min(5)]
-    );
-    assert!(ok > 0);
     let options = options();
     // The attacker never held more than its share (the good client holds
     // at most one call and 16 bytes).
@@ -211,17 +204,10 @@ async fn slow_readers_from_one_peer_do_not_starve_the_others() {
         }
     });
     let ((peak_calls, _), tally) = tokio::join!(watch, attack);
-    let (ok, failures) = good.finish().await;
+    let ok = good.check().await;
     println!(
-        "good client: {ok} of {} calls succeeded; attacker: {tally:?}; peak {peak_calls} calls in flight",
-        ok + failures.len()
+        "good client: all {ok} calls succeeded; attacker: {tally:?}; peak {peak_calls} calls in flight"
     );
-    assert!(
-        failures.is_empty(),
-        "good calls failed: {:?}",
-        &failures[..failures.len().min(5)]
-    );
-    assert!(ok > 0);
     assert!(
         peak_calls <= options().max_calls_per_peer + 1,
         "{peak_calls} calls"

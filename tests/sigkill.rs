@@ -2,8 +2,8 @@
 //! CONNECTION_CLOSE, no graceful anything. Three `quicall serve` processes
 //! and a cluster client in this process.
 
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+mod common;
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -13,76 +13,7 @@ use quicall::demo::{ADD, AddRequest};
 use quicall::{CallOptions, ClientTls, Cluster, ClusterOptions, Discovery, Status};
 use zerocopy::little_endian::I64;
 
-/// A `quicall serve` child process and its address.
-struct ServeProcess {
-    child: Child,
-    addr: String,
-}
-
-impl ServeProcess {
-    fn start(dir: &Path, listen: &str) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_quicall"))
-            .arg("serve")
-            .args(["--listen", listen])
-            .arg("--cert")
-            .arg(dir.join("node.crt"))
-            .arg("--key")
-            .arg(dir.join("node.key"))
-            .arg("--ca")
-            .arg(dir.join("ca.crt"))
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let addr = first_address(&mut child);
-        Self { child, addr }
-    }
-
-    /// SIGKILL: the process ends without a word to its clients.
-    fn kill(&mut self) {
-        self.child.kill().unwrap();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for ServeProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// The address on the server's first line ("... on 127.0.0.1:PORT ...").
-fn first_address(child: &mut Child) -> String {
-    use std::io::{BufRead, BufReader};
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut reader = BufReader::new(stdout);
-        let mut line = String::new();
-        let _ = reader.read_line(&mut line);
-        let _ = tx.send(line);
-        let _ = std::io::copy(&mut reader, &mut std::io::sink());
-    });
-    let line = rx
-        .recv_timeout(Duration::from_secs(30))
-        .expect("server printed nothing");
-    line.split_whitespace()
-        .find(|w| w.starts_with("127.0.0.1:"))
-        .unwrap_or_else(|| panic!("no address in {line:?}"))
-        .to_owned()
-}
-
-fn write_certs(dir: &Path) {
-    let out = Command::new(env!("CARGO_BIN_EXE_quicall"))
-        .arg("certs")
-        .arg("--out")
-        .arg(dir)
-        .args(["--server", "node,localhost,127.0.0.1", "--client", "ops"])
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-}
+use common::serve_process::{ServeProcess, write_certs};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_idempotent_call_fails_when_a_server_process_is_killed_and_it_is_used_again_after_restart()

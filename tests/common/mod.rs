@@ -2,6 +2,8 @@
 //! on loopback.
 #![allow(dead_code)]
 
+pub mod serve_process;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -238,8 +240,9 @@ impl GoodClient {
         GoodClient { stop, task }
     }
 
-    /// Stops the client; asserts that all of its calls succeeded.
-    pub async fn check(self) {
+    /// Stops the client; asserts that all of its calls succeeded, and
+    /// returns how many it made.
+    pub async fn check(self) -> usize {
         let (ok, failures) = self.finish().await;
         assert!(
             failures.is_empty(),
@@ -249,6 +252,7 @@ impl GoodClient {
             &failures[..failures.len().min(5)]
         );
         assert!(ok > 0, "the good client made no call");
+        ok
     }
 
     /// Stops the client: its successful calls and its failures.
