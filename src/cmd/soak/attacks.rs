@@ -13,7 +13,7 @@ use quicall::transport::{CertificateDer, ClientEndpoint, ClientTls, Connection, 
 use quicall::wire::{REQUEST_HEADER_LEN, RequestHead};
 
 /// The attacks, by name.
-pub const KINDS: [&str; 15] = [
+pub const KINDS: [&str; 16] = [
     "random bytes",
     "4 GiB header",
     "half header, then reset",
@@ -29,6 +29,7 @@ pub const KINDS: [&str; 15] = [
     "slow readers (64 calls)",
     "connection hoarding (80)",
     "forged chain (12 fake CAs)",
+    "half-open handshakes (100)",
 ];
 
 pub struct Attacker {
@@ -40,6 +41,9 @@ pub struct Attacker {
     /// A leaf signed by a fake CA carrying the real CA's name, followed by
     /// twelve such fakes: path-building amplification.
     forged: ClientEndpoint,
+    /// Without certificate, on 127.0.0.2, hearing only Retry packets: its
+    /// handshakes stay half open (none where 127.0.0.2 cannot be bound).
+    deaf: Option<ClientEndpoint>,
     conns: Mutex<Vec<Option<Connection>>>,
     counts: [AtomicU64; KINDS.len()],
 }
@@ -67,6 +71,7 @@ impl Attacker {
             valid: ClientEndpoint::new(tls(), Limits::default())?,
             reader: ClientEndpoint::new(tls(), small_window)?,
             forged: forged_chain(ca.clone())?,
+            deaf: deaf_endpoint(ca.clone()),
             anonymous: ClientEndpoint::new(ClientTls::new(ca), Limits::default())?,
             counts: std::array::from_fn(|_| AtomicU64::new(0)),
         })
@@ -88,6 +93,9 @@ impl Attacker {
         self.reader.close(0, b"soak over");
         self.anonymous.close(0, b"soak over");
         self.forged.close(0, b"soak over");
+        if let Some(deaf) = &self.deaf {
+            deaf.close(0, b"soak over");
+        }
     }
 
     /// An open connection to server `i`, reopened when it closed.
@@ -198,6 +206,20 @@ impl Attacker {
                     conn.close(0, b"");
                 }
             }
+            15 => {
+                if let Some(deaf) = &self.deaf {
+                    let mut attempts = tokio::task::JoinSet::new();
+                    for _ in 0..100 {
+                        let deaf = deaf.clone();
+                        attempts.spawn(async move {
+                            let _ =
+                                tokio::time::timeout(LIMIT, deaf.connect(addr, "localhost")).await;
+                        });
+                        tokio::time::sleep(Duration::from_millis(2)).await;
+                    }
+                    while attempts.join_next().await.is_some() {}
+                }
+            }
             _ => {
                 let mut flood = Vec::new();
                 for _ in 0..20 {
@@ -213,6 +235,25 @@ impl Attacker {
             }
         }
     }
+}
+
+/// An anonymous endpoint on 127.0.0.2 whose handshakes never finish.
+fn deaf_endpoint(ca: Vec<CertificateDer<'static>>) -> Option<ClientEndpoint> {
+    use quicall::transport::quinn::Runtime;
+    let socket = std::net::UdpSocket::bind("127.0.0.2:0").ok()?;
+    let socket = quicall::transport::quinn::TokioRuntime
+        .wrap_udp_socket(socket)
+        .ok()?;
+    let limits = Limits {
+        handshake_timeout: Duration::from_millis(1500),
+        ..Limits::default()
+    };
+    ClientEndpoint::with_socket(
+        ClientTls::new(ca),
+        limits,
+        std::sync::Arc::new(super::deaf::Deaf(socket)),
+    )
+    .ok()
 }
 
 /// An endpoint presenting a leaf signed by a fake of the demo CA (same

@@ -3,6 +3,7 @@
 //! hold at the end.
 
 mod attacks;
+mod deaf;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
