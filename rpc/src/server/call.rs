@@ -107,6 +107,7 @@ pub(super) async fn serve(
         Ok(Ok(body)) => body,
         Ok(Err(BodyFail::Malformed(status))) => {
             let _ = recv.stop(ErrorCode::PROTOCOL.into());
+            drop(charge);
             return respond(&mut send, Err(status.not_processed()), timer, options).await;
         }
         Ok(Err(BodyFail::Refused)) => {

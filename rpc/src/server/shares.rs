@@ -3,7 +3,8 @@
 //! peer, however many connections it opens, can take what the others need.
 //!
 //! A peer is the verified certificate's name (every connection and every
-//! certificate of one principal share one share), or, for a caller without a
+//! certificate of one principal share one share; a certificate without a
+//! name is a peer of its own, by fingerprint), or, for a caller without a
 //! certificate, its IP address. The global limits are semaphores in
 //! [`super::Shared`]; a call takes from both, and gives both back when it ends.
 
@@ -20,6 +21,8 @@ use tokio::sync::Semaphore;
 pub(crate) enum PeerKey {
     /// The verified certificate's name.
     Name(Arc<str>),
+    /// A verified certificate without a name, by its SHA-256 fingerprint.
+    Certificate([u8; 32]),
     /// A caller without certificate, by address.
     Address(IpAddr),
 }
@@ -27,6 +30,7 @@ pub(crate) enum PeerKey {
 impl PeerKey {
     pub(crate) fn of(peer: Option<&PeerIdentity>, addr: IpAddr) -> Self {
         match peer {
+            Some(p) if p.name().is_empty() => PeerKey::Certificate(*p.fingerprint()),
             Some(p) => PeerKey::Name(Arc::from(p.name())),
             None => PeerKey::Address(addr.to_canonical()),
         }
@@ -37,6 +41,13 @@ impl std::fmt::Display for PeerKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             PeerKey::Name(name) => write!(f, "{name}"),
+            PeerKey::Certificate(fingerprint) => {
+                write!(f, "the certificate ")?;
+                fingerprint[..8]
+                    .iter()
+                    .try_for_each(|b| write!(f, "{b:02x}"))?;
+                write!(f, "…")
+            }
             PeerKey::Address(addr) => write!(f, "{addr} (no certificate)"),
         }
     }
