@@ -110,6 +110,17 @@ async fn load(
     Arc::try_unwrap(results).unwrap().into_inner().unwrap()
 }
 
+/// Three servers spending 3 ms per call, and a cluster client of them.
+async fn three_at_3ms(pki: &Pki) -> (Vec<(Server, Arc<Knobs>)>, quicall::Cluster) {
+    let servers: Vec<_> = (0..3).map(|i| start(pki, i)).collect();
+    for (_, knobs) in &servers {
+        knobs.delay_us.store(3_000, Ordering::SeqCst);
+    }
+    let refs: Vec<_> = servers.iter().map(|(s, _)| s).collect();
+    let cluster = cluster_of(pki, &refs, ClusterOptions::default()).await;
+    (servers, cluster)
+}
+
 fn share(results: &[Result<u8, Status>], id: u8) -> f64 {
     results
         .iter()
@@ -164,12 +175,7 @@ async fn round_robin_gives_the_slow_server_a_third() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idempotent_calls_survive_a_server_killed_mid_load() {
     let pki = Pki::new();
-    let mut servers: Vec<_> = (0..3).map(|i| start(&pki, i)).collect();
-    for (_, knobs) in &servers {
-        knobs.delay_us.store(3_000, Ordering::SeqCst);
-    }
-    let refs: Vec<_> = servers.iter().map(|(s, _)| s).collect();
-    let cluster = cluster_of(&pki, &refs, ClusterOptions::default()).await;
+    let (mut servers, cluster) = three_at_3ms(&pki).await;
     let loader = tokio::spawn({
         let cluster = cluster.clone();
         async move { load(&cluster, &WORK, 900, 12, Duration::from_secs(10)).await }
@@ -609,12 +615,7 @@ async fn a_partitioned_server_is_avoided_and_used_again_when_the_partition_heals
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_graceful_stop_mid_load_fails_no_call() {
     let pki = Pki::new();
-    let mut servers: Vec<_> = (0..3).map(|i| start(&pki, i)).collect();
-    for (_, knobs) in &servers {
-        knobs.delay_us.store(3_000, Ordering::SeqCst);
-    }
-    let refs: Vec<_> = servers.iter().map(|(s, _)| s).collect();
-    let cluster = cluster_of(&pki, &refs, ClusterOptions::default()).await;
+    let (mut servers, cluster) = three_at_3ms(&pki).await;
     let (stopping, knobs) = servers.remove(0);
     no_call_fails_through(&cluster, 900, &knobs, async {
         let report = bounded(stopping.shutdown(Duration::from_secs(5))).await;
