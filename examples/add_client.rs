@@ -7,8 +7,8 @@
 
 use quicall::certs::{read_certs, read_key};
 use quicall::demo::{ADD, AddRequest};
+use quicall::zerocopy::little_endian::I64;
 use quicall::{Client, ClientOptions, ClientTls};
-use zerocopy::little_endian::I64;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -11,8 +11,8 @@
 
 use quicall::certs::{CertificateAuthority, NodeSpec, read_certs, read_key};
 use quicall::demo::{ADD, AddRequest, AddResponse};
+use quicall::zerocopy::little_endian::I64;
 use quicall::{ClientAuth, Context, Msg, Router, Server, ServerOptions, ServerTls, Status};
-use zerocopy::little_endian::I64;
 
 /// The handler: `req` is a view over the received bytes, read in place.
 async fn add(ctx: Context, req: Msg<AddRequest>) -> Result<AddResponse, Status> {

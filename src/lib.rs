@@ -50,10 +50,42 @@
 //! assert_eq!(reply.sum.get(), 5);
 //! # Ok(()) }
 //! ```
+//!
+//! ## Depending on it
+//!
+//! One dependency line gives the library without the command-line tool's
+//! dependencies (clap, tracing-subscriber ...):
+//!
+//! ```toml
+//! [dependencies]
+//! quicall = { version = "0.1", default-features = false }
+//! tokio = { version = "1", features = ["rt-multi-thread", "macros"] }
+//! ```
+//!
+//! `bytes` and `zerocopy` are re-exported: message types derive zerocopy's
+//! traits through `quicall::zerocopy`, with no dependency of their own:
+//!
+//! ```
+//! use quicall::zerocopy::little_endian::I64;
+//! use quicall::zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
+//! use quicall::{Method, Msg};
+//!
+//! #[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+//! #[zerocopy(crate = "quicall::zerocopy")]
+//! #[repr(C)]
+//! pub struct Pair { pub a: I64, pub b: I64 }
+//!
+//! pub const SWAP: Method<Pair, Pair> = Method::new("demo.Pair/Swap");
+//! let pair = Msg::<Pair>::new(quicall::bytes::Bytes::from(vec![1u8; 16])).unwrap();
+//! assert_eq!(pair.a.get(), 0x0101_0101_0101_0101);
+//! ```
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod demo;
+
+pub use bytes;
+pub use zerocopy;
 
 pub use quicall_certs as certs;
 pub use quicall_rpc as rpc;

@@ -145,6 +145,10 @@ pub struct Status {
     code: Code,
     message: Cow<'static, str>,
     not_processed: bool,
+    /// The message is an error's own text (converted from another error
+    /// type): a server told to keep internals sends a generic message
+    /// instead, and logs this one.
+    internal_detail: bool,
 }
 
 impl Status {
@@ -154,7 +158,55 @@ impl Status {
             code,
             message: message.into(),
             not_processed: false,
+            internal_detail: false,
         }
+    }
+
+    /// INTERNAL with the text of `error` and its causes, marked as an
+    /// internal detail: a server whose
+    /// [`ServerOptions::hide_error_details`](crate::ServerOptions::hide_error_details)
+    /// is set sends "internal error" instead and logs the text. What
+    /// `From<anyhow::Error>` (feature `anyhow`) and a user's own `From`
+    /// conversions may use.
+    ///
+    /// ```
+    /// use quicall_rpc::{Code, Status};
+    /// let io = std::io::Error::new(std::io::ErrorKind::Other, "disk on fire");
+    /// let s = Status::from_error(&io);
+    /// assert_eq!(s.code(), Code::Internal);
+    /// assert_eq!(s.message(), "disk on fire");
+    /// ```
+    pub fn from_error(error: &(dyn std::error::Error + 'static)) -> Self {
+        let mut message = error.to_string();
+        let mut source = error.source();
+        while let Some(cause) = source {
+            message.push_str(": ");
+            message.push_str(&cause.to_string());
+            source = cause.source();
+        }
+        let mut status = Self::new(Code::Internal, message);
+        status.internal_detail = true;
+        status
+    }
+
+    /// Whether the message is an error's own text (see [`Status::from_error`]).
+    pub fn is_internal_detail(&self) -> bool {
+        self.internal_detail
+    }
+
+    /// The same status (code, NOT_PROCESSED) told with another message.
+    ///
+    /// ```
+    /// use quicall_rpc::{Code, Status};
+    /// let s = Status::unavailable("closed").not_processed().with_message("server gone");
+    /// assert_eq!(s.code(), Code::Unavailable);
+    /// assert!(s.was_not_processed());
+    /// assert_eq!(s.message(), "server gone");
+    /// ```
+    pub fn with_message(mut self, message: impl Into<Cow<'static, str>>) -> Self {
+        self.message = message.into();
+        self.internal_detail = false;
+        self
     }
 
     /// Marks the call as never started by a handler: it had no effect.
@@ -185,6 +237,30 @@ impl Status {
         self.code.is_transient() && (idempotent || self.not_processed)
     }
 
+    /// UNKNOWN.
+    pub fn unknown(message: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(Code::Unknown, message)
+    }
+    /// ALREADY_EXISTS.
+    pub fn already_exists(message: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(Code::AlreadyExists, message)
+    }
+    /// FAILED_PRECONDITION.
+    pub fn failed_precondition(message: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(Code::FailedPrecondition, message)
+    }
+    /// ABORTED (transient: a retry may succeed).
+    pub fn aborted(message: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(Code::Aborted, message)
+    }
+    /// OUT_OF_RANGE.
+    pub fn out_of_range(message: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(Code::OutOfRange, message)
+    }
+    /// DATA_LOSS.
+    pub fn data_loss(message: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(Code::DataLoss, message)
+    }
     /// CANCELLED.
     pub fn cancelled(message: impl Into<Cow<'static, str>>) -> Self {
         Self::new(Code::Cancelled, message)
@@ -250,6 +326,19 @@ impl fmt::Display for Status {
 
 impl std::error::Error for Status {}
 
+/// `anyhow::Error` into INTERNAL, with the error's chain as the message
+/// (an internal detail: see [`Status::from_error`]). A handler may then
+/// return `anyhow::Result`.
+#[cfg(feature = "anyhow")]
+impl From<anyhow::Error> for Status {
+    fn from(error: anyhow::Error) -> Self {
+        // `{:#}` is the error and its causes on one line.
+        let mut status = Self::new(Code::Internal, format!("{error:#}"));
+        status.internal_detail = true;
+        status
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -261,6 +350,53 @@ mod tests {
         }
         assert_eq!(Code::from_u16(17), Code::Unknown);
         assert_eq!(Code::from_u16(u16::MAX), Code::Unknown);
+    }
+
+    #[test]
+    fn every_code_has_a_constructor() {
+        let made = [
+            Status::cancelled(""),
+            Status::unknown(""),
+            Status::invalid_argument(""),
+            Status::deadline_exceeded(""),
+            Status::not_found(""),
+            Status::already_exists(""),
+            Status::permission_denied(""),
+            Status::resource_exhausted(""),
+            Status::failed_precondition(""),
+            Status::aborted(""),
+            Status::out_of_range(""),
+            Status::unknown_method(""),
+            Status::internal(""),
+            Status::unavailable(""),
+            Status::data_loss(""),
+            Status::unauthenticated(""),
+        ];
+        for (n, status) in (1..=16u16).zip(made) {
+            assert_eq!(status.code().as_u16(), n);
+        }
+    }
+
+    #[test]
+    fn errors_become_internal_with_their_causes() {
+        #[derive(Debug)]
+        struct Outer(std::io::Error);
+        impl std::fmt::Display for Outer {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("saving the record")
+            }
+        }
+        impl std::error::Error for Outer {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.0)
+            }
+        }
+        let e = Outer(std::io::Error::other("disk full"));
+        let s = Status::from_error(&e);
+        assert_eq!(s.code(), Code::Internal);
+        assert_eq!(s.message(), "saving the record: disk full");
+        assert!(s.is_internal_detail());
+        assert!(!Status::internal("x").is_internal_detail());
     }
 
     #[test]

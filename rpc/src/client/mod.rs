@@ -195,23 +195,32 @@ impl Client {
     }
 }
 
-/// Runs `call` until `start + budget`, or for ever without a budget; past
-/// the deadline the call's future is dropped (resetting its streams) and the
-/// caller gets DEADLINE_EXCEEDED.
+/// Runs `call` of `method` until `start + budget`, or for ever without a
+/// budget; past the deadline the call's future is dropped (resetting its
+/// streams) and the caller gets DEADLINE_EXCEEDED. An UNKNOWN_METHOD answer
+/// is told with the name of the method called (the server knows only its
+/// identifier).
 pub(crate) async fn within<T>(
     start: Instant,
     budget: Option<Duration>,
     method: &str,
     call: impl Future<Output = Result<T, Status>>,
 ) -> Result<T, Status> {
-    match budget {
+    let result = match budget {
         None => call.await,
         Some(budget) => timeout_at(start + budget, call).await.unwrap_or_else(|_| {
             Err(Status::deadline_exceeded(format!(
                 "no answer from {method} within {budget:?}"
             )))
         }),
-    }
+    };
+    result.map_err(|status| match status.code() {
+        Code::UnknownMethod => {
+            let message = format!("the server has no method {method} ({})", status.message());
+            status.with_message(message)
+        }
+        _ => status,
+    })
 }
 
 /// The request header of a call of `method` with time budget `budget`,
@@ -263,17 +272,10 @@ pub(crate) async fn exchange(
 /// server went silent (rather than "closed locally").
 fn silenced(conn: &Connection, status: Status) -> Status {
     match conn.silent_for() {
-        Some(silent) if status.code() == Code::Unavailable => {
-            let said = Status::unavailable(format!(
-                "server silent for {} ms (keep-alives unanswered): connection given up",
-                silent.as_millis()
-            ));
-            if status.was_not_processed() {
-                said.not_processed()
-            } else {
-                said
-            }
-        }
+        Some(silent) if status.code() == Code::Unavailable => status.with_message(format!(
+            "server silent for {} ms (keep-alives unanswered): connection given up",
+            silent.as_millis()
+        )),
         _ => status,
     }
 }

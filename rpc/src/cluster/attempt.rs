@@ -217,16 +217,8 @@ impl Call<'_> {
 
 /// The status of a call that may not be retried for want of budget.
 fn exhausted(status: Status) -> Status {
-    let not_processed = status.was_not_processed();
-    let status = Status::new(
-        status.code(),
-        format!("{} (not retried: retry budget exhausted)", status.message()),
-    );
-    if not_processed {
-        status.not_processed()
-    } else {
-        status
-    }
+    let message = format!("{} (not retried: retry budget exhausted)", status.message());
+    status.with_message(message)
 }
 
 /// One attempt on one server. Whatever its end (an answer, a failure, or

@@ -338,6 +338,10 @@ async fn respond(
 ) {
     let (head, tail) = match reply {
         Ok(reply) => (reply.head, reply.tail),
+        Err(status) if options.hide_error_details && status.is_internal_detail() => {
+            tracing::error!("handler failed: {status}");
+            (status_frame(&Status::internal("internal error")), None)
+        }
         Err(status) => (status_frame(&status), None),
     };
     let len = head.len() + tail.as_ref().map_or(0, Bytes::len);

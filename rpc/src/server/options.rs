@@ -54,6 +54,12 @@ pub struct ServerOptions {
     /// [`ServerOptions::response_timeout`]: a 4 MiB body at the default
     /// 256 KiB/s gets 10 s + 16 s.
     pub min_transfer_rate: u32,
+    /// Send a generic "internal error" instead of the text of errors that
+    /// handlers returned as other error types (`anyhow::Error`,
+    /// [`Status::from_error`](crate::Status::from_error)), and log the text
+    /// at the server instead: internals need not reach callers. Statuses a
+    /// handler builds itself are sent as they are. Default false.
+    pub hide_error_details: bool,
     /// Deadline of a call whose caller set none. Default 30 s.
     pub default_deadline: Duration,
     /// Longest deadline granted, whatever the caller asks. Default 300 s.
@@ -105,6 +111,7 @@ impl Default for ServerOptions {
             max_connections_per_peer: 64,
             body_timeout: Duration::from_secs(10),
             min_transfer_rate: 256 << 10,
+            hide_error_details: false,
             default_deadline: Duration::from_secs(30),
             max_deadline: Duration::from_secs(300),
             header_timeout: Duration::from_secs(10),

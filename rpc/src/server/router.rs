@@ -31,13 +31,14 @@ struct TypedHandler<Req: ?Sized, Resp: ?Sized, F> {
     _types: std::marker::PhantomData<fn(*const Req) -> *const Resp>,
 }
 
-impl<Req, Resp, F, Fut, R> Handler for TypedHandler<Req, Resp, F>
+impl<Req, Resp, F, Fut, R, E> Handler for TypedHandler<Req, Resp, F>
 where
     Req: Message + ?Sized,
     Resp: Message + ?Sized,
     F: Fn(Context, Msg<Req>) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = Result<R, Status>> + Send + 'static,
+    Fut: Future<Output = Result<R, E>> + Send + 'static,
     R: Encode<Resp> + Send + 'static,
+    E: Into<Status>,
 {
     fn call(&self, ctx: Context, body: Bytes, max_response: u32) -> HandlerFuture {
         let method = ctx.method;
@@ -53,7 +54,7 @@ where
                 ))
                 .not_processed()
             })?;
-            let value = fut.await?;
+            let value = fut.await.map_err(Into::into)?;
             let body_len = u32::try_from(value.body_len())
                 .ok()
                 .filter(|&len| len <= max_response)
@@ -152,10 +153,32 @@ impl Router {
     /// Registers `handler` for `method`. The handler receives the call's
     /// [`Context`] and the request as a [`Msg`] view over the received bytes,
     /// and returns the response (anything that [`Encode`]s as the response
-    /// type) or a [`Status`].
+    /// type) or an error: a [`Status`], or any error type that converts into
+    /// one (`anyhow::Error` with the `anyhow` feature, your own enums through
+    /// `From`).
     ///
     /// Fails if a method with the same identifier is registered already.
-    pub fn route<Req, Resp, F, Fut, R>(
+    ///
+    /// ```
+    /// use quicall_rpc::{Method, Router, Status};
+    /// #[derive(Debug)]
+    /// enum StoreError { Missing(String), Full }
+    /// impl From<StoreError> for Status {
+    ///     fn from(e: StoreError) -> Status {
+    ///         match e {
+    ///             StoreError::Missing(key) => Status::not_found(format!("no key {key}")),
+    ///             StoreError::Full => Status::resource_exhausted("store full"),
+    ///         }
+    ///     }
+    /// }
+    /// const GET: Method<[u8], [u8]> = Method::new("kv.Store/Get");
+    /// let router = Router::new().route(&GET, |_ctx, key| async move {
+    ///     Err::<Vec<u8>, _>(StoreError::Missing(String::from_utf8_lossy(&key).into_owned()))
+    /// })?;
+    /// # let _ = StoreError::Full;
+    /// # Ok::<(), quicall_rpc::RouteError>(())
+    /// ```
+    pub fn route<Req, Resp, F, Fut, R, E>(
         mut self,
         method: &Method<Req, Resp>,
         handler: F,
@@ -164,8 +187,9 @@ impl Router {
         Req: Message + ?Sized,
         Resp: Message + ?Sized,
         F: Fn(Context, Msg<Req>) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Result<R, Status>> + Send + 'static,
+        Fut: Future<Output = Result<R, E>> + Send + 'static,
         R: Encode<Resp> + Send + 'static,
+        E: Into<Status> + 'static,
     {
         if let Some(existing) = self.routes.get(&method.id()) {
             return Err(RouteError::Duplicate {
