@@ -251,3 +251,58 @@ fn revoked_client_is_refused_by_serve_with_a_crl() {
         "{err}"
     );
 }
+
+#[test]
+fn call_reaches_any_method_by_name_with_a_raw_body() {
+    use common::serve_process::{ServeProcess, write_certs};
+    let dir = tempfile::tempdir().unwrap();
+    write_certs(dir.path());
+    let server = ServeProcess::start(dir.path(), "127.0.0.1:0");
+    let call = |args: &[&str]| {
+        let child = Command::new(env!("CARGO_BIN_EXE_quicall"))
+            .arg("call")
+            .args(["--server", &server.addr, "--server-name", "localhost"])
+            .arg("--ca")
+            .arg(dir.path().join("ca.crt"))
+            .arg("--cert")
+            .arg(dir.path().join("ops.crt"))
+            .arg("--key")
+            .arg(dir.path().join("ops.key"))
+            .arg("raw")
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        wait_bounded(child, Duration::from_secs(30))
+    };
+    // calc.Calc/Add with 2 and 3 as little-endian i64 (docs/wire.md, section 10).
+    let out = call(&[
+        "calc.Calc/Add",
+        "--hex",
+        "0200000000000000 0300000000000000",
+        "--hex-output",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "0500000000000000"
+    );
+    let out = call(&["demo.Echo/Echo", "--text", "hello", "--idempotent"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "hello");
+    // A method the server does not have: the status, named, and a failure.
+    let out = call(&["kv.Store/Get", "--text", "apple"]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("UNKNOWN_METHOD") && stderr.contains("kv.Store/Get"),
+        "{stderr}"
+    );
+    // A body that does not fit: INVALID_ARGUMENT.
+    let out = call(&["calc.Calc/Add", "--hex", "01"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("INVALID_ARGUMENT"));
+}

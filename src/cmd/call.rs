@@ -66,6 +66,75 @@ enum MethodArgs {
     },
     /// demo.Echo/WhoAmI: print this client's name as the server verified it.
     Whoami,
+    /// Any method, by name: send a raw body and print the raw response.
+    Raw(RawArgs),
+}
+
+/// A call of any method by name, with its body given as it goes on the
+/// wire (docs/wire.md says how a method's body is laid out).
+#[derive(clap::Args)]
+struct RawArgs {
+    /// The method's full name, as `package.Service/Method` (its identifier
+    /// is the FNV-1a hash of this name).
+    name: String,
+    /// The body as hexadecimal digits (spaces allowed).
+    #[arg(long, group = "body")]
+    hex: Option<String>,
+    /// The body as UTF-8 text.
+    #[arg(long, group = "body")]
+    text: Option<String>,
+    /// The body from a file, or `-` for standard input.
+    #[arg(long, group = "body")]
+    file: Option<PathBuf>,
+    /// Print the response as hexadecimal digits instead of text.
+    #[arg(long)]
+    hex_output: bool,
+    /// The method is safe to repeat: retry it elsewhere after a failure.
+    #[arg(long)]
+    idempotent: bool,
+}
+
+impl RawArgs {
+    fn body(&self) -> anyhow::Result<Vec<u8>> {
+        if let Some(hex) = &self.hex {
+            return from_hex(hex);
+        }
+        if let Some(text) = &self.text {
+            return Ok(text.as_bytes().to_vec());
+        }
+        match self.file.as_deref() {
+            Some(path) if path == std::path::Path::new("-") => {
+                let mut body = Vec::new();
+                std::io::Read::read_to_end(&mut std::io::stdin(), &mut body)
+                    .context("reading the body from standard input")?;
+                Ok(body)
+            }
+            Some(path) => std::fs::read(path)
+                .with_context(|| format!("reading the body from {}", path.display())),
+            None => Ok(Vec::new()),
+        }
+    }
+}
+
+/// Bytes from hexadecimal digits, ignoring whitespace.
+fn from_hex(hex: &str) -> anyhow::Result<Vec<u8>> {
+    let digits: Vec<u8> = hex.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
+    anyhow::ensure!(
+        digits.len().is_multiple_of(2),
+        "an odd number of hex digits"
+    );
+    digits
+        .chunks(2)
+        .map(|pair| {
+            let pair = std::str::from_utf8(pair)?;
+            u8::from_str_radix(pair, 16).with_context(|| format!("{pair:?} is not a hex byte"))
+        })
+        .collect()
+}
+
+/// Hexadecimal digits of `bytes`.
+fn to_hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
@@ -99,9 +168,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .await
         .context("finding the servers")?;
     let options = CallOptions::deadline(Duration::from_millis(args.deadline_ms));
+    let call = Call::from_args(&args.method)?;
     let mut last = None;
     for _ in 0..args.count.max(1) {
-        last = Some(call_once(&cluster, &args.method, options).await);
+        last = Some(call.once(&cluster, options).await);
     }
     if args.count > 1 {
         print_spread(&cluster);
@@ -111,30 +181,74 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn call_once(
-    cluster: &Cluster,
-    method: &MethodArgs,
-    options: CallOptions,
-) -> Result<String, quicall::Status> {
-    match method {
-        MethodArgs::Add { a, b } => {
-            let request = AddRequest {
+/// A call, ready to be made once or many times.
+enum Call {
+    Add(AddRequest),
+    Echo(String),
+    Whoami,
+    Raw {
+        /// Its name leaked: it lives as long as the command.
+        method: quicall::Method<[u8], [u8]>,
+        body: Vec<u8>,
+        hex_output: bool,
+    },
+}
+
+impl Call {
+    fn from_args(args: &MethodArgs) -> anyhow::Result<Self> {
+        Ok(match args {
+            MethodArgs::Add { a, b } => Call::Add(AddRequest {
                 a: I64::new(*a),
                 b: I64::new(*b),
-            };
-            cluster
-                .call_with(&ADD, &request, options)
+            }),
+            MethodArgs::Echo { text } => Call::Echo(text.clone()),
+            MethodArgs::Whoami => Call::Whoami,
+            MethodArgs::Raw(raw) => {
+                let name: &'static str = Box::leak(raw.name.clone().into_boxed_str());
+                let method = quicall::Method::new(name);
+                Call::Raw {
+                    method: if raw.idempotent {
+                        method.idempotent()
+                    } else {
+                        method
+                    },
+                    body: raw.body()?,
+                    hex_output: raw.hex_output,
+                }
+            }
+        })
+    }
+
+    /// Makes the call; the answer as it is printed.
+    async fn once(
+        &self,
+        cluster: &Cluster,
+        options: CallOptions,
+    ) -> Result<String, quicall::Status> {
+        let text = |r: quicall::Msg<[u8]>| String::from_utf8_lossy(&r).into_owned();
+        match self {
+            Call::Add(request) => cluster
+                .call_with(&ADD, request, options)
                 .await
-                .map(|r| r.sum.get().to_string())
+                .map(|r| r.sum.get().to_string()),
+            Call::Echo(message) => cluster
+                .call_with(&ECHO, message.as_str(), options)
+                .await
+                .map(text),
+            Call::Whoami => cluster.call_with(&WHOAMI, "", options).await.map(text),
+            Call::Raw {
+                method,
+                body,
+                hex_output,
+            } => {
+                let reply = cluster.call_with(method, &body[..], options).await?;
+                Ok(if *hex_output {
+                    to_hex(&reply)
+                } else {
+                    text(reply)
+                })
+            }
         }
-        MethodArgs::Echo { text } => cluster
-            .call_with(&ECHO, text.as_str(), options)
-            .await
-            .map(|r| String::from_utf8_lossy(&r).into_owned()),
-        MethodArgs::Whoami => cluster
-            .call_with(&WHOAMI, "", options)
-            .await
-            .map(|r| String::from_utf8_lossy(&r).into_owned()),
     }
 }
 
@@ -159,5 +273,18 @@ fn print_spread(cluster: &Cluster) {
             server.stats.p50().unwrap_or_default(),
             server.stats.errors()
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hex_in_and_out() {
+        assert_eq!(from_hex("02 00\n0a ff").unwrap(), vec![2, 0, 10, 255]);
+        assert_eq!(to_hex(&[2, 0, 10, 255]), "02000aff");
+        assert!(from_hex("abc").is_err());
+        assert!(from_hex("zz").is_err());
     }
 }
