@@ -37,7 +37,7 @@ pub struct AddResponse {
 }
 
 /// Adds two integers; OUT_OF_RANGE if the sum overflows.
-pub const ADD: Method<AddRequest, AddResponse> = Method::new("calc.Calc/Add").idempotent();
+pub const ADD: Method<AddRequest, AddResponse> = Method::new("calc.Calc/Add").idempotent().exact();
 
 /// Returns the request bytes unchanged (without copying them). Hedged by a
 /// [`Cluster`](quicall_rpc::cluster::Cluster) after its 95th percentile latency.

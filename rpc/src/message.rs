@@ -41,7 +41,48 @@ impl<T> Message for T where
 ///
 /// let msg = Msg::<Point>::new(Bytes::from_static(&[1, 0, 0, 0, 2, 0, 0, 0])).unwrap();
 /// assert_eq!((msg.x.get(), msg.y.get()), (1, 2));
-/// assert!(Msg::<Point>::new(Bytes::from_static(&[1, 2, 3])).is_err());
+/// assert!(Msg::<Point>::exact(Bytes::from_static(&[1, 2, 3])).is_err());
+/// ```
+///
+/// ## How messages evolve: adding a field
+///
+/// A fixed-layout message grows only by appending fields at its end, never
+/// by removing, reordering or resizing one. Then old and new peers keep
+/// talking, in both directions, through [`Msg::new`] (what the server and
+/// the clients use for every method not declared
+/// [`exact`](crate::Method::exact)):
+///
+/// - a body **longer** than the type (from a newer peer) is read in place;
+///   the fields this side does not know are ignored (no copy);
+/// - a body **shorter** than the type (from an older peer) is copied once
+///   into a zeroed buffer of the type's size: the fields the older peer did
+///   not send read as zero. Design new fields so that zero means "absent"
+///   (or "the old behaviour").
+///
+/// The method's name, and so its identifier, stays the same across
+/// versions. Slice-tailed types (and `[u8]`) cannot grow this way: their
+/// tail is the slice; their size is checked as before.
+///
+/// ```
+/// use bytes::Bytes;
+/// use quicall_rpc::Msg;
+/// use zerocopy::little_endian::U32;
+/// use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
+///
+/// #[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+/// #[repr(C)]
+/// struct StatsV1 { calls: U32 }
+///
+/// #[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+/// #[repr(C)]
+/// struct StatsV2 { calls: U32, errors: U32 } // one field appended
+///
+/// // A v2 body read by v1: the new field is ignored.
+/// let v1 = Msg::<StatsV1>::new(Bytes::from_static(&[7, 0, 0, 0, 2, 0, 0, 0])).unwrap();
+/// assert_eq!(v1.calls.get(), 7);
+/// // A v1 body read by v2: the missing field reads as zero.
+/// let v2 = Msg::<StatsV2>::new(Bytes::from_static(&[7, 0, 0, 0])).unwrap();
+/// assert_eq!((v2.calls.get(), v2.errors.get()), (7, 0));
 /// ```
 pub struct Msg<T: ?Sized> {
     bytes: Bytes,
@@ -59,18 +100,40 @@ pub struct SizeError {
 }
 
 impl<T: Message + ?Sized> Msg<T> {
-    /// Wraps `bytes` if they have the size of `T` (exactly, for a sized type;
-    /// a whole number of trailing elements, for a slice-tailed one).
+    /// Wraps `bytes` as a `T` by the evolution rules (see above): exactly
+    /// `T`'s size is read in place; a longer body of a fixed-size type is
+    /// read in place with its tail ignored; a shorter one is copied into a
+    /// zeroed buffer of the type's size. A slice-tailed type must have its
+    /// fixed part and a whole number of elements.
     pub fn new(bytes: Bytes) -> Result<Self, SizeError> {
+        if T::ref_from_bytes(&bytes).is_ok() {
+            return Ok(Self::wrap(bytes));
+        }
+        match fixed_size::<T>() {
+            Some(size) if bytes.len() > size => Ok(Self::wrap(bytes.slice(..size))),
+            Some(size) => {
+                let mut zeroed = vec![0u8; size];
+                zeroed[..bytes.len()].copy_from_slice(&bytes);
+                Ok(Self::wrap(Bytes::from(zeroed)))
+            }
+            None => Err(size_error::<T>(bytes.len())),
+        }
+    }
+
+    /// Wraps `bytes` only if they have exactly the size of `T` (a whole
+    /// number of trailing elements, for a slice-tailed type): no evolution.
+    /// What methods declared [`exact`](crate::Method::exact) use.
+    pub fn exact(bytes: Bytes) -> Result<Self, SizeError> {
         match T::ref_from_bytes(&bytes) {
-            Ok(_) => Ok(Self {
-                bytes,
-                _type: PhantomData,
-            }),
-            Err(_) => Err(SizeError {
-                len: bytes.len(),
-                type_name: std::any::type_name::<T>(),
-            }),
+            Ok(_) => Ok(Self::wrap(bytes)),
+            Err(_) => Err(size_error::<T>(bytes.len())),
+        }
+    }
+
+    fn wrap(bytes: Bytes) -> Self {
+        Self {
+            bytes,
+            _type: PhantomData,
         }
     }
 
@@ -109,6 +172,30 @@ impl<T: Message + fmt::Debug + ?Sized> fmt::Debug for Msg<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Debug::fmt(&**self, f)
     }
+}
+
+fn size_error<T: ?Sized>(len: usize) -> SizeError {
+    SizeError {
+        len,
+        type_name: std::any::type_name::<T>(),
+    }
+}
+
+/// Zeros to measure types against (in `.bss`: no cost until touched).
+static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
+
+/// The size of `T` if it is a fixed-size type of at most 32 KiB, `None` for
+/// a slice-tailed type (or a larger one, which then does not evolve).
+///
+/// Measured, since a `?Sized` type's size cannot be named: a fixed-size
+/// type takes the same prefix of 64 KiB and of 32 KiB of zeros; a
+/// slice-tailed one takes as many elements as fit, so more of the longer.
+/// Only called when a body does not have the type's exact size.
+fn fixed_size<T: Message + ?Sized>() -> Option<usize> {
+    let long = T::ref_from_prefix(&ZEROS[..]).ok()?.0;
+    let short = T::ref_from_prefix(&ZEROS[..ZEROS.len() / 2]).ok()?.0;
+    let size = size_of_val(long);
+    (size == size_of_val(short)).then_some(size)
 }
 
 /// Lays out `header` and then the body of `value`: the header and any inline
@@ -263,12 +350,44 @@ mod tests {
     }
 
     #[test]
-    fn fixed_sizes_are_exact() {
-        assert!(Msg::<Fixed>::new(Bytes::from_static(&[0; 6])).is_ok());
+    fn exact_sizes_are_exact() {
+        assert!(Msg::<Fixed>::exact(Bytes::from_static(&[0; 6])).is_ok());
         for len in [0, 5, 7, 100] {
-            let err = Msg::<Fixed>::new(Bytes::from(vec![0; len])).unwrap_err();
+            let err = Msg::<Fixed>::exact(Bytes::from(vec![0; len])).unwrap_err();
             assert_eq!(err.len, len);
         }
+    }
+
+    #[test]
+    fn longer_bodies_are_read_in_place_with_their_tail_ignored() {
+        let bytes = Bytes::from(vec![7, 0, 0, 0, 9, 0, 0xee, 0xee, 0xee]);
+        let msg = Msg::<Fixed>::new(bytes.clone()).unwrap();
+        assert_eq!((msg.a.get(), msg.b.get()), (7, 9));
+        assert_eq!(msg.bytes().as_ptr(), bytes.as_ptr(), "no copy");
+        assert_eq!(msg.bytes().len(), 6);
+    }
+
+    #[test]
+    fn shorter_bodies_read_their_missing_fields_as_zero() {
+        let msg = Msg::<Fixed>::new(Bytes::from_static(&[7, 0, 0, 0])).unwrap();
+        assert_eq!((msg.a.get(), msg.b.get()), (7, 0));
+        let empty = Msg::<Fixed>::new(Bytes::new()).unwrap();
+        assert_eq!((empty.a.get(), empty.b.get()), (0, 0));
+    }
+
+    #[test]
+    fn fixed_sizes_are_measured_and_slice_tails_are_not_fixed() {
+        assert_eq!(fixed_size::<Fixed>(), Some(6));
+        assert_eq!(fixed_size::<()>(), Some(0));
+        assert_eq!(fixed_size::<Tailed>(), None);
+        assert_eq!(fixed_size::<[u8]>(), None);
+        // Elements of 3 bytes: 64 KiB and 32 KiB of zeros hold different counts.
+        assert_eq!(fixed_size::<[[u8; 3]]>(), None);
+        assert_eq!(
+            fixed_size::<[u8; 40_000]>(),
+            None,
+            "larger than 32 KiB: not evolving"
+        );
     }
 
     #[test]
@@ -284,6 +403,7 @@ mod tests {
         let msg = Msg::<Tailed>::new(Bytes::from_static(&[1, 0, b'h', b'i'])).unwrap();
         assert_eq!(msg.id.get(), 1);
         assert_eq!(&msg.data, b"hi");
+        // A slice-tailed type does not evolve: a short fixed part is refused.
         assert!(Msg::<Tailed>::new(Bytes::from_static(&[1])).is_err());
         let raw = Msg::<[u8]>::new(Bytes::new()).unwrap();
         assert!(raw.is_empty());

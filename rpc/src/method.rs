@@ -34,6 +34,7 @@ pub struct Method<Req: ?Sized, Resp: ?Sized> {
     name: &'static str,
     id: u64,
     idempotent: bool,
+    exact: bool,
     hedge: Option<Hedge>,
     _types: PhantomData<fn(*const Req) -> *const Resp>,
 }
@@ -45,8 +46,52 @@ impl<Req: Message + ?Sized, Resp: Message + ?Sized> Method<Req, Resp> {
             name,
             id: method_id(name),
             idempotent: false,
+            exact: false,
             hedge: None,
             _types: PhantomData,
+        }
+    }
+
+    /// Refuses bodies that do not have exactly their type's size, on both
+    /// sides, instead of reading them by the evolution rules (see
+    /// [`Msg`](crate::Msg): a longer body's tail ignored, a shorter one's
+    /// missing fields read as zero). For methods whose messages will never
+    /// grow and where a size mismatch can only be a mistake.
+    ///
+    /// Evolution is the default because it has to be in place in the old
+    /// version for a rolling upgrade to work: a peer deployed before the
+    /// first field was added must already read longer bodies.
+    pub const fn exact(mut self) -> Self {
+        self.exact = true;
+        self
+    }
+
+    /// Whether the method refuses bodies of another size than its types'.
+    pub const fn is_exact(&self) -> bool {
+        self.exact
+    }
+
+    /// A received body of this method's request type, by its rules.
+    pub(crate) fn request(
+        &self,
+        body: bytes::Bytes,
+    ) -> Result<crate::Msg<Req>, crate::message::SizeError> {
+        if self.exact {
+            crate::Msg::exact(body)
+        } else {
+            crate::Msg::new(body)
+        }
+    }
+
+    /// A received body of this method's response type, by its rules.
+    pub(crate) fn response(
+        &self,
+        body: bytes::Bytes,
+    ) -> Result<crate::Msg<Resp>, crate::message::SizeError> {
+        if self.exact {
+            crate::Msg::exact(body)
+        } else {
+            crate::Msg::new(body)
         }
     }
 

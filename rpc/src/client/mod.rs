@@ -177,7 +177,9 @@ impl Client {
         let start = Instant::now();
         let (head, tail) = frame_request(method, request, budget)?;
         let body = within(start, budget, method.name(), self.exchange(head, tail)).await?;
-        Msg::new(body).map_err(|e| Status::internal(format!("bad response: {e}")))
+        method
+            .response(body)
+            .map_err(|e| Status::internal(format!("bad response: {e}")))
     }
 
     /// One request and its response on a new stream; the response body.

@@ -227,7 +227,9 @@ impl Cluster {
         let result = crate::client::within(start, budget, method.name(), call.run())
             .await
             .and_then(|body| {
-                Msg::new(body).map_err(|e| Status::internal(format!("bad response: {e}")))
+                method
+                    .response(body)
+                    .map_err(|e| Status::internal(format!("bad response: {e}")))
             });
         let code = result.as_ref().err().map_or(Code::Ok, Status::code);
         entry.stats.end();

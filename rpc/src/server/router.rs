@@ -28,7 +28,8 @@ trait Handler: Send + Sync {
 
 struct TypedHandler<Req: ?Sized, Resp: ?Sized, F> {
     f: F,
-    _types: std::marker::PhantomData<fn(*const Req) -> *const Resp>,
+    /// Its request's size rules (exact or evolving).
+    method: Method<Req, Resp>,
 }
 
 impl<Req, Resp, F, Fut, R, E> Handler for TypedHandler<Req, Resp, F>
@@ -42,7 +43,7 @@ where
 {
     fn call(&self, ctx: Context, body: Bytes, max_response: u32) -> HandlerFuture {
         let method = ctx.method;
-        let request = Msg::<Req>::new(body);
+        let request = self.method.request(body);
         let fut = request.map(|request| (self.f)(ctx, request));
         Box::pin(async move {
             // Named by the method, not by the Rust type (callers need not
@@ -200,7 +201,7 @@ impl Router {
         }
         let handler = TypedHandler::<Req, Resp, F> {
             f: handler,
-            _types: std::marker::PhantomData,
+            method: *method,
         };
         self.routes.insert(
             method.id(),
