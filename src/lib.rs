@@ -94,9 +94,9 @@ pub use quicall_transport as transport;
 pub use quicall_rpc::balance::Policy;
 pub use quicall_rpc::cluster::{Cluster, ClusterOptions, Discovery};
 pub use quicall_rpc::{
-    Access, Bytes, CallOptions, Client, ClientOptions, Code, Context, Encode, Gauges, Message,
-    Method, Msg, RouteError, Router, Server, ServerOptions, ShutdownReport, Status, method_id,
-    wire,
+    Access, Bytes, CallOptions, Caller, Client, ClientOptions, Code, Context, Encode, Gauges,
+    Message, Method, Msg, RouteError, Router, Server, ServerOptions, ShutdownReport, Status,
+    method_id, wire,
 };
 pub use quicall_rpc::{Hedge, metrics};
 pub use quicall_transport::{ClientAuth, ClientTls, Limits, PeerIdentity, PoolOptions, ServerTls};

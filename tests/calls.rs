@@ -325,3 +325,25 @@ async fn graceful_shutdown_finishes_calls_in_flight_and_refuses_new_ones() {
     let status = bounded(client.call(&SLEEP, "")).await.unwrap_err();
     assert_eq!(status.code(), Code::Unavailable, "{status}");
 }
+
+/// Generic over anything that makes calls.
+async fn sum_of(caller: &impl quicall::Caller, a: i64, b: i64) -> Result<i64, Status> {
+    let request = AddRequest {
+        a: I64::new(a),
+        b: I64::new(b),
+    };
+    Ok(caller.call(&ADD, &request).await?.sum.get())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_generic_caller_works_over_a_client_and_a_cluster() {
+    let pki = Pki::new();
+    let server = serve(&pki, quicall::demo::router());
+    let client = connect(&pki, &server).await;
+    assert_eq!(bounded(sum_of(&client, 2, 3)).await.unwrap(), 5);
+    let cluster = common::cluster_of(&pki, &[&server], quicall::ClusterOptions::default()).await;
+    assert_eq!(bounded(sum_of(&cluster, 20, 3)).await.unwrap(), 23);
+    // The futures are Send: they can be spawned.
+    let handle = tokio::spawn(async move { sum_of(&cluster, 1, 1).await });
+    assert_eq!(bounded(handle).await.unwrap().unwrap(), 2);
+}

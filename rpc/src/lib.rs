@@ -36,6 +36,7 @@
 #![warn(missing_docs)]
 
 pub mod balance;
+mod caller;
 mod client;
 pub mod cluster;
 mod io;
@@ -46,6 +47,7 @@ mod server;
 mod status;
 pub mod wire;
 
+pub use caller::Caller;
 pub use client::{CallOptions, Client, ClientOptions};
 pub use message::{Encode, Message, Msg, SizeError};
 pub use method::{Hedge, Method, method_id};
