@@ -506,15 +506,7 @@ async fn certificate_chain_amplification_is_refused_before_path_building() {
     let status = refusal(&server, tls).await;
     assert_eq!(status.code(), Code::Unauthenticated, "{status}");
     // The same leaf alone is accepted.
-    let tls = ClientTls::new(pki.roots()).with_identity(pki.client.chain(), pki.client.key_der());
-    let client = Client::connect(
-        server.local_addr(),
-        "localhost",
-        tls,
-        ClientOptions::default(),
-    )
-    .await
-    .unwrap();
+    let client = connect(&pki, &server).await;
     let sum = bounded(client.call(
         &ADD,
         &AddRequest {

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{LossyProxy, Pki, bounded, cluster_of, serve};
+use common::{LossyProxy, Pki, bounded, cluster_at, cluster_of, serve};
 use quicall::{
     CallOptions, ClusterOptions, Code, Hedge, Method, Policy, Router, Server, ServerOptions, Status,
 };
@@ -514,17 +514,8 @@ async fn behind_proxies(
         knobs.delay_us.store(3_000, Ordering::SeqCst);
         proxies.push(LossyProxy::clean(server.local_addr()).await);
     }
-    let list: Vec<_> = proxies
-        .iter()
-        .map(|p| (p.addr.to_string(), "localhost".to_string()))
-        .collect();
-    let cluster = quicall::Cluster::new(
-        quicall::Discovery::Static(list),
-        pki.client_tls(),
-        ClusterOptions::default(),
-    )
-    .await
-    .unwrap();
+    let list = proxies.iter().map(|p| (p.addr.to_string(), "localhost"));
+    let cluster = cluster_at(pki, list, ClusterOptions::default()).await;
     (servers, proxies, cluster)
 }
 
@@ -674,14 +665,8 @@ async fn the_cluster_says_why_a_connection_failed() {
     // cluster's status keeps the TLS reason, also while it backs off.
     let pki = Pki::new();
     let (a, _) = start(&pki, 0);
-    let list = vec![(a.local_addr().to_string(), "wrong.example".to_string())];
-    let cluster = quicall::Cluster::new(
-        quicall::Discovery::Static(list),
-        pki.client_tls(),
-        ClusterOptions::default(),
-    )
-    .await
-    .unwrap();
+    let list = [(a.local_addr().to_string(), "wrong.example")];
+    let cluster = cluster_at(&pki, list, ClusterOptions::default()).await;
     for _ in 0..3 {
         let status = bounded(cluster.call(&WORK, "")).await.unwrap_err();
         assert_eq!(status.code(), Code::Unauthenticated, "{status}");
@@ -701,17 +686,8 @@ async fn a_call_to_an_address_where_nothing_answers_says_so() {
     // deadline.
     let pki = Pki::new();
     let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-    let list = vec![(
-        silent.local_addr().unwrap().to_string(),
-        "localhost".to_string(),
-    )];
-    let cluster = quicall::Cluster::new(
-        quicall::Discovery::Static(list),
-        pki.client_tls(),
-        ClusterOptions::default(),
-    )
-    .await
-    .unwrap();
+    let list = [(silent.local_addr().unwrap().to_string(), "localhost")];
+    let cluster = cluster_at(&pki, list, ClusterOptions::default()).await;
     let status =
         bounded(cluster.call_with(&WORK, "", CallOptions::deadline(Duration::from_millis(300))))
             .await

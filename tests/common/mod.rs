@@ -89,9 +89,22 @@ pub async fn cluster_of(
     servers: &[&Server],
     options: quicall::ClusterOptions,
 ) -> quicall::Cluster {
-    let list: Vec<_> = servers
+    let list = servers
         .iter()
-        .map(|s| (s.local_addr().to_string(), "localhost".to_string()))
+        .map(|s| (s.local_addr().to_string(), "localhost"));
+    cluster_at(pki, list, options).await
+}
+
+/// A cluster client of the servers at these addresses, each expected to
+/// carry the given TLS name, with the test PKI's client certificate.
+pub async fn cluster_at(
+    pki: &Pki,
+    servers: impl IntoIterator<Item = (String, &str)>,
+    options: quicall::ClusterOptions,
+) -> quicall::Cluster {
+    let list = servers
+        .into_iter()
+        .map(|(addr, name)| (addr, name.to_string()))
         .collect();
     quicall::Cluster::new(quicall::Discovery::Static(list), pki.client_tls(), options)
         .await
