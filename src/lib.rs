@@ -84,8 +84,17 @@
 
 pub mod demo;
 
+/// Declares a service from a trait: see [the crate docs](crate#services).
+pub use quicall_macros::service;
+
 pub use bytes;
+pub use rkyv;
 pub use zerocopy;
+
+#[cfg(feature = "prost")]
+pub use prost;
+#[cfg(feature = "prost")]
+pub use quicall_rpc::Proto;
 
 pub use quicall_certs as certs;
 pub use quicall_rpc as rpc;
@@ -94,9 +103,9 @@ pub use quicall_transport as transport;
 pub use quicall_rpc::balance::Policy;
 pub use quicall_rpc::cluster::{Cluster, ClusterOptions, Discovery};
 pub use quicall_rpc::{
-    Access, Bytes, CallOptions, Caller, Client, ClientOptions, Code, Context, Encode, Gauges,
-    Message, Method, Msg, RouteError, Router, Server, ServerOptions, ShutdownReport, Status,
-    method_id, wire,
+    Access, BodyError, Bytes, CallOptions, Caller, Client, ClientOptions, Code, Context, Encode,
+    EncodeError, Gauges, Message, Method, Msg, Rkyv, RouteError, Router, Server, ServerOptions,
+    ShutdownReport, Status, method_id, wire,
 };
 pub use quicall_rpc::{Hedge, metrics};
 pub use quicall_transport::{ClientAuth, ClientTls, Limits, PeerIdentity, PoolOptions, ServerTls};

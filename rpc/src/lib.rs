@@ -32,7 +32,7 @@
 //! assert_eq!(sum.sum.get(), 5);
 //! # Ok(()) }
 //! ```
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod balance;
@@ -49,7 +49,12 @@ pub mod wire;
 
 pub use caller::Caller;
 pub use client::{CallOptions, Client, ClientOptions};
-pub use message::{Encode, Message, Msg, SizeError};
+#[cfg(feature = "prost")]
+pub use message::Proto;
+pub use message::{
+    Archivable, BodyError, BodyWriter, Encode, EncodeError, Message, Msg, ROOT_ALIGN, Rkyv,
+    Serializer, encode,
+};
 pub use method::{Hedge, Method, method_id};
 pub use server::{
     Access, Context, Gauges, RouteError, Router, Server, ServerOptions, ShutdownReport,
@@ -58,4 +63,5 @@ pub use status::{Code, Status};
 
 pub use bytes::Bytes;
 pub use quicall_transport as transport;
+pub use rkyv;
 pub use zerocopy;

@@ -72,27 +72,16 @@ impl<Req: Message + ?Sized, Resp: Message + ?Sized> Method<Req, Resp> {
     }
 
     /// A received body of this method's request type, by its rules.
-    pub(crate) fn request(
-        &self,
-        body: bytes::Bytes,
-    ) -> Result<crate::Msg<Req>, crate::message::SizeError> {
-        if self.exact {
-            crate::Msg::exact(body)
-        } else {
-            crate::Msg::new(body)
-        }
+    pub(crate) fn request(&self, body: bytes::Bytes) -> Result<crate::Msg<Req>, crate::BodyError> {
+        crate::Msg::receive(body, self.exact)
     }
 
     /// A received body of this method's response type, by its rules.
     pub(crate) fn response(
         &self,
         body: bytes::Bytes,
-    ) -> Result<crate::Msg<Resp>, crate::message::SizeError> {
-        if self.exact {
-            crate::Msg::exact(body)
-        } else {
-            crate::Msg::new(body)
-        }
+    ) -> Result<crate::Msg<Resp>, crate::BodyError> {
+        crate::Msg::receive(body, self.exact)
     }
 
     /// Declares the method idempotent: running it twice has the effect of

@@ -13,7 +13,7 @@ use quicall_transport::{ClientEndpoint, ClientTls, Connection, Limits};
 use tokio::time::{Instant, timeout_at};
 
 use crate::message::frame;
-use crate::wire::{ErrorCode, RequestHead};
+use crate::wire::{ErrorCode, REQUEST_HEADER_LEN, RequestHead};
 use crate::{Code, Encode, Message, Method, Msg, Status};
 use stream::CallStream;
 
@@ -237,7 +237,9 @@ where
     Req: Message + ?Sized,
     Resp: Message + ?Sized,
 {
-    let body_len = u32::try_from(request.body_len()).map_err(|_| {
+    let framed = frame::<Req>(REQUEST_HEADER_LEN, request)
+        .map_err(|e| Status::invalid_argument(e.to_string()).not_processed())?;
+    let body_len = u32::try_from(framed.body_len).map_err(|_| {
         Status::invalid_argument("request body exceeds the protocol's 4 GiB limit").not_processed()
     })?;
     let header = RequestHead {
@@ -245,7 +247,7 @@ where
         body_len,
         deadline: budget,
     };
-    Ok(frame::<Req>(&header.encode(), request))
+    Ok(framed.finish(&header.encode()))
 }
 
 /// One request and its response on a new stream of `conn`; the response

@@ -7,7 +7,7 @@ use std::pin::Pin;
 use bytes::Bytes;
 
 use crate::message::frame;
-use crate::wire::{ResponseFlags, ResponseHead};
+use crate::wire::{RESPONSE_HEADER_LEN, ResponseFlags, ResponseHead};
 use quicall_transport::PeerIdentity;
 
 use super::Access;
@@ -50,19 +50,21 @@ where
             // know the server's type paths); the handler never ran.
             let fut = fut.map_err(|e| {
                 Status::invalid_argument(format!(
-                    "request body of {} bytes does not have the size of {method}'s request type",
-                    e.len
+                    "request body of {} bytes is not a valid request of {method}: {}",
+                    e.len, e.reason
                 ))
                 .not_processed()
             })?;
             let value = fut.await.map_err(Into::into)?;
-            let body_len = u32::try_from(value.body_len())
+            let framed = frame::<Resp>(RESPONSE_HEADER_LEN, value)
+                .map_err(|e| Status::internal(format!("response of {method}: {e}")))?;
+            let body_len = u32::try_from(framed.body_len)
                 .ok()
                 .filter(|&len| len <= max_response)
                 .ok_or_else(|| {
                     Status::new(Code::OutOfRange, format!(
                         "response body of {} bytes exceeds the server's limit of {max_response}",
-                        value.body_len()
+                        framed.body_len
                     ))
                 })?;
             let header = ResponseHead {
@@ -70,7 +72,7 @@ where
                 flags: ResponseFlags::NONE,
                 body_len,
             };
-            let (head, tail) = frame::<Resp>(&header.encode(), value);
+            let (head, tail) = framed.finish(&header.encode());
             Ok(Reply { head, tail })
         })
     }
