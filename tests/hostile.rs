@@ -276,3 +276,102 @@ async fn silent_stream_is_reset_after_the_header_timeout() {
     );
     still_serves(&pki, &server).await;
 }
+
+/// Hostile rkyv and protobuf bodies: thousands of random and corrupted
+/// bodies reach the handler only when they are valid messages (counted on
+/// both sides), and the rest are INVALID_ARGUMENT, not processed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_rkyv_and_protobuf_bodies_never_reach_a_handler_unvalidated() {
+    use quicall::rpc::{Proto, Rkyv, encode};
+    use quicall::{Method, Msg, Router, Status};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[derive(quicall::rkyv::Archive, quicall::rkyv::Serialize)]
+    #[rkyv(crate = quicall::rkyv)]
+    struct Put {
+        key: String,
+        value: Vec<u8>,
+        ttl: Option<u32>,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct ProtoPut {
+        #[prost(string, tag = "1")]
+        key: String,
+        #[prost(bytes = "vec", tag = "2")]
+        value: Vec<u8>,
+    }
+    const PUT: Method<Rkyv<Put>, [u8]> = Method::new("hostile.Kv/Put");
+    const PROTO_PUT: Method<Proto<ProtoPut>, [u8]> = Method::new("hostile.Kv/ProtoPut");
+    const RAW_PUT: Method<[u8], [u8]> = Method::new("hostile.Kv/Put");
+    const RAW_PROTO_PUT: Method<[u8], [u8]> = Method::new("hostile.Kv/ProtoPut");
+
+    let handled = Arc::new(AtomicUsize::new(0));
+    let (h1, h2) = (handled.clone(), handled.clone());
+    let router = Router::new()
+        .route(&PUT, move |_ctx, put: Msg<Rkyv<Put>>| {
+            h1.fetch_add(1, Ordering::Relaxed);
+            // Reads it all: a validated archive.
+            let len = put.key.len() + put.value.len();
+            async move { Ok::<_, Status>(len.to_string()) }
+        })
+        .and_then(|r| {
+            r.route(&PROTO_PUT, move |_ctx, put: Msg<Proto<ProtoPut>>| {
+                h2.fetch_add(1, Ordering::Relaxed);
+                let len = put.key.len() + put.value.len();
+                async move { Ok::<_, Status>(len.to_string()) }
+            })
+        })
+        .unwrap();
+    let pki = Pki::new();
+    let server = serve(&pki, router);
+    let client = connect(&pki, &server).await;
+    let good = encode::<Rkyv<Put>>(&Put {
+        key: "a key of some length".into(),
+        value: vec![7; 100],
+        ttl: Some(60),
+    })
+    .unwrap();
+    let good_proto = encode::<Proto<ProtoPut>>(&ProtoPut {
+        key: "k".into(),
+        value: vec![7; 100],
+    })
+    .unwrap();
+    let mut rng = fastrand::Rng::with_seed(11);
+    let (mut accepted, mut refused) = (0, 0);
+    for i in 0..1200 {
+        let (method, base) = if i % 2 == 0 {
+            (&RAW_PUT, &good)
+        } else {
+            (&RAW_PROTO_PUT, &good_proto)
+        };
+        let body: Vec<u8> = match i % 3 {
+            0 => (0..rng.usize(0..300)).map(|_| rng.u8(..)).collect(),
+            _ => {
+                let mut body = base.to_vec();
+                for _ in 0..rng.usize(1..4) {
+                    let at = rng.usize(..body.len());
+                    body[at] ^= rng.u8(1..);
+                }
+                body
+            }
+        };
+        match bounded(client.call(method, body)).await {
+            Ok(_) => accepted += 1,
+            Err(status) => {
+                assert_eq!(status.code(), Code::InvalidArgument, "{status}");
+                assert!(status.was_not_processed(), "{status}");
+                refused += 1;
+            }
+        }
+    }
+    assert_eq!(handled.load(Ordering::Relaxed), accepted);
+    assert!(
+        refused > 0 && accepted > 0,
+        "{refused} refused, {accepted} accepted"
+    );
+    // And good calls, on a new connection, are answered.
+    let client = connect(&pki, &server).await;
+    let reply = bounded(client.call(&RAW_PUT, good)).await.unwrap();
+    assert_eq!(&reply[..], b"120");
+}
