@@ -3,8 +3,10 @@
 //! Fast, secure remote procedure calls over QUIC.
 //!
 //! Every call is one bidirectional QUIC stream on a TLS 1.3 connection
-//! (mutual TLS when the server asks for it). Messages are fixed-layout
-//! structs read in place from the received bytes (zerocopy), never parsed.
+//! (mutual TLS when the server asks for it). Messages are read in place
+//! from the received bytes: fixed-layout structs (zerocopy), never parsed,
+//! or rkyv archives, validated and never deserialized; protobuf messages
+//! (prost, feature `prost`) for other languages.
 //!
 //! ## Goals
 //! - Low and predictable latency: no head-of-line blocking between calls,
@@ -15,9 +17,9 @@
 //!   connections, handshake and idle times, with safe defaults.
 //!
 //! ## Non-goals
-//! - A schema language or code generation: methods are Rust constants, and
-//!   the wire format is specified byte by byte in `docs/wire.md` so that
-//!   other languages can speak it.
+//! - A schema language of its own: services are Rust traits (or constants),
+//!   and the wire format is specified byte by byte in `docs/wire.md` so that
+//!   other languages can speak it (with protobuf bodies).
 //! - Plaintext or TCP transports.
 //!
 //! ## The parts
@@ -50,6 +52,83 @@
 //! assert_eq!(reply.sum.get(), 5);
 //! # Ok(()) }
 //! ```
+//!
+//! ## Services
+//!
+//! `#[quicall::service]` on a trait declares a service: it keeps the trait
+//! as the server's, and generates, in a module named after it (`calc` for
+//! `Calc`), the method constants (`calc::ADD`, named `calc.Calc/Add`), a
+//! request type per method (its arguments, archived by rkyv), a typed
+//! client `calc::Client` over anything that makes calls (a [`Client`] of
+//! one server or a [`Cluster`]: both are [`Caller`]s), and `calc::router`,
+//! which serves an implementation of the trait.
+//!
+//! ```
+//! use quicall::certs::{CertificateAuthority, NodeSpec, DEFAULT_VALIDITY};
+//! use quicall::{ClientAuth, ClientTls, Context, Server, ServerTls, Status};
+//!
+//! #[quicall::service(package = "calc")]
+//! pub trait Calc {
+//!     /// Adds two numbers.
+//!     #[quicall(idempotent)]
+//!     async fn add(&self, a: i64, b: i64) -> i64;
+//! }
+//!
+//! struct Calculator;
+//!
+//! impl Calc for Calculator {
+//!     async fn add(&self, _ctx: Context, a: i64, b: i64) -> Result<i64, Status> {
+//!         Ok(a + b)
+//!     }
+//! }
+//!
+//! #[tokio::main]
+//! async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! #   let ca = CertificateAuthority::new("CA", DEFAULT_VALIDITY)?;
+//! #   let node = ca.issue(&NodeSpec::server("node").san("localhost"))?;
+//! #   let alice = ca.issue(&NodeSpec::client("alice"))?;
+//! #   let server_tls = ServerTls::new(node.chain(), node.key_der(),
+//! #       ClientAuth::Required(vec![ca.cert_der().clone()]));
+//! #   let client_tls = ClientTls::new(vec![ca.cert_der().clone()])
+//! #       .with_identity(alice.chain(), alice.key_der());
+//!     let router = calc::router(Calculator)?;
+//!     let server = Server::bind("127.0.0.1:0".parse()?, server_tls, router, Default::default())?;
+//!     let client = quicall::Client::connect(server.local_addr(), "localhost", client_tls,
+//!                                           Default::default()).await?;
+//!
+//!     let calc = calc::Client::new(client);
+//!     let sum = calc.add(2, 3).await?;
+//!     println!("{sum}"); // 5
+//!     assert_eq!(sum, 5);
+//!     assert_eq!(calc::ADD.name(), "calc.Calc/Add");
+//!     Ok(())
+//! }
+//! ```
+//!
+//! The rules:
+//! - methods are `async fn(&self, args...) -> Response`, declared with
+//!   owned types that derive rkyv's `Archive` and `Serialize` (numbers,
+//!   `bool`, `char`, `String`, `Vec<T>`, `Option<T>`, tuples, arrays, your
+//!   own structs with `#[rkyv(crate = quicall::rkyv)]`);
+//! - the server's method gets a [`Context`] first; numbers, `bool` and
+//!   `char` arrive as values and everything else as its archived view,
+//!   read in place (`&Archived<String>` reads as a `&str`), and it returns
+//!   `Result<Response, Status>`;
+//! - the client's method takes the arguments by value; it returns numbers,
+//!   `bool`, `char` and `()` as values and anything else as a
+//!   [`Msg<Rkyv<Response>>`](Msg), the archived response read in place;
+//! - `#[quicall(idempotent)]`, `#[quicall(hedge = Hedge::Percentile(0.95))]`,
+//!   `#[quicall(exact)]` and `#[quicall(name = "Sum")]` on a method; the
+//!   attribute takes `package = "..."`, `name = "..."` (the service's name,
+//!   the trait's by default) and `crate = "..."` (where quicall is);
+//! - a method grows by appending arguments of type `Option<T>` (or numbers),
+//!   its response by appending such fields ([`Rkyv`] says why): old and new
+//!   clients and servers then call each other;
+//! - declare a service at module level (its generated module sees the
+//!   types of the enclosing module, not of a function body).
+//!
+//! The constant-based API below stays for fixed-layout messages and for
+//! those who prefer to write methods by hand.
 //!
 //! ## Depending on it
 //!

@@ -3,7 +3,7 @@
 //!
 //! A body is the archive, its root last and at a position that is a
 //! multiple of 16 from the body's start, followed by the root's size as a
-//! little-endian `u32` (docs/wire.md section 13). The size lets a reader
+//! little-endian `u32` (docs/wire.md section 12). The size lets a reader
 //! find its own fields in a root written by a newer or older version of the
 //! type, as for fixed-layout messages.
 
