@@ -1,20 +1,21 @@
 //! The methods served by the demo cluster and by `quicall serve`: `add`,
-//! `echo` and `whoami`. They show the three shapes of a message: a
-//! fixed-layout struct, raw bytes, and the caller's identity from mTLS.
+//! `sum`, `echo` and `whoami`. They show the shapes of a message: a
+//! fixed-layout struct, an rkyv archive of variable length, raw bytes, and
+//! the caller's identity from mTLS.
 //!
 //! ```
 //! use quicall::demo::{ADD, ECHO};
 //! assert_eq!(ADD.name(), "calc.Calc/Add");
 //! assert!(ECHO.is_idempotent());
 //! let router = quicall::demo::router();
-//! assert_eq!(router.methods().count(), 3);
+//! assert_eq!(router.methods().count(), 4);
 //! ```
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use quicall_rpc::{Context, Method, Msg, Router, Status};
+use quicall_rpc::{Context, Method, Msg, Rkyv, Router, Status};
 use zerocopy::little_endian::I64;
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 
@@ -39,6 +40,10 @@ pub struct AddResponse {
 /// Adds two integers; OUT_OF_RANGE if the sum overflows.
 pub const ADD: Method<AddRequest, AddResponse> = Method::new("calc.Calc/Add").idempotent().exact();
 
+/// Sums a list of signed integers, sent as an rkyv archive of a `Vec<i64>`
+/// (any length, read in place); OUT_OF_RANGE if the sum overflows.
+pub const SUM: Method<Rkyv<Vec<i64>>, Rkyv<i64>> = Method::new("calc.Calc/Sum").idempotent();
+
 /// Returns the request bytes unchanged (without copying them). Hedged by a
 /// [`Cluster`](quicall_rpc::cluster::Cluster) after its 95th percentile latency.
 pub const ECHO: Method<[u8], [u8]> = Method::new("demo.Echo/Echo")
@@ -58,6 +63,13 @@ pub async fn add(_ctx: Context, req: Msg<AddRequest>) -> Result<AddResponse, Sta
     Ok(AddResponse { sum: I64::new(sum) })
 }
 
+/// The handler of [`SUM`].
+pub async fn sum(_ctx: Context, req: Msg<Rkyv<Vec<i64>>>) -> Result<i64, Status> {
+    req.iter()
+        .try_fold(0i64, |sum, x| sum.checked_add(x.to_native()))
+        .ok_or_else(|| Status::new(quicall_rpc::Code::OutOfRange, "sum overflows i64"))
+}
+
 /// The handler of [`ECHO`].
 pub async fn echo(_ctx: Context, req: Msg<[u8]>) -> Result<Msg<[u8]>, Status> {
     Ok(req)
@@ -71,10 +83,11 @@ pub async fn whoami(ctx: Context, _req: Msg<[u8]>) -> Result<String, Status> {
     }
 }
 
-/// A router serving [`ADD`], [`ECHO`] and [`WHOAMI`].
+/// A router serving [`ADD`], [`SUM`], [`ECHO`] and [`WHOAMI`].
 pub fn router() -> Router {
     Router::new()
         .route(&ADD, add)
+        .and_then(|r| r.route(&SUM, sum))
         .and_then(|r| r.route(&ECHO, echo))
         .and_then(|r| r.route(&WHOAMI, whoami))
         .expect("demo methods have distinct identifiers")
@@ -117,7 +130,7 @@ impl Knobs {
 
 /// [`router`], with every call first spending the service time of `knobs`.
 pub fn router_with(knobs: Arc<Knobs>) -> Router {
-    let (k1, k2, k3) = (knobs.clone(), knobs.clone(), knobs);
+    let (k1, k2, k3, k4) = (knobs.clone(), knobs.clone(), knobs.clone(), knobs);
     Router::new()
         .route(&ADD, move |ctx, req| {
             let knobs = k1.clone();
@@ -144,6 +157,15 @@ pub fn router_with(knobs: Arc<Knobs>) -> Router {
                 }
             })
         })
+        .and_then(|r| {
+            r.route(&SUM, move |ctx, req| {
+                let knobs = k4.clone();
+                async move {
+                    knobs.serve_time().await;
+                    sum(ctx, req).await
+                }
+            })
+        })
         .expect("demo methods have distinct identifiers")
 }
 
@@ -157,5 +179,23 @@ mod tests {
         assert_eq!(ADD.id(), 0xafb4_42d5_7b90_fc97);
         assert_eq!(ECHO.id(), 0xe016_e9c0_3b12_8d43);
         assert_eq!(WHOAMI.id(), 0x24a5_ffc5_4e15_aa5b);
+        assert_eq!(SUM.id(), 0x4af9_1bd5_d354_a41f);
+    }
+
+    /// The bytes docs/wire.md section 10 gives for a `calc.Calc/Sum` body.
+    #[test]
+    fn sum_body_is_the_specified_one() {
+        let body = quicall_rpc::encode::<Rkyv<Vec<i64>>>(vec![1i64, 2, 3]).unwrap();
+        let mut expected = Vec::new();
+        for x in [1i64, 2, 3] {
+            expected.extend_from_slice(&x.to_le_bytes());
+        }
+        expected.extend_from_slice(&[0; 8]); // padding: the root at 32
+        expected.extend_from_slice(&(-32i32).to_le_bytes()); // to the elements
+        expected.extend_from_slice(&3u32.to_le_bytes()); // length
+        expected.extend_from_slice(&8u32.to_le_bytes()); // root size
+        assert_eq!(&body[..], &expected[..]);
+        let answer = quicall_rpc::encode::<Rkyv<i64>>(6i64).unwrap();
+        assert_eq!(&answer[..], &[6, 0, 0, 0, 0, 0, 0, 0, 8, 0, 0, 0]);
     }
 }

@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 pub mod harness;
+pub mod structured;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};

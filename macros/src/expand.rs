@@ -198,6 +198,7 @@ fn stub(service: &Service, method: &Method) -> TokenStream {
     let krate = &service.krate;
     let Method { attrs, ident, .. } = method;
     let docs = attrs.iter().filter(|a| a.path().is_ident("doc"));
+    let calls = format!("Calls `{}/{}`.", service.full_name, method.wire_name);
     let constant = const_ident(method);
     let request = request_ident(method);
     let params = method.args.iter().map(|arg| {
@@ -232,6 +233,8 @@ fn stub(service: &Service, method: &Method) -> TokenStream {
     };
     quote! {
         #(#docs)*
+        #[doc = ""]
+        #[doc = #calls]
         pub async fn #ident(&self, #(#params),*) -> ::core::result::Result<#returns, #krate::Status> {
             #body
         }

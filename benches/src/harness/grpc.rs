@@ -102,25 +102,9 @@ pub struct GrpcClient {
 
 impl GrpcClient {
     pub async fn connect(addr: SocketAddr, tls: Option<&GrpcTls>) -> anyhow::Result<Self> {
-        let channel = match tls {
-            Some(tls) => Channel::from_shared(format!("https://localhost:{}", addr.port()))?
-                .tls_config(
-                    ClientTlsConfig::new()
-                        .ca_certificate(Certificate::from_pem(&tls.ca))
-                        .identity(Identity::from_pem(&tls.client_cert, &tls.client_key))
-                        .domain_name("localhost"),
-                )?,
-            None => Channel::from_shared(format!("http://{addr}"))?,
-        };
-        // Dial 127.0.0.1 whatever the URI's host (which names the TLS server).
-        let channel = channel
-            .tcp_nodelay(true)
-            .connect_with_connector(Loopback(addr))
-            .await?;
-        let grpc = tonic::client::Grpc::new(channel)
-            .max_decoding_message_size(64 << 20)
-            .max_encoding_message_size(64 << 20);
-        Ok(Self { grpc })
+        Ok(Self {
+            grpc: connect(addr, tls).await?,
+        })
     }
 
     pub async fn echo(&self, data: Bytes) -> anyhow::Result<usize> {
@@ -135,6 +119,32 @@ impl GrpcClient {
             .await?;
         Ok(response.into_inner().data.len())
     }
+}
+
+/// One HTTP/2 connection to a gRPC server on loopback (mutual TLS if
+/// `tls`), calls multiplexed on it.
+pub async fn connect(
+    addr: SocketAddr,
+    tls: Option<&GrpcTls>,
+) -> anyhow::Result<tonic::client::Grpc<Channel>> {
+    let channel = match tls {
+        Some(tls) => Channel::from_shared(format!("https://localhost:{}", addr.port()))?
+            .tls_config(
+                ClientTlsConfig::new()
+                    .ca_certificate(Certificate::from_pem(&tls.ca))
+                    .identity(Identity::from_pem(&tls.client_cert, &tls.client_key))
+                    .domain_name("localhost"),
+            )?,
+        None => Channel::from_shared(format!("http://{addr}"))?,
+    };
+    // Dial 127.0.0.1 whatever the URI's host (which names the TLS server).
+    let channel = channel
+        .tcp_nodelay(true)
+        .connect_with_connector(Loopback(addr))
+        .await?;
+    Ok(tonic::client::Grpc::new(channel)
+        .max_decoding_message_size(64 << 20)
+        .max_encoding_message_size(64 << 20))
 }
 
 /// A connector that always dials one loopback address.

@@ -89,7 +89,7 @@ impl Pki {
         )
     }
 
-    fn grpc_tls(&self) -> super::grpc::GrpcTls {
+    pub fn grpc_tls(&self) -> super::grpc::GrpcTls {
         super::grpc::GrpcTls {
             ca: self.ca.cert_pem().to_owned(),
             server_cert: self.server.cert_pem().to_owned(),

@@ -237,17 +237,23 @@ where
     Req: Message + ?Sized,
     Resp: Message + ?Sized,
 {
-    let framed = frame::<Req>(REQUEST_HEADER_LEN, request)
-        .map_err(|e| Status::invalid_argument(e.to_string()).not_processed())?;
-    let body_len = u32::try_from(framed.body_len).map_err(|_| {
-        Status::invalid_argument("request body exceeds the protocol's 4 GiB limit").not_processed()
-    })?;
-    let header = RequestHead {
-        method_id: method.id(),
-        body_len,
-        deadline: budget,
+    let header = |body_len: usize| {
+        RequestHead {
+            method_id: method.id(),
+            body_len: u32::try_from(body_len).unwrap_or(u32::MAX),
+            deadline: budget,
+        }
+        .encode()
     };
-    Ok(framed.finish(&header.encode()))
+    let framed = frame::<Req, REQUEST_HEADER_LEN>(request, header)
+        .map_err(|e| Status::invalid_argument(e.to_string()).not_processed())?;
+    if u32::try_from(framed.body_len).is_err() {
+        return Err(
+            Status::invalid_argument("request body exceeds the protocol's 4 GiB limit")
+                .not_processed(),
+        );
+    }
+    Ok((framed.head, framed.tail))
 }
 
 /// One request and its response on a new stream of `conn`; the response

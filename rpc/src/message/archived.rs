@@ -7,6 +7,8 @@
 //! find its own fields in a root written by a newer or older version of the
 //! type, as for fixed-layout messages.
 
+use std::any::TypeId;
+use std::cell::Cell;
 use std::marker::PhantomData;
 
 use bytes::{Bytes, BytesMut};
@@ -128,11 +130,12 @@ impl<T: Archivable> Message for Rkyv<T> {
             (aligned(body), root + own)
         } else {
             // An older peer's root: its missing fields read as zeros.
-            let mut copy = AlignedVec::<ROOT_ALIGN>::with_capacity(len + own - written);
-            copy.extend_from_slice(&body[..archive_end]);
-            copy.resize(root + own, 0);
-            copy.extend_from_slice(&(own as u32).to_le_bytes());
-            (Bytes::from_owner(copy), root + own)
+            let zeros = own - written;
+            let trailer = (own as u32).to_le_bytes();
+            (
+                aligned_copy(&body[..archive_end], zeros, &trailer),
+                root + own,
+            )
         };
         rkyv::access::<T::Archived, rancor::Error>(&body[..end])
             .map_err(|e| fail(format!("it does not validate: {e}")))?;
@@ -156,8 +159,16 @@ fn aligned(body: Bytes) -> Bytes {
     if (body.as_ptr() as usize).is_multiple_of(ROOT_ALIGN) {
         return body;
     }
-    let mut copy = AlignedVec::<ROOT_ALIGN>::with_capacity(body.len());
-    copy.extend_from_slice(&body);
+    aligned_copy(&body, 0, &[])
+}
+
+/// A copy of `bytes`, then `zeros` zero bytes, then `tail`, at an address
+/// aligned to [`ROOT_ALIGN`].
+fn aligned_copy(bytes: &[u8], zeros: usize, tail: &[u8]) -> Bytes {
+    let mut copy = AlignedVec::<ROOT_ALIGN>::with_capacity(bytes.len() + zeros + tail.len());
+    copy.extend_from_slice(bytes);
+    copy.resize(bytes.len() + zeros, 0);
+    copy.extend_from_slice(tail);
     Bytes::from_owner(copy)
 }
 
@@ -179,6 +190,47 @@ impl<E> Writer<E> for BodyWriter {
         self.buf.extend_from_slice(bytes);
         Ok(())
     }
+}
+
+/// How many recently written types remember their archive's size.
+const HINTS: usize = 8;
+
+thread_local! {
+    /// The size of the last archive of a few types this thread wrote: the
+    /// next one's buffer is sized once, instead of growing (and copying)
+    /// five times from 256 bytes to 4 KiB.
+    static LAST_SIZES: Cell<[Option<(TypeId, usize)>; HINTS]> = const { Cell::new([None; HINTS]) };
+}
+
+/// The size of the last archive of a `T` this thread wrote, if remembered.
+fn last_size<T: 'static>() -> Option<usize> {
+    let id = TypeId::of::<T>();
+    LAST_SIZES.with(|sizes| {
+        sizes
+            .get()
+            .into_iter()
+            .flatten()
+            .find_map(|(of, size)| (of == id).then_some(size))
+    })
+}
+
+/// Remembers the size of an archive of a `T` (in place of the oldest).
+fn remember_size<T: 'static>(size: usize) {
+    let id = TypeId::of::<T>();
+    LAST_SIZES.with(|sizes| {
+        let mut all = sizes.get();
+        let slot = all
+            .iter()
+            .position(|e| matches!(e, Some((of, _)) if *of == id));
+        match slot {
+            Some(i) => all[i] = Some((id, size)),
+            None => {
+                all.rotate_right(1);
+                all[0] = Some((id, size));
+            }
+        }
+        sizes.set(all);
+    });
 }
 
 /// Appends `value`'s archive and trailer to `buf`. On failure `buf` is as
@@ -209,6 +261,7 @@ fn archive<T: Archivable>(value: &T, buf: &mut BytesMut) -> Result<(), EncodeErr
         Ok(_) => {
             let size = size_of::<T::Archived>() as u32;
             writer.buf.extend_from_slice(&size.to_le_bytes());
+            remember_size::<T>(writer.buf.len() - start);
             *buf = writer.buf;
             Ok(())
         }
@@ -221,8 +274,12 @@ fn archive<T: Archivable>(value: &T, buf: &mut BytesMut) -> Result<(), EncodeErr
 }
 
 impl<T: Archivable> Encode<Rkyv<T>> for &T {
+    /// The size of the last archive of a `T` this thread wrote, or 256
+    /// bytes (at least the root's).
     fn size_hint(&self) -> usize {
-        (size_of::<T::Archived>() + ROOT_ALIGN + TRAILER).max(256)
+        last_size::<T>()
+            .unwrap_or(256)
+            .max(size_of::<T::Archived>() + ROOT_ALIGN + TRAILER)
     }
 
     fn encode(self, buf: &mut BytesMut) -> Result<Option<Bytes>, EncodeError> {

@@ -72,6 +72,10 @@ impl<T: Layout + Message> Encode<T> for T {
         size_of::<T>()
     }
 
+    fn known_len(&self) -> Option<usize> {
+        Some(size_of::<T>())
+    }
+
     fn encode(self, buf: &mut BytesMut) -> Result<Option<Bytes>, EncodeError> {
         buf.extend_from_slice(self.as_bytes());
         Ok(None)
@@ -81,6 +85,10 @@ impl<T: Layout + Message> Encode<T> for T {
 impl<T: Layout + Message + ?Sized> Encode<T> for &T {
     fn size_hint(&self) -> usize {
         size_of_val(*self)
+    }
+
+    fn known_len(&self) -> Option<usize> {
+        Some(size_of_val(*self))
     }
 
     fn encode(self, buf: &mut BytesMut) -> Result<Option<Bytes>, EncodeError> {
@@ -94,6 +102,10 @@ impl Encode<[u8]> for Bytes {
         0
     }
 
+    fn known_len(&self) -> Option<usize> {
+        Some(self.len())
+    }
+
     fn encode(self, _: &mut BytesMut) -> Result<Option<Bytes>, EncodeError> {
         Ok(Some(self))
     }
@@ -102,6 +114,10 @@ impl Encode<[u8]> for Bytes {
 impl Encode<[u8]> for Vec<u8> {
     fn size_hint(&self) -> usize {
         0
+    }
+
+    fn known_len(&self) -> Option<usize> {
+        Some(self.len())
     }
 
     fn encode(self, _: &mut BytesMut) -> Result<Option<Bytes>, EncodeError> {
@@ -114,6 +130,10 @@ impl Encode<[u8]> for String {
         0
     }
 
+    fn known_len(&self) -> Option<usize> {
+        Some(self.len())
+    }
+
     fn encode(self, _: &mut BytesMut) -> Result<Option<Bytes>, EncodeError> {
         Ok(Some(Bytes::from(self)))
     }
@@ -122,6 +142,10 @@ impl Encode<[u8]> for String {
 impl Encode<[u8]> for &str {
     fn size_hint(&self) -> usize {
         self.len()
+    }
+
+    fn known_len(&self) -> Option<usize> {
+        Some(self.len())
     }
 
     fn encode(self, buf: &mut BytesMut) -> Result<Option<Bytes>, EncodeError> {

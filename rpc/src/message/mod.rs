@@ -243,6 +243,12 @@ pub trait Encode<T: Message + ?Sized> {
     /// buffer (to size it once).
     fn size_hint(&self) -> usize;
 
+    /// The body's exact length, when it is known before encoding (then
+    /// the header is written once).
+    fn known_len(&self) -> Option<usize> {
+        None
+    }
+
     /// Appends the body to `buf`, or returns it as a separate chunk to send
     /// after `buf` without copying it. On failure (an rkyv serializer's
     /// error), `buf` is left as it was.
@@ -294,6 +300,10 @@ impl<T: Message + ?Sized> Encode<T> for Msg<T> {
         0
     }
 
+    fn known_len(&self) -> Option<usize> {
+        Some(self.bytes.len())
+    }
+
     fn encode(self, _: &mut BytesMut) -> Result<Option<Bytes>, EncodeError> {
         Ok(Some(self.bytes))
     }
@@ -302,34 +312,29 @@ impl<T: Message + ?Sized> Encode<T> for Msg<T> {
 /// A header followed by a body: the header and any inline body in one
 /// buffer, a body chunk (if any) apart, uncopied.
 pub(crate) struct Framed {
-    /// The header (still to be written, as zeros) and the inline body.
-    pub(crate) head: BytesMut,
-    /// The body's chunk sent after `head`, if any.
+    pub(crate) head: Bytes,
     pub(crate) tail: Option<Bytes>,
     /// The body's whole length.
     pub(crate) body_len: usize,
 }
 
-impl Framed {
-    /// The framed header and body, the header's bytes written in.
-    pub(crate) fn finish(mut self, header: &[u8]) -> (Bytes, Option<Bytes>) {
-        self.head[..header.len()].copy_from_slice(header);
-        (self.head.freeze(), self.tail)
-    }
-}
-
-/// Lays out room for a header of `header_len` bytes and then the body of
-/// `value`, whose length is known once it is encoded.
-pub(crate) fn frame<T: Message + ?Sized>(
-    header_len: usize,
+/// Lays out the header `header(body_len)` of `N` bytes and then the body
+/// of `value`. When the body's length is known before it is encoded, the
+/// header is written once; otherwise it is rewritten after.
+pub(crate) fn frame<T: Message + ?Sized, const N: usize>(
     value: impl Encode<T>,
+    header: impl Fn(usize) -> [u8; N],
 ) -> Result<Framed, EncodeError> {
-    let mut head = BytesMut::with_capacity(header_len + value.size_hint());
-    head.resize(header_len, 0);
+    let known = value.known_len();
+    let mut head = BytesMut::with_capacity(N + value.size_hint());
+    head.extend_from_slice(&header(known.unwrap_or(0)));
     let tail = value.encode(&mut head)?;
-    let body_len = head.len() - header_len + tail.as_ref().map_or(0, Bytes::len);
+    let body_len = head.len() - N + tail.as_ref().map_or(0, Bytes::len);
+    if known != Some(body_len) {
+        head[..N].copy_from_slice(&header(body_len));
+    }
     Ok(Framed {
-        head,
+        head: head.freeze(),
         tail,
         body_len,
     })

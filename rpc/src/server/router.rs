@@ -56,23 +56,26 @@ where
                 .not_processed()
             })?;
             let value = fut.await.map_err(Into::into)?;
-            let framed = frame::<Resp>(RESPONSE_HEADER_LEN, value)
+            let header = |body_len: usize| {
+                ResponseHead {
+                    status: Code::Ok.as_u16(),
+                    flags: ResponseFlags::NONE,
+                    body_len: u32::try_from(body_len).unwrap_or(u32::MAX),
+                }
+                .encode()
+            };
+            let framed = frame::<Resp, RESPONSE_HEADER_LEN>(value, header)
                 .map_err(|e| Status::internal(format!("response of {method}: {e}")))?;
-            let body_len = u32::try_from(framed.body_len)
-                .ok()
-                .filter(|&len| len <= max_response)
-                .ok_or_else(|| {
-                    Status::new(Code::OutOfRange, format!(
+            if u32::try_from(framed.body_len).map_or(true, |len| len > max_response) {
+                return Err(Status::new(
+                    Code::OutOfRange,
+                    format!(
                         "response body of {} bytes exceeds the server's limit of {max_response}",
                         framed.body_len
-                    ))
-                })?;
-            let header = ResponseHead {
-                status: Code::Ok.as_u16(),
-                flags: ResponseFlags::NONE,
-                body_len,
-            };
-            let (head, tail) = framed.finish(&header.encode());
+                    ),
+                ));
+            }
+            let (head, tail) = (framed.head, framed.tail);
             Ok(Reply { head, tail })
         })
     }

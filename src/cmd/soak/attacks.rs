@@ -7,13 +7,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use quicall::certs::{read_certs, read_key};
-use quicall::demo::{ADD, ECHO};
+use quicall::demo::{ADD, ECHO, SUM};
 use quicall::transport::quinn::VarInt;
 use quicall::transport::{CertificateDer, ClientEndpoint, ClientTls, Connection, Limits};
 use quicall::wire::{REQUEST_HEADER_LEN, RequestHead};
 
 /// The attacks, by name.
-pub const KINDS: [&str; 16] = [
+pub const KINDS: [&str; 17] = [
     "random bytes",
     "4 GiB header",
     "half header, then reset",
@@ -30,6 +30,7 @@ pub const KINDS: [&str; 16] = [
     "connection hoarding (80)",
     "forged chain (12 fake CAs)",
     "half-open handshakes (100)",
+    "hostile rkyv bodies (50)",
 ];
 
 pub struct Attacker {
@@ -206,6 +207,11 @@ impl Attacker {
                     conn.close(0, b"");
                 }
             }
+            16 => {
+                if let Some(conn) = self.conn(server).await {
+                    hostile_archives(&conn).await;
+                }
+            }
             15 => {
                 if let Some(deaf) = &self.deaf {
                     let mut attempts = tokio::task::JoinSet::new();
@@ -319,6 +325,45 @@ async fn slow_readers(conn: &Connection) {
         held.push(recv);
     }
     tokio::time::sleep(Duration::from_millis(1500)).await;
+}
+
+/// Fifty calls of `calc.Calc/Sum` whose bodies are random bytes, a valid
+/// archive with bytes flipped, or one with a lying root size; reads what
+/// comes back (INVALID_ARGUMENT, or a sum for a corruption that is still
+/// a valid archive).
+async fn hostile_archives(conn: &Connection) {
+    let Ok(good) = quicall::rpc::encode::<quicall::Rkyv<Vec<i64>>>((0..64).collect::<Vec<i64>>())
+    else {
+        return;
+    };
+    for _ in 0..50 {
+        let body: Vec<u8> = match fastrand::u8(..3) {
+            0 => (0..fastrand::usize(..600))
+                .map(|_| fastrand::u8(..))
+                .collect(),
+            1 => {
+                let mut body = good.to_vec();
+                for _ in 0..fastrand::usize(1..4) {
+                    let at = fastrand::usize(..body.len());
+                    body[at] ^= fastrand::u8(1..);
+                }
+                body
+            }
+            _ => {
+                let mut body = good.to_vec();
+                let end = body.len();
+                body[end - 4..].copy_from_slice(&fastrand::u32(..).to_le_bytes());
+                body
+            }
+        };
+        let Ok(Ok((mut send, mut recv))) = tokio::time::timeout(LIMIT, conn.open_bi()).await else {
+            return;
+        };
+        let request = [&header(SUM.id(), body.len() as u32)[..], &body[..]].concat();
+        let _ = send.write_all(&request).await;
+        let _ = send.finish();
+        let _ = tokio::time::timeout(LIMIT, recv.read_to_end(1 << 16)).await;
+    }
 }
 
 /// One malformed request of kind 0 to 5 (see [`KINDS`]); reads what comes back.
