@@ -163,6 +163,16 @@ impl Method {
         }
         let sig = &function.sig;
         check_signature(sig)?;
+        if ["new", "with_options", "caller"].iter().any(|n| sig.ident == n) {
+            return Err(Error::new(
+                sig.ident.span(),
+                format!(
+                    "`{}` is a method of the generated client: name this one otherwise \
+                     (`#[quicall(name = \"...\")]` keeps its name on the wire)",
+                    sig.ident
+                ),
+            ));
+        }
         let mut inputs = sig.inputs.iter();
         match inputs.next() {
             Some(FnArg::Receiver(receiver))
@@ -277,6 +287,12 @@ impl Arg {
                 ));
             }
         };
+        if ident == "ctx" {
+            return Err(Error::new(
+                ident.span(),
+                "`ctx` is the name of the server's `Context` argument: name this one otherwise",
+            ));
+        }
         Ok(Arg {
             ident,
             value: Value::parse(&typed.ty, "argument")?,
