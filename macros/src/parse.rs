@@ -163,7 +163,10 @@ impl Method {
         }
         let sig = &function.sig;
         check_signature(sig)?;
-        if ["new", "with_options", "caller"].iter().any(|n| sig.ident == n) {
+        if ["new", "with_options", "caller"]
+            .iter()
+            .any(|n| sig.ident == n)
+        {
             return Err(Error::new(
                 sig.ident.span(),
                 format!(
