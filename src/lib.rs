@@ -186,5 +186,8 @@ pub use quicall_rpc::{
     EncodeError, Gauges, Message, Method, Msg, Rkyv, RouteError, Router, Server, ServerOptions,
     ShutdownReport, Status, method_id, wire,
 };
+pub use quicall_rpc::{
+    ClientInterceptor, Interceptor, Interceptors, Metadata, MetadataError, Outcome, Response,
+};
 pub use quicall_rpc::{Hedge, metrics};
 pub use quicall_transport::{ClientAuth, ClientTls, Limits, PeerIdentity, PoolOptions, ServerTls};

@@ -49,6 +49,7 @@ fn header(method_id: u64, body_len: u32) -> [u8; REQUEST_HEADER_LEN] {
         method_id,
         body_len,
         deadline: None,
+        metadata_len: None,
     }
     .encode()
 }

@@ -82,6 +82,7 @@ async fn what_connections_and_streams_cost_a_server() {
             method_id: ECHO.id(),
             body_len: 64 << 10,
             deadline: Some(Duration::from_secs(300)),
+            metadata_len: None,
         };
         send.write_all(&head.encode()).await.unwrap();
         send.write_all(&[5u8; 1024]).await.unwrap();
@@ -128,6 +129,7 @@ async fn what_connections_and_streams_cost_a_server() {
             method_id: 0x0bad_cafe,
             body_len: 6 << 10,
             deadline: None,
+            metadata_len: None,
         };
         send.write_all(&head.encode()).await.unwrap();
         send.write_all(&[9u8; 6 << 10]).await.unwrap();

@@ -52,6 +52,7 @@ fn add_header(body_len: u32) -> [u8; wire::REQUEST_HEADER_LEN] {
         method_id: ADD.id(),
         body_len,
         deadline: None,
+        metadata_len: None,
     }
     .encode()
 }

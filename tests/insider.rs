@@ -49,6 +49,7 @@ fn echo_header(len: u32) -> [u8; quicall::wire::REQUEST_HEADER_LEN] {
         method_id: ECHO.id(),
         body_len: len,
         deadline: Some(Duration::from_secs(300)),
+        metadata_len: None,
     }
     .encode()
 }

@@ -13,6 +13,7 @@ fn headers(c: &mut Criterion) {
         method_id: quicall::method_id("calc.Calc/Add"),
         body_len: 16,
         deadline: Some(Duration::from_millis(250)),
+        metadata_len: None,
     };
     let response = ResponseHead {
         status: 0,

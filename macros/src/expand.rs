@@ -209,7 +209,7 @@ fn stub(service: &Service, method: &Method) -> TokenStream {
     let fields = method.args.iter().map(|arg| &arg.ident);
     let call = quote! {
         let request = #request { #(#fields),* };
-        let reply = #krate::Caller::call_with(&self.caller, &#constant, &request, self.options).await?;
+        let reply = #krate::Caller::call_with(&self.caller, &#constant, &request, self.options.clone()).await?;
     };
     let (returns, body) = match &method.output {
         None => (

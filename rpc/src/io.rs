@@ -108,6 +108,41 @@ pub(crate) async fn read_body(
     })
 }
 
+/// Reads exactly `len` bytes that come before something else (a metadata
+/// block before a body), starting with `first`; returns them and what came
+/// after them in the same chunk. `admit` is told of every byte kept, as
+/// [`read_body`] does.
+pub(crate) async fn read_prefix(
+    recv: &mut RecvStream,
+    len: usize,
+    mut first: Bytes,
+    mut admit: impl FnMut(usize) -> bool,
+) -> Result<(Bytes, Bytes), ReadFail> {
+    if first.len() >= len {
+        if !admit(len) {
+            return Err(ReadFail::Refused);
+        }
+        let prefix = first.split_to(len);
+        return Ok((prefix, first));
+    }
+    let mut buf = BytesMut::with_capacity(len);
+    loop {
+        let take = (len - buf.len()).min(first.len());
+        if !admit(take) {
+            return Err(ReadFail::Refused);
+        }
+        buf.extend_from_slice(&first.split_to(take));
+        if buf.len() == len {
+            return Ok((buf.freeze(), first));
+        }
+        first = match recv.read_chunk(usize::MAX, true).await {
+            Ok(Some(chunk)) => chunk.bytes,
+            Ok(None) => return Err(ReadFail::Finished { got: buf.len() }),
+            Err(e) => return Err(ReadFail::Read(e)),
+        };
+    }
+}
+
 /// Room for the chunks after the first when a body is gathered; the buffer
 /// doubles from there as bytes arrive.
 const FIRST_GATHER: usize = 64 << 10;

@@ -41,6 +41,7 @@ mod client;
 pub mod cluster;
 mod io;
 mod message;
+mod metadata;
 mod method;
 pub mod metrics;
 mod server;
@@ -48,16 +49,21 @@ mod status;
 pub mod wire;
 
 pub use caller::Caller;
-pub use client::{CallOptions, Client, ClientOptions};
+pub use client::{CallOptions, Client, ClientInterceptor, ClientOptions, Interceptors, Response};
 #[cfg(feature = "prost")]
 pub use message::Proto;
 pub use message::{
     Archivable, BodyError, BodyWriter, Encode, EncodeError, Message, Msg, ROOT_ALIGN, Rkyv,
     Serializer, encode,
 };
+pub use metadata::{
+    DEFAULT_MAX_METADATA_BYTES, DEFAULT_MAX_METADATA_ENTRIES, Metadata, MetadataError, TRACEPARENT,
+    TRACESTATE,
+};
 pub use method::{Hedge, Method, method_id};
 pub use server::{
-    Access, Context, Gauges, RouteError, Router, Server, ServerOptions, ShutdownReport,
+    Access, Context, Gauges, InterceptFuture, Interceptor, Outcome, RouteError, Router, Server,
+    ServerOptions, ShutdownReport,
 };
 pub use status::{Code, Status};
 

@@ -149,6 +149,8 @@ pub struct Status {
     /// type): a server told to keep internals sends a generic message
     /// instead, and logs this one.
     internal_detail: bool,
+    /// Metadata the server sent back with the failure.
+    metadata: Option<Box<crate::Metadata>>,
 }
 
 impl Status {
@@ -159,7 +161,20 @@ impl Status {
             message: message.into(),
             not_processed: false,
             internal_detail: false,
+            metadata: None,
         }
+    }
+
+    /// The metadata the server sent back with this failure, if any (read
+    /// by [`Client::call_full`](crate::Client::call_full)).
+    pub fn metadata(&self) -> Option<&crate::Metadata> {
+        self.metadata.as_deref()
+    }
+
+    /// The same status carrying `metadata`.
+    pub fn with_metadata(mut self, metadata: crate::Metadata) -> Self {
+        self.metadata = (!metadata.is_empty()).then(|| Box::new(metadata));
+        self
     }
 
     /// INTERNAL with the text of `error` and its causes, marked as an

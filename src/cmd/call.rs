@@ -171,7 +171,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let call = Call::from_args(&args.method)?;
     let mut last = None;
     for _ in 0..args.count.max(1) {
-        last = Some(call.once(&cluster, options).await);
+        last = Some(call.once(&cluster, options.clone()).await);
     }
     if args.count > 1 {
         print_spread(&cluster);

@@ -14,10 +14,10 @@ use tokio::time::{Instant, timeout_at};
 
 use crate::message::frame;
 use crate::wire::{ErrorCode, REQUEST_HEADER_LEN, RequestHead};
-use crate::{Code, Encode, Message, Method, Msg, Status};
+use crate::{Code, Encode, Message, Metadata, MetadataError, Method, Msg, Status};
 use stream::CallStream;
 
-pub(crate) use stream::{connection_status, transport_status};
+pub(crate) use stream::{Answer, connection_status, transport_status};
 
 /// Client limits and defaults.
 ///
@@ -39,6 +39,8 @@ pub struct ClientOptions {
     pub max_response_size: u32,
     /// Deadline of a call that sets none. Default 30 s; `None` for no limit.
     pub default_deadline: Option<Duration>,
+    /// Run around every call, in order (see [`ClientInterceptor`]).
+    pub interceptors: Interceptors,
 }
 
 impl Default for ClientOptions {
@@ -47,7 +49,85 @@ impl Default for ClientOptions {
             transport: Limits::default(),
             max_response_size: 16 << 20,
             default_deadline: Some(Duration::from_secs(30)),
+            interceptors: Interceptors::default(),
         }
+    }
+}
+
+/// Runs around every call a [`Client`] or a
+/// [`Cluster`](crate::cluster::Cluster) makes: adds metadata to it (a
+/// token, a request id) and sees how it ended.
+///
+/// ```
+/// use quicall_rpc::{ClientInterceptor, ClientOptions, Metadata, MetadataError};
+///
+/// struct Token(String);
+///
+/// impl ClientInterceptor for Token {
+///     fn before(&self, _method: &'static str, metadata: &mut Metadata) -> Result<(), MetadataError> {
+///         metadata.insert("authorization", format!("Bearer {}", self.0))?;
+///         Ok(())
+///     }
+/// }
+///
+/// let mut options = ClientOptions::default();
+/// options.interceptors.push(Token("7f3a".into()));
+/// ```
+pub trait ClientInterceptor: Send + Sync + 'static {
+    /// Before the call is sent: may add to (or change) its metadata. An
+    /// error fails the call with INVALID_ARGUMENT, not sent.
+    fn before(&self, method: &'static str, metadata: &mut Metadata) -> Result<(), MetadataError> {
+        let _ = (method, metadata);
+        Ok(())
+    }
+
+    /// After the call: its status (OK on success) and how long it took.
+    fn after(&self, method: &'static str, code: Code, elapsed: Duration) {
+        let _ = (method, code, elapsed);
+    }
+}
+
+/// The interceptors of a client, run in the order they were pushed.
+#[derive(Clone, Default)]
+pub struct Interceptors(Vec<Arc<dyn ClientInterceptor>>);
+
+impl Interceptors {
+    /// Adds one, run after those before it.
+    pub fn push(&mut self, interceptor: impl ClientInterceptor) {
+        self.0.push(Arc::new(interceptor));
+    }
+
+    /// Whether there is none.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The call's metadata after every interceptor's `before`.
+    pub(crate) fn before(
+        &self,
+        method: &'static str,
+        metadata: &Metadata,
+    ) -> Result<Metadata, Status> {
+        let mut metadata = metadata.clone();
+        for interceptor in &self.0 {
+            interceptor
+                .before(method, &mut metadata)
+                .map_err(|e| Status::invalid_argument(e.to_string()).not_processed())?;
+        }
+        Ok(metadata)
+    }
+
+    /// Tells every interceptor of an outcome.
+    pub(crate) fn after(&self, method: &'static str, code: Code, elapsed: Duration) {
+        for interceptor in &self.0 {
+            interceptor.after(method, code, elapsed);
+        }
+    }
+}
+
+impl std::fmt::Debug for Interceptors {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} interceptors", self.0.len())
     }
 }
 
@@ -59,11 +139,15 @@ impl Default for ClientOptions {
 /// let options = CallOptions::deadline(Duration::from_millis(50));
 /// assert_eq!(options.deadline, Some(Duration::from_millis(50)));
 /// ```
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CallOptions {
     /// Time budget of the call, sent to the server, which stops the handler
     /// when it runs out; `None` takes the client's default.
     pub deadline: Option<Duration>,
+    /// Metadata sent with the call (docs/wire.md section 13): tokens,
+    /// tenants, request ids. A [`Cluster`](crate::cluster::Cluster) sends
+    /// it with every attempt and hedge of the call.
+    pub metadata: Metadata,
 }
 
 impl CallOptions {
@@ -71,7 +155,42 @@ impl CallOptions {
     pub fn deadline(deadline: Duration) -> Self {
         Self {
             deadline: Some(deadline),
+            ..Self::default()
         }
+    }
+
+    /// The same options with this metadata.
+    ///
+    /// ```
+    /// use quicall_rpc::{CallOptions, Metadata};
+    /// let options = CallOptions::default()
+    ///     .with_metadata(Metadata::new().with("tenant", "acme")?);
+    /// assert_eq!(options.metadata.get_str("tenant"), Some("acme"));
+    /// # Ok::<(), quicall_rpc::MetadataError>(())
+    /// ```
+    pub fn with_metadata(mut self, metadata: Metadata) -> Self {
+        self.metadata = metadata;
+        self
+    }
+}
+
+/// A response and the metadata the server sent with it.
+pub struct Response<T: Message + ?Sized> {
+    /// The response message.
+    pub message: Msg<T>,
+    /// The metadata the server sent back (empty if none).
+    pub metadata: Metadata,
+}
+
+impl<T: Message + ?Sized> std::fmt::Debug for Response<T>
+where
+    T::View: std::fmt::Debug,
+{
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Response")
+            .field("message", &self.message)
+            .field("metadata", &self.metadata)
+            .finish()
     }
 }
 
@@ -173,17 +292,68 @@ impl Client {
         Req: Message + ?Sized,
         Resp: Message + ?Sized,
     {
+        self.call_inner(method, request, options, false)
+            .await
+            .map(|response| response.message)
+    }
+
+    /// Calls `method` and returns the response with the metadata the
+    /// server sent back (with a failure too: [`Status::metadata`]). The
+    /// request tells the server that this caller reads response metadata.
+    pub async fn call_full<Req, Resp>(
+        &self,
+        method: &Method<Req, Resp>,
+        request: impl Encode<Req>,
+        options: CallOptions,
+    ) -> Result<Response<Resp>, Status>
+    where
+        Req: Message + ?Sized,
+        Resp: Message + ?Sized,
+    {
+        self.call_inner(method, request, options, true).await
+    }
+
+    async fn call_inner<Req, Resp>(
+        &self,
+        method: &Method<Req, Resp>,
+        request: impl Encode<Req>,
+        options: CallOptions,
+        read_metadata: bool,
+    ) -> Result<Response<Resp>, Status>
+    where
+        Req: Message + ?Sized,
+        Resp: Message + ?Sized,
+    {
         let budget = options.deadline.or(self.options.default_deadline);
         let start = Instant::now();
-        let (head, tail) = frame_request(method, request, budget)?;
-        let body = within(start, budget, method.name(), self.exchange(head, tail)).await?;
-        method
-            .response(body)
-            .map_err(|e| Status::internal(format!("bad response: {e}")))
+        let interceptors = &self.options.interceptors;
+        let result = async {
+            let metadata = if interceptors.is_empty() {
+                options.metadata
+            } else {
+                interceptors.before(method.name(), &options.metadata)?
+            };
+            let metadata = (read_metadata || !metadata.is_empty()).then_some(&metadata);
+            let (head, tail) = frame_request(method, request, budget, metadata)?;
+            let answer = within(start, budget, method.name(), self.exchange(head, tail)).await?;
+            let message = method
+                .response(answer.body)
+                .map_err(|e| Status::internal(format!("bad response: {e}")))?;
+            Ok(Response {
+                message,
+                metadata: answer.metadata,
+            })
+        }
+        .await;
+        if !interceptors.is_empty() {
+            let code = result.as_ref().err().map_or(Code::Ok, Status::code);
+            interceptors.after(method.name(), code, start.elapsed());
+        }
+        result
     }
 
     /// One request and its response on a new stream; the response body.
-    async fn exchange(&self, head: Bytes, tail: Option<Bytes>) -> Result<Bytes, Status> {
+    async fn exchange(&self, head: Bytes, tail: Option<Bytes>) -> Result<Answer, Status> {
         exchange(&self.conn, head, tail, self.options.max_response_size).await
     }
 
@@ -232,20 +402,34 @@ pub(crate) fn frame_request<Req, Resp>(
     method: &Method<Req, Resp>,
     request: impl Encode<Req>,
     budget: Option<Duration>,
+    metadata: Option<&Metadata>,
 ) -> Result<(Bytes, Option<Bytes>), Status>
 where
     Req: Message + ?Sized,
     Resp: Message + ?Sized,
 {
+    let block = metadata.map(Metadata::as_bytes);
+    let metadata_len = match block {
+        Some(block) => Some(u16::try_from(block.len()).map_err(|_| {
+            Status::invalid_argument(format!(
+                "request metadata of {} bytes (the protocol's limit is 65535)",
+                block.len()
+            ))
+            .not_processed()
+        })?),
+        None => None,
+    };
     let header = |body_len: usize| {
         RequestHead {
             method_id: method.id(),
             body_len: u32::try_from(body_len).unwrap_or(u32::MAX),
             deadline: budget,
+            metadata_len,
         }
         .encode()
     };
-    let framed = frame::<Req, REQUEST_HEADER_LEN>(request, header)
+    let extra = block.map_or(&[][..], |b| &b[..]);
+    let framed = frame::<Req, REQUEST_HEADER_LEN>(request, header, extra)
         .map_err(|e| Status::invalid_argument(e.to_string()).not_processed())?;
     if u32::try_from(framed.body_len).is_err() {
         return Err(
@@ -263,7 +447,7 @@ pub(crate) async fn exchange(
     head: Bytes,
     tail: Option<Bytes>,
     max_response_size: u32,
-) -> Result<Bytes, Status> {
+) -> Result<Answer, Status> {
     let call = async {
         let (send, recv) = conn
             .open_bi()
@@ -271,9 +455,9 @@ pub(crate) async fn exchange(
             .map_err(|e| connection_status(&e).not_processed())?;
         let mut stream = CallStream::new(send, recv);
         stream.send_request(head, tail).await?;
-        let body = stream.read_response(max_response_size).await?;
+        let answer = stream.read_response(max_response_size).await?;
         stream.complete();
-        Ok(body)
+        Ok(answer)
     };
     call.await.map_err(|status| silenced(conn, status))
 }

@@ -4,7 +4,13 @@ use quicall_transport::{Failure, TransportError, describe};
 
 use crate::io::{self, ReadFail};
 use crate::wire::{self, ErrorCode, RESPONSE_HEADER_LEN, ResponseFlags, WireError};
-use crate::{Code, Status};
+use crate::{Code, Metadata, Status};
+
+/// A response: its body and the metadata sent with it.
+pub(crate) struct Answer {
+    pub(crate) body: Bytes,
+    pub(crate) metadata: Metadata,
+}
 
 /// The two halves of a call's stream. Dropped before [`CallStream::complete`]
 /// (the caller dropped the call, or it failed), it resets its send side and
@@ -39,7 +45,7 @@ impl CallStream {
         }
     }
 
-    pub(super) async fn read_response(&mut self, max_body: u32) -> Result<Bytes, Status> {
+    pub(super) async fn read_response(&mut self, max_body: u32) -> Result<Answer, Status> {
         let (header, first) = io::read_header::<RESPONSE_HEADER_LEN>(&mut self.recv)
             .await
             .map_err(|e| read_status(e, "response header"))?;
@@ -50,6 +56,11 @@ impl CallStream {
             ),
             e => Status::internal(format!("malformed response header: {e}")),
         })?;
+        let (metadata, first) = if head.flags.contains(ResponseFlags::METADATA) {
+            self.read_metadata(first).await?
+        } else {
+            (Metadata::new(), first)
+        };
         let body = io::read_body(&mut self.recv, head.body_len as usize, first, |_| true)
             .await
             .map_err(|e| read_status(e, "response body"))?;
@@ -63,17 +74,33 @@ impl CallStream {
             Err(e) => return Err(read_status(ReadFail::Read(e), "end of response")),
         }
         if head.status == Code::Ok.as_u16() {
-            return Ok(body);
+            return Ok(Answer { body, metadata });
         }
         let status = Status::new(
             Code::from_u16(head.status),
             String::from_utf8_lossy(&body).into_owned(),
-        );
+        )
+        .with_metadata(metadata);
         Err(if head.flags.contains(ResponseFlags::NOT_PROCESSED) {
             status.not_processed()
         } else {
             status
         })
+    }
+
+    /// The response's metadata block (after its 2-byte length), and what
+    /// came after it.
+    async fn read_metadata(&mut self, first: Bytes) -> Result<(Metadata, Bytes), Status> {
+        let (len, first) = io::read_prefix(&mut self.recv, 2, first, |_| true)
+            .await
+            .map_err(|e| read_status(e, "response metadata"))?;
+        let len = usize::from(u16::from_le_bytes([len[0], len[1]]));
+        let (block, first) = io::read_prefix(&mut self.recv, len, first, |_| true)
+            .await
+            .map_err(|e| read_status(e, "response metadata"))?;
+        let metadata = Metadata::decode(block, usize::MAX)
+            .map_err(|e| Status::internal(format!("malformed response metadata: {e}")))?;
+        Ok((metadata, first))
     }
 
     /// Marks the exchange finished: dropping no longer resets the stream.

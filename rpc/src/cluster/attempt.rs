@@ -256,7 +256,9 @@ async fn attempt(
             }
         },
     };
-    let result = exchange(&conn, head, tail, inner.options.client.max_response_size).await;
+    let result = exchange(&conn, head, tail, inner.options.client.max_response_size)
+        .await
+        .map(|answer| answer.body);
     match &result {
         Ok(_) => outcome.answer(Code::Ok),
         Err(status) if is_server_failure(status) => outcome.failure(status, Some(&conn)),

@@ -211,7 +211,20 @@ impl Cluster {
         let start = Instant::now();
         let budget = options.deadline.or(inner.options.client.default_deadline);
         let deadline = budget.map(|b| start + b);
-        let (head, tail) = crate::client::frame_request(method, request, budget)?;
+        let interceptors = &inner.options.client.interceptors;
+        let metadata = if interceptors.is_empty() {
+            options.metadata
+        } else {
+            match interceptors.before(method.name(), &options.metadata) {
+                Ok(metadata) => metadata,
+                Err(status) => {
+                    interceptors.after(method.name(), status.code(), start.elapsed());
+                    return Err(status);
+                }
+            }
+        };
+        let metadata = (!metadata.is_empty()).then_some(&metadata);
+        let (head, tail) = crate::client::frame_request(method, request, budget, metadata)?;
         let entry = inner.method_entry(method.id(), method.name());
         entry.stats.begin();
         inner.lock_budget().deposit(inner.now());
@@ -235,6 +248,9 @@ impl Cluster {
         entry.stats.end();
         entry.stats.record(start.elapsed(), code);
         inner.total.record(start.elapsed(), code);
+        if !interceptors.is_empty() {
+            interceptors.after(method.name(), code, start.elapsed());
+        }
         result
     }
 

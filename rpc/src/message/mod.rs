@@ -318,18 +318,21 @@ pub(crate) struct Framed {
     pub(crate) body_len: usize,
 }
 
-/// Lays out the header `header(body_len)` of `N` bytes and then the body
-/// of `value`. When the body's length is known before it is encoded, the
-/// header is written once; otherwise it is rewritten after.
+/// Lays out the header `header(body_len)` of `N` bytes, then `extra` (a
+/// metadata block), then the body of `value`. When the body's length is
+/// known before it is encoded, the header is written once; otherwise it is
+/// rewritten after.
 pub(crate) fn frame<T: Message + ?Sized, const N: usize>(
     value: impl Encode<T>,
     header: impl Fn(usize) -> [u8; N],
+    extra: &[u8],
 ) -> Result<Framed, EncodeError> {
     let known = value.known_len();
-    let mut head = BytesMut::with_capacity(N + value.size_hint());
+    let mut head = BytesMut::with_capacity(N + extra.len() + value.size_hint());
     head.extend_from_slice(&header(known.unwrap_or(0)));
+    head.extend_from_slice(extra);
     let tail = value.encode(&mut head)?;
-    let body_len = head.len() - N + tail.as_ref().map_or(0, Bytes::len);
+    let body_len = head.len() - N - extra.len() + tail.as_ref().map_or(0, Bytes::len);
     if known != Some(body_len) {
         head[..N].copy_from_slice(&header(body_len));
     }

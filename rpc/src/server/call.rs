@@ -12,15 +12,16 @@ use quicall_transport::quinn::{RecvStream, SendStream};
 use tokio::time::{Instant, Sleep, timeout};
 use tokio_util::sync::CancellationToken;
 
+use super::intercept::{self, Outcome};
 use super::router::Route;
 use super::shares::{CallSlot, Charge, Peer, Refusal};
 use super::unwind::{CatchUnwind, panic_message};
 use super::{Context, ServerOptions, Shared};
-use crate::Status;
 use crate::io::{self, ReadFail};
 use crate::wire::{
     self, ErrorCode, REQUEST_HEADER_LEN, RequestHead, ResponseFlags, ResponseHead, WireError,
 };
+use crate::{Metadata, MetadataError, Status};
 
 /// Longest status message sent; longer ones are cut at a character boundary.
 pub(crate) const MAX_STATUS_MESSAGE: usize = 4096;
@@ -84,17 +85,22 @@ pub(super) async fn serve(
         .min(options.max_deadline);
     let deadline = received + budget;
     let len = head.body_len as usize;
+    let meta_len = head.metadata_len.map_or(0, usize::from);
     // The body has a time of its own, whatever the deadline: a caller that
     // announces a body and sends it slowly (or never) holds its slot and its
     // bytes only this long.
-    let body_by = received + options.transfer_time(options.body_timeout, len);
+    let body_by = received + options.transfer_time(options.body_timeout, len + meta_len);
+    // The response carries metadata only for a caller that reads it.
+    let reply_metadata = head
+        .metadata_len
+        .map(|_| Arc::new(std::sync::Mutex::new(Metadata::new())));
 
     let mut charge = Charge::new(&shared.body_bytes, &peer);
     let mut refused = None;
     timer.as_mut().reset(deadline.min(body_by));
     let body = tokio::select! {
         biased;
-        body = read_request_body(&mut recv, len, first, |n| match charge.add(n) {
+        body = read_request(&mut recv, meta_len, len, first, |n| match charge.add(n) {
             Ok(()) => true,
             Err(refusal) => {
                 refused = Some(refusal);
@@ -103,18 +109,18 @@ pub(super) async fn serve(
         }) => Ok(body),
         () = &mut timer => Err(()),
     };
-    let body = match body {
+    let (metadata, body) = match body {
         Ok(Ok(body)) => body,
         Ok(Err(BodyFail::Malformed(status))) => {
             let _ = recv.stop(ErrorCode::PROTOCOL.into());
             drop(charge);
-            return respond(&mut send, Err(status.not_processed()), timer, options).await;
+            return respond(&mut send, Err(status.not_processed()), timer, options, None).await;
         }
         Ok(Err(BodyFail::Refused)) => {
             let _ = recv.stop(ErrorCode::REJECTED.into());
             drop(charge);
             let status = refusal_status(refused, &peer, options).not_processed();
-            return respond(&mut send, Err(status), timer, options).await;
+            return respond(&mut send, Err(status), timer, options, None).await;
         }
         Ok(Err(BodyFail::Broken)) => {
             let _ = send.reset(ErrorCode::CANCELLED.into());
@@ -134,18 +140,59 @@ pub(super) async fn serve(
                     options.min_transfer_rate
                 ))
             };
-            return respond(&mut send, Err(status.not_processed()), timer, options).await;
+            return respond(&mut send, Err(status.not_processed()), timer, options, None).await;
+        }
+    };
+    let metadata = match Metadata::decode(metadata, options.max_metadata_entries) {
+        Ok(metadata) => metadata,
+        Err(e) => {
+            let status = match e {
+                MetadataError::TooMany(_) => Status::resource_exhausted(e.to_string()),
+                e => Status::invalid_argument(e.to_string()),
+            };
+            return respond(&mut send, Err(status.not_processed()), timer, options, None).await;
         }
     };
 
     let cancel = CancellationToken::new();
-    let ctx = Context {
+    let mut ctx = Context {
         peer: identity,
         remote,
         deadline,
         method: route.name,
         cancel: cancel.clone(),
+        metadata,
+        reply_metadata: reply_metadata.clone(),
+        extensions: Default::default(),
     };
+    let interceptors = &shared.router.interceptors;
+    if !interceptors.is_empty() {
+        timer.as_mut().reset(deadline);
+        let peer = ctx.peer.clone();
+        let intercepted = tokio::select! {
+            biased;
+            result = intercept::before(interceptors, ctx) => result,
+            () = &mut timer => Err(Status::deadline_exceeded(format!(
+                "deadline of {budget:?} passed in the interceptors"
+            ))),
+        };
+        ctx = match intercepted {
+            Ok(ctx) => ctx,
+            Err(status) => {
+                let status = status.not_processed();
+                let outcome = Outcome {
+                    method: route.name,
+                    peer: peer.as_deref(),
+                    code: status.code(),
+                    elapsed: received.elapsed(),
+                };
+                intercept::after(interceptors, &outcome);
+                let reply_metadata = taken(reply_metadata);
+                return respond(&mut send, Err(status), timer, options, reply_metadata).await;
+            }
+        };
+    }
+    let observed = (!interceptors.is_empty()).then(|| ctx.peer.clone());
     // The timer still says `deadline.min(body_by)`: moved to the deadline
     // only if it fires first (a handler running past the body's time), so
     // that the common call resets it no more often than it must.
@@ -185,7 +232,23 @@ pub(super) async fn serve(
             Err(Status::internal("handler panicked"))
         }
     };
-    respond(&mut send, reply, timer, options).await;
+    if let Some(peer) = observed {
+        let outcome = Outcome {
+            method: route.name,
+            peer: peer.as_deref(),
+            code: reply.as_ref().err().map_or(crate::Code::Ok, Status::code),
+            elapsed: received.elapsed(),
+        };
+        intercept::after(interceptors, &outcome);
+    }
+    respond(&mut send, reply, timer, options, taken(reply_metadata)).await;
+}
+
+/// The response's metadata, if the caller reads it and any was set.
+fn taken(reply: Option<Arc<std::sync::Mutex<Metadata>>>) -> Option<Metadata> {
+    let reply = reply?;
+    let metadata = std::mem::take(&mut *reply.lock().unwrap_or_else(|e| e.into_inner()));
+    (!metadata.is_empty()).then_some(metadata)
 }
 
 /// Steps 2 to 6 of the processing order (docs/wire.md), from the header
@@ -208,6 +271,15 @@ fn admit<'a>(
         }
         Err(e) => return Err(Status::invalid_argument(format!("bad request header: {e}"))),
     };
+    if let Some(len) = head
+        .metadata_len
+        .filter(|&len| len > options.max_metadata_bytes)
+    {
+        return Err(Status::resource_exhausted(format!(
+            "metadata of {len} bytes exceeds the server's limit of {}",
+            options.max_metadata_bytes
+        )));
+    }
     let Some(route) = shared.router.get(head.method_id) else {
         return Err(Status::unknown_method(format!(
             "no method with id {:#018x}",
@@ -265,6 +337,36 @@ enum BodyFail {
     Refused,
     /// The stream or the connection failed: nobody to answer.
     Broken,
+}
+
+/// Reads the metadata block (`meta_len` bytes), the body and the end of
+/// the stream, telling `admit` of every chunk as it arrives.
+async fn read_request(
+    recv: &mut RecvStream,
+    meta_len: usize,
+    len: usize,
+    first: Bytes,
+    mut admit: impl FnMut(usize) -> bool,
+) -> Result<(Bytes, Bytes), BodyFail> {
+    let (metadata, first) = if meta_len == 0 {
+        (Bytes::new(), first)
+    } else {
+        match io::read_prefix(recv, meta_len, first, &mut admit).await {
+            Ok(split) => split,
+            Err(ReadFail::Finished { got }) => {
+                return Err(BodyFail::Malformed(Status::invalid_argument(format!(
+                    "request metadata truncated: {got} of {meta_len} bytes"
+                ))));
+            }
+            Err(ReadFail::Refused) => return Err(BodyFail::Refused),
+            Err(ReadFail::Read(e)) => {
+                tracing::debug!("stream failed inside the request metadata: {e}");
+                return Err(BodyFail::Broken);
+            }
+        }
+    };
+    let body = read_request_body(recv, len, first, admit).await?;
+    Ok((metadata, body))
 }
 
 /// Reads the body and the end of the stream, telling `admit` of every
@@ -335,6 +437,7 @@ async fn respond(
     reply: Result<super::router::Reply, Status>,
     mut timer: Pin<&mut Sleep>,
     options: &ServerOptions,
+    metadata: Option<Metadata>,
 ) {
     let (head, tail) = match reply {
         Ok(reply) => (reply.head, reply.tail),
@@ -343,6 +446,10 @@ async fn respond(
             (status_frame(&Status::internal("internal error")), None)
         }
         Err(status) => (status_frame(&status), None),
+    };
+    let head = match metadata {
+        Some(metadata) => with_metadata(&head, &metadata),
+        None => head,
     };
     let len = head.len() + tail.as_ref().map_or(0, Bytes::len);
     let by = Instant::now() + options.transfer_time(options.response_timeout, len);
@@ -360,6 +467,27 @@ async fn respond(
             let _ = send.reset(ErrorCode::TIMEOUT.into());
         }
     }
+}
+
+/// A response (header and inline body) with a metadata block inserted
+/// after its header: the METADATA flag set, the block's length, the block.
+/// A block too large for its 2-byte length is not sent.
+fn with_metadata(head: &Bytes, metadata: &Metadata) -> Bytes {
+    let block = metadata.as_bytes();
+    let Ok(len) = u16::try_from(block.len()) else {
+        tracing::warn!(
+            "response metadata of {} bytes not sent (at most 65535)",
+            block.len()
+        );
+        return head.clone();
+    };
+    let mut out = BytesMut::with_capacity(head.len() + 2 + block.len());
+    out.extend_from_slice(&head[..wire::RESPONSE_HEADER_LEN]);
+    out[1] |= ResponseFlags::METADATA.bits();
+    out.extend_from_slice(&len.to_le_bytes());
+    out.extend_from_slice(block);
+    out.extend_from_slice(&head[wire::RESPONSE_HEADER_LEN..]);
+    out.freeze()
 }
 
 /// A failed call's response: the header and the status message in one buffer.

@@ -1,9 +1,13 @@
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+
+use http::Extensions;
 
 use quicall_transport::PeerIdentity;
 use tokio::time::Instant;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
+
+use crate::{Metadata, MetadataError};
 
 /// What a handler knows about its call: who made it, by when it must be
 /// answered, and whether it was abandoned.
@@ -29,6 +33,11 @@ pub struct Context {
     pub(crate) deadline: Instant,
     pub(crate) method: &'static str,
     pub(crate) cancel: CancellationToken,
+    pub(crate) metadata: Metadata,
+    /// The response's metadata, when the caller reads it (its request had
+    /// the METADATA flag).
+    pub(crate) reply_metadata: Option<Arc<Mutex<Metadata>>>,
+    pub(crate) extensions: Extensions,
 }
 
 impl Context {
@@ -67,6 +76,47 @@ impl Context {
     /// Completes when the call is abandoned.
     pub fn cancelled(&self) -> WaitForCancellationFuture<'_> {
         self.cancel.cancelled()
+    }
+
+    /// The metadata the caller sent with the call (empty if none).
+    pub fn metadata(&self) -> &Metadata {
+        &self.metadata
+    }
+
+    /// Sets `key` to `value` in the metadata sent back with the answer
+    /// (success or failure). `Ok(false)` when the caller does not read
+    /// response metadata (it did not say so in its request): nothing is
+    /// sent, so that its answer stays in the format it expects.
+    pub fn set_reply_metadata(
+        &self,
+        key: &str,
+        value: impl AsRef<[u8]>,
+    ) -> Result<bool, MetadataError> {
+        let Some(reply) = &self.reply_metadata else {
+            return Ok(false);
+        };
+        let mut reply = reply.lock().unwrap_or_else(|e| e.into_inner());
+        reply.insert(key, value)?;
+        Ok(true)
+    }
+
+    /// The metadata sent back with the answer so far.
+    pub fn reply_metadata(&self) -> Metadata {
+        self.reply_metadata
+            .as_ref()
+            .map(|m| m.lock().unwrap_or_else(|e| e.into_inner()).clone())
+            .unwrap_or_default()
+    }
+
+    /// Typed values interceptors attached to the call (a tenant resolved
+    /// from a token, say).
+    pub fn extensions(&self) -> &Extensions {
+        &self.extensions
+    }
+
+    /// The typed values, to attach one (what an interceptor does).
+    pub fn extensions_mut(&mut self) -> &mut Extensions {
+        &mut self.extensions
     }
 
     /// A token that is cancelled when the call is abandoned, for spawned work.

@@ -4,6 +4,7 @@
 mod access;
 mod call;
 mod context;
+mod intercept;
 mod options;
 mod router;
 mod shares;
@@ -20,6 +21,7 @@ use tokio::task::JoinHandle;
 
 pub use access::Access;
 pub use context::Context;
+pub use intercept::{InterceptFuture, Interceptor, Outcome};
 pub use options::ServerOptions;
 pub use router::{RouteError, Router};
 use shares::{PeerKey, PeerLimits, Peers};

@@ -54,6 +54,13 @@ pub struct ServerOptions {
     /// [`ServerOptions::response_timeout`]: a 4 MiB body at the default
     /// 256 KiB/s gets 10 s + 16 s.
     pub min_transfer_rate: u32,
+    /// Largest metadata block a request may carry (the block's length is
+    /// in its header: a larger one is answered RESOURCE_EXHAUSTED, not
+    /// processed, before any of it is read). Default 8 KiB.
+    pub max_metadata_bytes: u16,
+    /// Most metadata entries a request may carry; more are answered
+    /// RESOURCE_EXHAUSTED (not processed). Default 64.
+    pub max_metadata_entries: usize,
     /// Send a generic "internal error" instead of the text of errors that
     /// handlers returned as other error types (`anyhow::Error`,
     /// [`Status::from_error`](crate::Status::from_error)), and log the text
@@ -111,6 +118,8 @@ impl Default for ServerOptions {
             max_connections_per_peer: 64,
             body_timeout: Duration::from_secs(10),
             min_transfer_rate: 256 << 10,
+            max_metadata_bytes: crate::DEFAULT_MAX_METADATA_BYTES,
+            max_metadata_entries: crate::DEFAULT_MAX_METADATA_ENTRIES,
             hide_error_details: false,
             default_deadline: Duration::from_secs(30),
             max_deadline: Duration::from_secs(300),

@@ -64,7 +64,7 @@ where
                 }
                 .encode()
             };
-            let framed = frame::<Resp, RESPONSE_HEADER_LEN>(value, header)
+            let framed = frame::<Resp, RESPONSE_HEADER_LEN>(value, header, &[])
                 .map_err(|e| Status::internal(format!("response of {method}: {e}")))?;
             if u32::try_from(framed.body_len).map_or(true, |len| len > max_response) {
                 return Err(Status::new(
@@ -129,6 +129,7 @@ impl Hasher for IdHasher {
 pub struct Router {
     routes: HashMap<u64, Route, BuildHasherDefault<IdHasher>>,
     access: Access,
+    pub(crate) interceptors: Vec<std::sync::Arc<dyn super::Interceptor>>,
 }
 
 /// A method could not be registered.
@@ -154,6 +155,13 @@ impl Router {
     /// An empty router.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Adds an interceptor that runs around every call (see
+    /// [`Interceptor`](super::Interceptor)), after those added before it.
+    pub fn intercept(mut self, interceptor: impl super::Interceptor) -> Self {
+        self.interceptors.push(std::sync::Arc::new(interceptor));
+        self
     }
 
     /// Registers `handler` for `method`. The handler receives the call's

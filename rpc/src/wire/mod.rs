@@ -10,7 +10,7 @@
 //! use quicall_rpc::wire::{RequestHead, decode_request, REQUEST_HEADER_LEN};
 //! use std::time::Duration;
 //!
-//! let head = RequestHead { method_id: 7, body_len: 16, deadline: Some(Duration::from_millis(250)) };
+//! let head = RequestHead { method_id: 7, body_len: 16, deadline: Some(Duration::from_millis(250)), metadata_len: None };
 //! let bytes = head.encode();
 //! assert_eq!(bytes.len(), REQUEST_HEADER_LEN);
 //! assert_eq!(decode_request(&bytes, 1 << 20), Ok(head));
@@ -21,7 +21,9 @@ mod request;
 mod response;
 
 pub use error_code::ErrorCode;
-pub use request::{REQUEST_HEADER_LEN, RequestHead, RequestHeader, decode_request, set_deadline};
+pub use request::{
+    REQUEST_HEADER_LEN, REQUEST_METADATA, RequestHead, RequestHeader, decode_request, set_deadline,
+};
 pub use response::{
     RESPONSE_HEADER_LEN, ResponseFlags, ResponseHead, ResponseHeader, decode_response,
 };

@@ -5,6 +5,10 @@ use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 
 use super::{VERSION, WireError};
 
+/// Request flag: a metadata block of `metadata_len` bytes follows the
+/// header, before the body; its sender reads metadata in the response.
+pub const REQUEST_METADATA: u8 = 1;
+
 /// Length of [`RequestHeader`] on the wire.
 pub const REQUEST_HEADER_LEN: usize = size_of::<RequestHeader>();
 
@@ -13,8 +17,8 @@ pub const REQUEST_HEADER_LEN: usize = size_of::<RequestHeader>();
 /// | offset | size | field |
 /// |---|---|---|
 /// | 0 | 1 | `version`: 1 |
-/// | 1 | 1 | `flags`: 0 (reserved) |
-/// | 2 | 2 | `reserved`: 0 |
+/// | 1 | 1 | `flags`: bit 0 = METADATA, others 0 |
+/// | 2 | 2 | `metadata_len`: with METADATA, the length of the metadata block that follows the header (before the body); otherwise 0 |
 /// | 4 | 4 | `body_len`: bytes of request body that follow |
 /// | 8 | 8 | `method_id`: FNV-1a 64 of the method name |
 /// | 16 | 8 | `deadline_us`: remaining time budget in microseconds, 0 = none |
@@ -25,9 +29,9 @@ pub const REQUEST_HEADER_LEN: usize = size_of::<RequestHeader>();
 pub struct RequestHeader {
     /// Protocol version, [`VERSION`](super::VERSION).
     pub version: u8,
-    /// Flags; none are defined in version 1, all must be zero.
+    /// Flags: [`REQUEST_METADATA`] or 0.
     pub flags: u8,
-    /// Reserved, must be zero.
+    /// With [`REQUEST_METADATA`], the metadata block's length; otherwise 0.
     pub reserved: U16,
     /// Length of the body that follows the header.
     pub body_len: U32,
@@ -46,6 +50,10 @@ pub struct RequestHead {
     pub body_len: u32,
     /// The caller's remaining time budget, if it set one.
     pub deadline: Option<Duration>,
+    /// With the METADATA flag, the length of the metadata block between the
+    /// header and the body (0 for a caller that sends none but reads the
+    /// response's); `None` without the flag.
+    pub metadata_len: Option<u16>,
 }
 
 impl RequestHead {
@@ -56,8 +64,12 @@ impl RequestHead {
         let deadline_us = deadline_micros(self.deadline);
         let header = RequestHeader {
             version: VERSION,
-            flags: 0,
-            reserved: U16::ZERO,
+            flags: if self.metadata_len.is_some() {
+                REQUEST_METADATA
+            } else {
+                0
+            },
+            reserved: U16::new(self.metadata_len.unwrap_or(0)),
             body_len: U32::new(self.body_len),
             method_id: U64::new(self.method_id),
             deadline_us: U64::new(deadline_us),
@@ -74,7 +86,7 @@ impl RequestHead {
 /// ```
 /// use quicall_rpc::wire::{RequestHead, decode_request, set_deadline};
 /// use std::time::Duration;
-/// let mut bytes = RequestHead { method_id: 1, body_len: 0, deadline: None }.encode();
+/// let mut bytes = RequestHead { method_id: 1, body_len: 0, deadline: None, metadata_len: None }.encode();
 /// set_deadline(&mut bytes, Some(Duration::from_millis(3)));
 /// assert_eq!(decode_request(&bytes, 0).unwrap().deadline, Some(Duration::from_millis(3)));
 /// ```
@@ -104,18 +116,22 @@ pub fn decode_request(bytes: &[u8], max_body: u32) -> Result<RequestHead, WireEr
     if header.version != VERSION {
         return Err(WireError::UnsupportedVersion(header.version));
     }
-    if header.flags != 0 {
+    if header.flags & !REQUEST_METADATA != 0 {
         return Err(WireError::Reserved {
             field: "flags",
-            value: u32::from(header.flags),
+            value: u32::from(header.flags & !REQUEST_METADATA),
         });
     }
-    if header.reserved.get() != 0 {
+    let metadata_len = if header.flags & REQUEST_METADATA != 0 {
+        Some(header.reserved.get())
+    } else if header.reserved.get() != 0 {
         return Err(WireError::Reserved {
             field: "reserved",
             value: u32::from(header.reserved.get()),
         });
-    }
+    } else {
+        None
+    };
     let body_len = header.body_len.get();
     if body_len > max_body {
         return Err(WireError::TooLarge {
@@ -128,6 +144,7 @@ pub fn decode_request(bytes: &[u8], max_body: u32) -> Result<RequestHead, WireEr
         method_id: header.method_id.get(),
         body_len,
         deadline: (deadline_us != 0).then(|| Duration::from_micros(deadline_us)),
+        metadata_len,
     })
 }
 
@@ -140,7 +157,43 @@ mod tests {
             method_id: 0x0123_4567_89ab_cdef,
             body_len: 300,
             deadline: Some(Duration::from_micros(1_500_000)),
+            metadata_len: None,
         }
+    }
+
+    #[test]
+    fn metadata_flag_and_length() {
+        let with = RequestHead {
+            metadata_len: Some(0x0102),
+            ..head()
+        };
+        let bytes = with.encode();
+        assert_eq!(&bytes[..4], &[1, 1, 0x02, 0x01]);
+        assert_eq!(decode_request(&bytes, 300), Ok(with));
+        let empty = RequestHead {
+            metadata_len: Some(0),
+            ..head()
+        };
+        assert_eq!(decode_request(&empty.encode(), 300), Ok(empty));
+        // Without the flag, the field stays reserved.
+        let mut bad = head().encode();
+        bad[2] = 1;
+        assert!(matches!(
+            decode_request(&bad, 300),
+            Err(WireError::Reserved {
+                field: "reserved",
+                ..
+            })
+        ));
+        bad = head().encode();
+        bad[1] = 2;
+        assert!(matches!(
+            decode_request(&bad, 300),
+            Err(WireError::Reserved {
+                field: "flags",
+                value: 2
+            })
+        ));
     }
 
     #[test]

@@ -11,7 +11,7 @@ pub const RESPONSE_HEADER_LEN: usize = size_of::<ResponseHeader>();
 /// | offset | size | field |
 /// |---|---|---|
 /// | 0 | 1 | `version`: 1 |
-/// | 1 | 1 | `flags`: bit 0 = NOT_PROCESSED, others 0 |
+/// | 1 | 1 | `flags`: bit 0 = NOT_PROCESSED, bit 1 = METADATA (a 2-byte length and a metadata block follow the header, before the body), others 0 |
 /// | 2 | 2 | `status`: status code, 0 = OK |
 /// | 4 | 4 | `body_len`: response body (OK) or UTF-8 message (otherwise) |
 #[derive(
@@ -37,9 +37,18 @@ impl ResponseFlags {
     /// The server did not start the handler: the call had no effect and is
     /// safe to send again, even for a method that is not idempotent.
     pub const NOT_PROCESSED: ResponseFlags = ResponseFlags(1);
+    /// A metadata block follows the header: its length (u16, little-endian)
+    /// and the block, then the body. Sent only to a caller whose request
+    /// had the METADATA flag.
+    pub const METADATA: ResponseFlags = ResponseFlags(2);
     /// No flag.
     pub const NONE: ResponseFlags = ResponseFlags(0);
-    const KNOWN: u8 = 1;
+    const KNOWN: u8 = 3;
+
+    /// These flags and `other`'s.
+    pub fn with(self, other: ResponseFlags) -> ResponseFlags {
+        ResponseFlags(self.0 | other.0)
+    }
 
     /// Whether every bit of `other` is set.
     pub fn contains(self, other: ResponseFlags) -> bool {
@@ -142,12 +151,12 @@ mod tests {
             Err(WireError::TooLarge { len: 64, max: 63 })
         );
         let mut bad = bytes;
-        bad[1] = 0x82;
+        bad[1] = 0x86;
         assert_eq!(
             decode_response(&bad, 64),
             Err(WireError::Reserved {
                 field: "flags",
-                value: 0x82 & !1
+                value: 0x84
             })
         );
         bad = bytes;

@@ -178,9 +178,13 @@ async fn load(cluster: &Cluster, concurrency: usize, duration: Duration) {
             let mut i = w as i64;
             while Instant::now() < end {
                 if i % 2 == 0 {
-                    let _ = cluster.call_with(&ADD, &add_request(i, i), options).await;
+                    let _ = cluster
+                        .call_with(&ADD, &add_request(i, i), options.clone())
+                        .await;
                 } else {
-                    let _ = cluster.call_with(&ECHO, &payload[..], options).await;
+                    let _ = cluster
+                        .call_with(&ECHO, &payload[..], options.clone())
+                        .await;
                 }
                 i += 1;
             }

@@ -282,6 +282,7 @@ fn header(method_id: u64, body_len: u32) -> [u8; REQUEST_HEADER_LEN] {
         method_id,
         body_len,
         deadline: None,
+        metadata_len: None,
     }
     .encode()
 }
@@ -299,6 +300,7 @@ async fn slow_bodies(conn: &Connection) {
             body_len: 4 << 20,
             // The longest deadline the server grants.
             deadline: Some(Duration::from_secs(300)),
+            metadata_len: None,
         };
         let _ = send.write_all(&head.encode()).await;
         held.push((send, recv));
