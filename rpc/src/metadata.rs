@@ -79,6 +79,11 @@ pub enum MetadataError {
 }
 
 impl Metadata {
+    /// No entries, as a constant.
+    pub(crate) const EMPTY: Metadata = Metadata {
+        block: Bytes::new(),
+    };
+
     /// No entries.
     pub fn new() -> Self {
         Self::default()

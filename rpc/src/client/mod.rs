@@ -328,20 +328,21 @@ impl Client {
         let start = Instant::now();
         let interceptors = &self.options.interceptors;
         let result = async {
-            let metadata = if interceptors.is_empty() {
-                options.metadata
-            } else {
-                interceptors.before(method.name(), &options.metadata)?
-            };
-            let metadata = (read_metadata || !metadata.is_empty()).then_some(&metadata);
-            let (head, tail) = frame_request(method, request, budget, metadata)?;
+            let (head, tail) = frame_call(
+                method,
+                request,
+                budget,
+                options.metadata,
+                interceptors,
+                read_metadata,
+            )?;
             let answer = within(start, budget, method.name(), self.exchange(head, tail)).await?;
             let message = method
                 .response(answer.body)
                 .map_err(|e| Status::internal(format!("bad response: {e}")))?;
             Ok(Response {
                 message,
-                metadata: answer.metadata,
+                metadata: answer.metadata.map(|m| *m).unwrap_or_default(),
             })
         }
         .await;
@@ -393,6 +394,30 @@ pub(crate) async fn within<T>(
         }
         _ => status,
     })
+}
+
+/// A call's bytes: its metadata (after the interceptors'), header and body.
+/// The metadata is sent when there is any, or when the caller reads the
+/// response's (`read_metadata`).
+pub(crate) fn frame_call<Req, Resp>(
+    method: &Method<Req, Resp>,
+    request: impl Encode<Req>,
+    budget: Option<Duration>,
+    metadata: Metadata,
+    interceptors: &Interceptors,
+    read_metadata: bool,
+) -> Result<(Bytes, Option<Bytes>), Status>
+where
+    Req: Message + ?Sized,
+    Resp: Message + ?Sized,
+{
+    let metadata = if interceptors.is_empty() {
+        metadata
+    } else {
+        interceptors.before(method.name(), &metadata)?
+    };
+    let metadata = (read_metadata || !metadata.is_empty()).then_some(&metadata);
+    frame_request(method, request, budget, metadata)
 }
 
 /// The request header of a call of `method` with time budget `budget`,

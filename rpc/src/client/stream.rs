@@ -9,7 +9,8 @@ use crate::{Code, Metadata, Status};
 /// A response: its body and the metadata sent with it.
 pub(crate) struct Answer {
     pub(crate) body: Bytes,
-    pub(crate) metadata: Metadata,
+    /// Boxed: most answers carry none, and futures stay small.
+    pub(crate) metadata: Option<Box<Metadata>>,
 }
 
 /// The two halves of a call's stream. Dropped before [`CallStream::complete`]
@@ -57,9 +58,10 @@ impl CallStream {
             e => Status::internal(format!("malformed response header: {e}")),
         })?;
         let (metadata, first) = if head.flags.contains(ResponseFlags::METADATA) {
-            self.read_metadata(first).await?
+            let (metadata, first) = Box::pin(self.read_metadata(first)).await?;
+            (Some(Box::new(metadata)), first)
         } else {
-            (Metadata::new(), first)
+            (None, first)
         };
         let body = io::read_body(&mut self.recv, head.body_len as usize, first, |_| true)
             .await
@@ -80,7 +82,7 @@ impl CallStream {
             Code::from_u16(head.status),
             String::from_utf8_lossy(&body).into_owned(),
         )
-        .with_metadata(metadata);
+        .with_metadata(metadata.map(|m| *m).unwrap_or_default());
         Err(if head.flags.contains(ResponseFlags::NOT_PROCESSED) {
             status.not_processed()
         } else {

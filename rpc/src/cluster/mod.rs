@@ -212,19 +212,23 @@ impl Cluster {
         let budget = options.deadline.or(inner.options.client.default_deadline);
         let deadline = budget.map(|b| start + b);
         let interceptors = &inner.options.client.interceptors;
-        let metadata = if interceptors.is_empty() {
-            options.metadata
-        } else {
-            match interceptors.before(method.name(), &options.metadata) {
-                Ok(metadata) => metadata,
-                Err(status) => {
+        let framed = crate::client::frame_call(
+            method,
+            request,
+            budget,
+            options.metadata,
+            interceptors,
+            false,
+        );
+        let (head, tail) = match framed {
+            Ok(framed) => framed,
+            Err(status) => {
+                if !interceptors.is_empty() {
                     interceptors.after(method.name(), status.code(), start.elapsed());
-                    return Err(status);
                 }
+                return Err(status);
             }
         };
-        let metadata = (!metadata.is_empty()).then_some(&metadata);
-        let (head, tail) = crate::client::frame_request(method, request, budget, metadata)?;
         let entry = inner.method_entry(method.id(), method.name());
         entry.stats.begin();
         inner.lock_budget().deposit(inner.now());

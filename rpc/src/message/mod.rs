@@ -330,7 +330,9 @@ pub(crate) fn frame<T: Message + ?Sized, const N: usize>(
     let known = value.known_len();
     let mut head = BytesMut::with_capacity(N + extra.len() + value.size_hint());
     head.extend_from_slice(&header(known.unwrap_or(0)));
-    head.extend_from_slice(extra);
+    if !extra.is_empty() {
+        head.extend_from_slice(extra);
+    }
     let tail = value.encode(&mut head)?;
     let body_len = head.len() - N - extra.len() + tail.as_ref().map_or(0, Bytes::len);
     if known != Some(body_len) {

@@ -12,6 +12,7 @@ use quicall_transport::quinn::{RecvStream, SendStream};
 use tokio::time::{Instant, Sleep, timeout};
 use tokio_util::sync::CancellationToken;
 
+use super::context::Extras;
 use super::intercept::{self, Outcome};
 use super::router::Route;
 use super::shares::{CallSlot, Charge, Peer, Refusal};
@@ -100,7 +101,7 @@ pub(super) async fn serve(
     timer.as_mut().reset(deadline.min(body_by));
     let body = tokio::select! {
         biased;
-        body = read_request(&mut recv, meta_len, len, first, |n| match charge.add(n) {
+        body = read_request_body(&mut recv, meta_len + len, first, |n| match charge.add(n) {
             Ok(()) => true,
             Err(refusal) => {
                 refused = Some(refusal);
@@ -110,17 +111,20 @@ pub(super) async fn serve(
         () = &mut timer => Err(()),
     };
     let (metadata, body) = match body {
-        Ok(Ok(body)) => body,
+        // The metadata block and the body, read as one.
+        Ok(Ok(mut body)) => (body.split_to(meta_len), body),
         Ok(Err(BodyFail::Malformed(status))) => {
             let _ = recv.stop(ErrorCode::PROTOCOL.into());
             drop(charge);
-            return respond(&mut send, Err(status.not_processed()), timer, options, None).await;
+            let reply = frame_reply(Err(status.not_processed()), options, None);
+            return respond(&mut send, reply, timer, options).await;
         }
         Ok(Err(BodyFail::Refused)) => {
             let _ = recv.stop(ErrorCode::REJECTED.into());
             drop(charge);
             let status = refusal_status(refused, &peer, options).not_processed();
-            return respond(&mut send, Err(status), timer, options, None).await;
+            let reply = frame_reply(Err(status), options, None);
+            return respond(&mut send, reply, timer, options).await;
         }
         Ok(Err(BodyFail::Broken)) => {
             let _ = send.reset(ErrorCode::CANCELLED.into());
@@ -140,7 +144,8 @@ pub(super) async fn serve(
                     options.min_transfer_rate
                 ))
             };
-            return respond(&mut send, Err(status.not_processed()), timer, options, None).await;
+            let reply = frame_reply(Err(status.not_processed()), options, None);
+            return respond(&mut send, reply, timer, options).await;
         }
     };
     let metadata = match Metadata::decode(metadata, options.max_metadata_entries) {
@@ -150,7 +155,8 @@ pub(super) async fn serve(
                 MetadataError::TooMany(_) => Status::resource_exhausted(e.to_string()),
                 e => Status::invalid_argument(e.to_string()),
             };
-            return respond(&mut send, Err(status.not_processed()), timer, options, None).await;
+            let reply = frame_reply(Err(status.not_processed()), options, None);
+            return respond(&mut send, reply, timer, options).await;
         }
     };
 
@@ -161,36 +167,34 @@ pub(super) async fn serve(
         deadline,
         method: route.name,
         cancel: cancel.clone(),
-        metadata,
-        reply_metadata: reply_metadata.clone(),
-        extensions: Default::default(),
+        extras: (!metadata.is_empty() || reply_metadata.is_some()).then(|| {
+            Box::new(Extras {
+                metadata,
+                reply_metadata: reply_metadata.clone(),
+                extensions: Default::default(),
+            })
+        }),
     };
     let interceptors = &shared.router.interceptors;
     if !interceptors.is_empty() {
         timer.as_mut().reset(deadline);
-        let peer = ctx.peer.clone();
-        let intercepted = tokio::select! {
-            biased;
-            result = intercept::before(interceptors, ctx) => result,
-            () = &mut timer => Err(Status::deadline_exceeded(format!(
-                "deadline of {budget:?} passed in the interceptors"
-            ))),
-        };
-        ctx = match intercepted {
-            Ok(ctx) => ctx,
+        // Boxed: calls on a router without interceptors keep their future
+        // small.
+        match Box::pin(intercept(
+            interceptors,
+            ctx,
+            timer.as_mut(),
+            budget,
+            received,
+        ))
+        .await
+        {
+            Ok(intercepted) => ctx = intercepted,
             Err(status) => {
-                let status = status.not_processed();
-                let outcome = Outcome {
-                    method: route.name,
-                    peer: peer.as_deref(),
-                    code: status.code(),
-                    elapsed: received.elapsed(),
-                };
-                intercept::after(interceptors, &outcome);
-                let reply_metadata = taken(reply_metadata);
-                return respond(&mut send, Err(status), timer, options, reply_metadata).await;
+                let reply = frame_reply(Err(status), options, taken(reply_metadata));
+                return respond(&mut send, reply, timer, options).await;
             }
-        };
+        }
     }
     let observed = (!interceptors.is_empty()).then(|| ctx.peer.clone());
     // The timer still says `deadline.min(body_by)`: moved to the deadline
@@ -241,7 +245,39 @@ pub(super) async fn serve(
         };
         intercept::after(interceptors, &outcome);
     }
-    respond(&mut send, reply, timer, options, taken(reply_metadata)).await;
+    let reply = frame_reply(reply, options, taken(reply_metadata));
+    respond(&mut send, reply, timer, options).await;
+}
+
+/// Runs the interceptors before the handler, under the deadline; a refusal
+/// is NOT_PROCESSED, and the interceptors see it as the outcome.
+async fn intercept(
+    interceptors: &[Arc<dyn intercept::Interceptor>],
+    ctx: Context,
+    timer: Pin<&mut Sleep>,
+    budget: std::time::Duration,
+    received: Instant,
+) -> Result<Context, Status> {
+    let method = ctx.method;
+    let peer = ctx.peer.clone();
+    let result = tokio::select! {
+        biased;
+        result = intercept::before(interceptors, ctx) => result,
+        () = timer => Err(Status::deadline_exceeded(format!(
+            "deadline of {budget:?} passed in the interceptors"
+        ))),
+    };
+    result.map_err(|status| {
+        let status = status.not_processed();
+        let outcome = Outcome {
+            method,
+            peer: peer.as_deref(),
+            code: status.code(),
+            elapsed: received.elapsed(),
+        };
+        intercept::after(interceptors, &outcome);
+        status
+    })
 }
 
 /// The response's metadata, if the caller reads it and any was set.
@@ -339,36 +375,6 @@ enum BodyFail {
     Broken,
 }
 
-/// Reads the metadata block (`meta_len` bytes), the body and the end of
-/// the stream, telling `admit` of every chunk as it arrives.
-async fn read_request(
-    recv: &mut RecvStream,
-    meta_len: usize,
-    len: usize,
-    first: Bytes,
-    mut admit: impl FnMut(usize) -> bool,
-) -> Result<(Bytes, Bytes), BodyFail> {
-    let (metadata, first) = if meta_len == 0 {
-        (Bytes::new(), first)
-    } else {
-        match io::read_prefix(recv, meta_len, first, &mut admit).await {
-            Ok(split) => split,
-            Err(ReadFail::Finished { got }) => {
-                return Err(BodyFail::Malformed(Status::invalid_argument(format!(
-                    "request metadata truncated: {got} of {meta_len} bytes"
-                ))));
-            }
-            Err(ReadFail::Refused) => return Err(BodyFail::Refused),
-            Err(ReadFail::Read(e)) => {
-                tracing::debug!("stream failed inside the request metadata: {e}");
-                return Err(BodyFail::Broken);
-            }
-        }
-    };
-    let body = read_request_body(recv, len, first, admit).await?;
-    Ok((metadata, body))
-}
-
 /// Reads the body and the end of the stream, telling `admit` of every
 /// chunk as it arrives.
 async fn read_request_body(
@@ -434,23 +440,10 @@ async fn reject(send: &mut SendStream, recv: &mut RecvStream, status: Status) {
 /// timer).
 async fn respond(
     send: &mut SendStream,
-    reply: Result<super::router::Reply, Status>,
+    (head, tail): (Bytes, Option<Bytes>),
     mut timer: Pin<&mut Sleep>,
     options: &ServerOptions,
-    metadata: Option<Metadata>,
 ) {
-    let (head, tail) = match reply {
-        Ok(reply) => (reply.head, reply.tail),
-        Err(status) if options.hide_error_details && status.is_internal_detail() => {
-            tracing::error!("handler failed: {status}");
-            (status_frame(&Status::internal("internal error")), None)
-        }
-        Err(status) => (status_frame(&status), None),
-    };
-    let head = match metadata {
-        Some(metadata) => with_metadata(&head, &metadata),
-        None => head,
-    };
     let len = head.len() + tail.as_ref().map_or(0, Bytes::len);
     let by = Instant::now() + options.transfer_time(options.response_timeout, len);
     timer.as_mut().reset(by);
@@ -466,6 +459,27 @@ async fn respond(
             tracing::debug!("response not taken in time; stream reset");
             let _ = send.reset(ErrorCode::TIMEOUT.into());
         }
+    }
+}
+
+/// The bytes of an answer: a handler's reply or a status (its details
+/// hidden if the server says so), with the response's metadata.
+fn frame_reply(
+    reply: Result<super::router::Reply, Status>,
+    options: &ServerOptions,
+    metadata: Option<Metadata>,
+) -> (Bytes, Option<Bytes>) {
+    let (head, tail) = match reply {
+        Ok(reply) => (reply.head, reply.tail),
+        Err(status) if options.hide_error_details && status.is_internal_detail() => {
+            tracing::error!("handler failed: {status}");
+            (status_frame(&Status::internal("internal error")), None)
+        }
+        Err(status) => (status_frame(&status), None),
+    };
+    match metadata {
+        Some(metadata) => (with_metadata(&head, &metadata), tail),
+        None => (head, tail),
     }
 }
 

@@ -33,6 +33,14 @@ pub struct Context {
     pub(crate) deadline: Instant,
     pub(crate) method: &'static str,
     pub(crate) cancel: CancellationToken,
+    /// Metadata, response metadata and extensions: boxed, and only when a
+    /// call has any of them, so that a call without keeps a small context.
+    pub(crate) extras: Option<Box<Extras>>,
+}
+
+/// What a call may carry beyond its basics.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Extras {
     pub(crate) metadata: Metadata,
     /// The response's metadata, when the caller reads it (its request had
     /// the METADATA flag).
@@ -80,7 +88,8 @@ impl Context {
 
     /// The metadata the caller sent with the call (empty if none).
     pub fn metadata(&self) -> &Metadata {
-        &self.metadata
+        static NONE: Metadata = Metadata::EMPTY;
+        self.extras.as_ref().map_or(&NONE, |e| &e.metadata)
     }
 
     /// Sets `key` to `value` in the metadata sent back with the answer
@@ -92,7 +101,7 @@ impl Context {
         key: &str,
         value: impl AsRef<[u8]>,
     ) -> Result<bool, MetadataError> {
-        let Some(reply) = &self.reply_metadata else {
+        let Some(reply) = self.extras.as_ref().and_then(|e| e.reply_metadata.as_ref()) else {
             return Ok(false);
         };
         let mut reply = reply.lock().unwrap_or_else(|e| e.into_inner());
@@ -102,8 +111,9 @@ impl Context {
 
     /// The metadata sent back with the answer so far.
     pub fn reply_metadata(&self) -> Metadata {
-        self.reply_metadata
+        self.extras
             .as_ref()
+            .and_then(|e| e.reply_metadata.as_ref())
             .map(|m| m.lock().unwrap_or_else(|e| e.into_inner()).clone())
             .unwrap_or_default()
     }
@@ -111,12 +121,13 @@ impl Context {
     /// Typed values interceptors attached to the call (a tenant resolved
     /// from a token, say).
     pub fn extensions(&self) -> &Extensions {
-        &self.extensions
+        static NONE: std::sync::LazyLock<Extensions> = std::sync::LazyLock::new(Extensions::new);
+        self.extras.as_ref().map_or(&NONE, |e| &e.extensions)
     }
 
     /// The typed values, to attach one (what an interceptor does).
     pub fn extensions_mut(&mut self) -> &mut Extensions {
-        &mut self.extensions
+        &mut self.extras.get_or_insert_with(Default::default).extensions
     }
 
     /// A token that is cancelled when the call is abandoned, for spawned work.
