@@ -70,8 +70,13 @@ pub async fn sum(_ctx: Context, req: Msg<Rkyv<Vec<i64>>>) -> Result<i64, Status>
         .ok_or_else(|| Status::new(quicall_rpc::Code::OutOfRange, "sum overflows i64"))
 }
 
-/// The handler of [`ECHO`].
-pub async fn echo(_ctx: Context, req: Msg<[u8]>) -> Result<Msg<[u8]>, Status> {
+/// The handler of [`ECHO`]: the request's bytes, and its metadata sent
+/// back as the response's (to a caller that reads it).
+pub async fn echo(ctx: Context, req: Msg<[u8]>) -> Result<Msg<[u8]>, Status> {
+    if !ctx.metadata().is_empty() {
+        // Checked when received; shared, not copied.
+        let _ = ctx.merge_reply_metadata(ctx.metadata());
+    }
     Ok(req)
 }
 

@@ -306,3 +306,42 @@ fn call_reaches_any_method_by_name_with_a_raw_body() {
     let out = call(&["calc.Calc/Add", "--hex", "01"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("INVALID_ARGUMENT"));
 }
+
+#[test]
+fn call_sends_metadata_and_prints_the_answers_with_verbose() {
+    use common::serve_process::{ServeProcess, write_certs};
+    let dir = tempfile::tempdir().unwrap();
+    write_certs(dir.path());
+    let server = ServeProcess::start(dir.path(), "127.0.0.1:0");
+    let child = Command::new(env!("CARGO_BIN_EXE_quicall"))
+        .arg("call")
+        .args(["--server", &server.addr, "--server-name", "localhost"])
+        .arg("--ca")
+        .arg(dir.path().join("ca.crt"))
+        .arg("--cert")
+        .arg(dir.path().join("ops.crt"))
+        .arg("--key")
+        .arg(dir.path().join("ops.key"))
+        .args(["-H", "tenant: acme", "-H", "request-id:42", "-v"])
+        .args(["echo", "hello"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = wait_bounded(child, Duration::from_secs(30));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "hello");
+    // Sent, and (the demo's echo sends the caller's metadata back) received.
+    for line in [
+        "> tenant: acme",
+        "> request-id: 42",
+        "< tenant: acme",
+        "< request-id: 42",
+    ] {
+        assert!(
+            stderr.lines().any(|l| l == line),
+            "no {line:?} in\n{stderr}"
+        );
+    }
+}

@@ -103,7 +103,7 @@ impl Metadata {
             if count > max_entries {
                 return Err(MetadataError::TooMany(max_entries));
             }
-            if Entries(&block[..at]).any(|(k, _)| k.as_bytes() == key) {
+            if RawEntries(&block[..at]).any(|(k, _)| k == key) {
                 return Err(MetadataError::Duplicate(
                     String::from_utf8_lossy(key).into_owned(),
                 ));
@@ -115,7 +115,7 @@ impl Metadata {
 
     /// The value of `key`.
     pub fn get(&self, key: &str) -> Option<&[u8]> {
-        self.iter().find_map(|(k, v)| (k == key).then_some(v))
+        RawEntries(&self.block).find_map(|(k, v)| (k == key.as_bytes()).then_some(v))
     }
 
     /// The value of `key`, if it is UTF-8.
@@ -131,17 +131,24 @@ impl Metadata {
     ) -> Result<&mut Self, MetadataError> {
         check_key(key)?;
         let value = value.as_ref();
-        let value_len =
-            u16::try_from(value.len()).map_err(|_| MetadataError::Value(value.len()))?;
-        let mut block =
-            BytesMut::with_capacity(self.block.len() + ENTRY_HEAD + key.len() + value.len());
-        for (k, v) in self.iter().filter(|(k, _)| *k != key) {
-            put_entry(&mut block, k, v);
+        if value.len() > usize::from(u16::MAX) {
+            return Err(MetadataError::Value(value.len()));
         }
-        block.put_u8(key.len() as u8);
-        block.put_u16_le(value_len);
-        block.put_slice(key.as_bytes());
-        block.put_slice(value);
+        let mut block = if self.get(key).is_none() {
+            // A new key: appended, in place when the block is not shared.
+            let mut block = std::mem::take(&mut self.block)
+                .try_into_mut()
+                .unwrap_or_else(|shared| BytesMut::from(&shared[..]));
+            block.reserve(ENTRY_HEAD + key.len() + value.len());
+            block
+        } else {
+            let mut block = BytesMut::with_capacity(self.block.len() + ENTRY_HEAD + value.len());
+            for (k, v) in RawEntries(&self.block).filter(|(k, _)| *k != key.as_bytes()) {
+                put_entry(&mut block, k, v);
+            }
+            block
+        };
+        put_entry(&mut block, key.as_bytes(), value);
         self.block = block.freeze();
         Ok(self)
     }
@@ -156,7 +163,7 @@ impl Metadata {
     pub fn remove(&mut self, key: &str) -> Option<Bytes> {
         let value = self.get(key).map(Bytes::copy_from_slice)?;
         let mut block = BytesMut::with_capacity(self.block.len());
-        for (k, v) in self.iter().filter(|(k, _)| *k != key) {
+        for (k, v) in RawEntries(&self.block).filter(|(k, _)| *k != key.as_bytes()) {
             put_entry(&mut block, k, v);
         }
         self.block = block.freeze();
@@ -170,7 +177,7 @@ impl Metadata {
 
     /// The number of entries.
     pub fn len(&self) -> usize {
-        self.iter().count()
+        RawEntries(&self.block).count()
     }
 
     /// Whether there is no entry.
@@ -183,8 +190,13 @@ impl Metadata {
         &self.block
     }
 
-    /// Every entry of `other` set here too (its values win).
+    /// Every entry of `other` set here too (its values win). Into empty
+    /// metadata, `other`'s block is shared, not copied.
     pub fn merge(&mut self, other: &Metadata) -> Result<(), MetadataError> {
+        if self.is_empty() {
+            self.block = other.block.clone();
+            return Ok(());
+        }
         for (key, value) in other.iter() {
             self.insert(key, value)?;
         }
@@ -205,6 +217,19 @@ impl fmt::Debug for Metadata {
     }
 }
 
+/// The entries of a block, keys as bytes.
+struct RawEntries<'a>(&'a [u8]);
+
+impl<'a> Iterator for RawEntries<'a> {
+    type Item = (&'a [u8], &'a [u8]);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let (key, value, rest) = split_entry(self.0)?;
+        self.0 = rest;
+        Some((key, value))
+    }
+}
+
 /// The entries of a block already checked.
 struct Entries<'a>(&'a [u8]);
 
@@ -212,8 +237,8 @@ impl<'a> Iterator for Entries<'a> {
     type Item = (&'a str, &'a [u8]);
 
     fn next(&mut self) -> Option<Self::Item> {
-        let (key, value, rest) = split_entry(self.0)?;
-        self.0 = rest;
+        let (key, value) = RawEntries(self.0).next()?;
+        self.0 = &self.0[ENTRY_HEAD + key.len() + value.len()..];
         // Checked keys are ASCII.
         Some((std::str::from_utf8(key).unwrap_or_default(), value))
     }
@@ -248,10 +273,11 @@ fn check_key(key: impl AsRef<[u8]>) -> Result<(), MetadataError> {
     }
 }
 
-fn put_entry(block: &mut BytesMut, key: &str, value: &[u8]) {
+/// Appends an entry whose key and value lengths were checked.
+fn put_entry(block: &mut BytesMut, key: &[u8], value: &[u8]) {
     block.put_u8(key.len() as u8);
     block.put_u16_le(value.len() as u16);
-    block.put_slice(key.as_bytes());
+    block.put_slice(key);
     block.put_slice(value);
 }
 

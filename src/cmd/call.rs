@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use quicall::demo::{ADD, AddRequest, ECHO, WHOAMI};
-use quicall::{CallOptions, ClientTls, Cluster, ClusterOptions, Discovery, Policy};
+use quicall::{CallOptions, ClientTls, Cluster, ClusterOptions, Discovery, Metadata, Policy};
 use zerocopy::little_endian::I64;
 
 /// Arguments of `quicall call`.
@@ -44,6 +44,13 @@ pub struct Args {
     /// Selection policy: p2c-peak-ewma, round-robin, random, least-outstanding.
     #[arg(long, default_value = "p2c-peak-ewma")]
     policy: Policy,
+    /// Metadata sent with the call, as key:value (repeat for more).
+    #[arg(short = 'H', long = "header", value_name = "KEY:VALUE")]
+    headers: Vec<String>,
+    /// Prints the metadata sent (`> key: value`) and received
+    /// (`< key: value`) on standard error.
+    #[arg(short, long)]
+    verbose: bool,
     #[command(subcommand)]
     method: MethodArgs,
 }
@@ -167,7 +174,12 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let cluster = Cluster::new(discovery, tls, options)
         .await
         .context("finding the servers")?;
-    let options = CallOptions::deadline(Duration::from_millis(args.deadline_ms));
+    let metadata = parse_headers(&args.headers)?;
+    if args.verbose {
+        print_metadata('>', &metadata);
+    }
+    let options =
+        CallOptions::deadline(Duration::from_millis(args.deadline_ms)).with_metadata(metadata);
     let call = Call::from_args(&args.method)?;
     let mut last = None;
     for _ in 0..args.count.max(1) {
@@ -177,8 +189,46 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         print_spread(&cluster);
     }
     cluster.close();
-    println!("{}", last.expect("at least one call")?);
-    Ok(())
+    match last.expect("at least one call") {
+        Ok((answer, metadata)) => {
+            if args.verbose {
+                print_metadata('<', &metadata);
+            }
+            println!("{answer}");
+            Ok(())
+        }
+        Err(status) => {
+            if let Some(metadata) = status.metadata().filter(|_| args.verbose) {
+                print_metadata('<', metadata);
+            }
+            Err(status.into())
+        }
+    }
+}
+
+/// `key:value` arguments as metadata.
+fn parse_headers(headers: &[String]) -> anyhow::Result<Metadata> {
+    let mut metadata = Metadata::new();
+    for header in headers {
+        let (key, value) = header
+            .split_once(':')
+            .with_context(|| format!("metadata {header:?} is not key:value"))?;
+        metadata
+            .insert(key.trim(), value.trim_start())
+            .with_context(|| format!("metadata {header:?}"))?;
+    }
+    Ok(metadata)
+}
+
+/// Metadata as curl prints headers: `> key: value` sent, `< key: value`
+/// received; values that are not UTF-8 in hex.
+fn print_metadata(direction: char, metadata: &Metadata) {
+    for (key, value) in metadata.iter() {
+        match std::str::from_utf8(value) {
+            Ok(text) => eprintln!("{direction} {key}: {text}"),
+            Err(_) => eprintln!("{direction} {key}: 0x{}", to_hex(value)),
+        }
+    }
 }
 
 /// A call, ready to be made once or many times.
@@ -219,31 +269,34 @@ impl Call {
         })
     }
 
-    /// Makes the call; the answer as it is printed.
+    /// Makes the call; the answer as it is printed, and the metadata the
+    /// server sent back.
     async fn once(
         &self,
         cluster: &Cluster,
         options: CallOptions,
-    ) -> Result<String, quicall::Status> {
-        let text = |r: quicall::Msg<[u8]>| String::from_utf8_lossy(&r).into_owned();
+    ) -> Result<(String, Metadata), quicall::Status> {
+        let text = |r: quicall::Response<[u8]>| {
+            (String::from_utf8_lossy(&r.message).into_owned(), r.metadata)
+        };
         match self {
             Call::Add(request) => cluster
-                .call_with(&ADD, request, options)
+                .call_full(&ADD, request, options)
                 .await
-                .map(|r| r.sum.get().to_string()),
+                .map(|r| (r.message.sum.get().to_string(), r.metadata)),
             Call::Echo(message) => cluster
-                .call_with(&ECHO, message.as_str(), options)
+                .call_full(&ECHO, message.as_str(), options)
                 .await
                 .map(text),
-            Call::Whoami => cluster.call_with(&WHOAMI, "", options).await.map(text),
+            Call::Whoami => cluster.call_full(&WHOAMI, "", options).await.map(text),
             Call::Raw {
                 method,
                 body,
                 hex_output,
             } => {
-                let reply = cluster.call_with(method, &body[..], options).await?;
+                let reply = cluster.call_full(method, &body[..], options).await?;
                 Ok(if *hex_output {
-                    to_hex(&reply)
+                    (to_hex(&reply.message), reply.metadata)
                 } else {
                     text(reply)
                 })
@@ -286,5 +339,15 @@ mod tests {
         assert_eq!(to_hex(&[2, 0, 10, 255]), "02000aff");
         assert!(from_hex("abc").is_err());
         assert!(from_hex("zz").is_err());
+    }
+
+    #[test]
+    fn headers_become_metadata() {
+        let metadata =
+            parse_headers(&["authorization: Bearer x".into(), "tenant:acme".into()]).unwrap();
+        assert_eq!(metadata.get_str("authorization"), Some("Bearer x"));
+        assert_eq!(metadata.get_str("tenant"), Some("acme"));
+        assert!(parse_headers(&["no-colon".into()]).is_err());
+        assert!(parse_headers(&["Upper:x".into()]).is_err());
     }
 }

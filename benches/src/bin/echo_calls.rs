@@ -27,6 +27,31 @@ struct Args {
     /// Payload size in bytes.
     #[arg(long, default_value_t = 64)]
     payload: usize,
+    /// Metadata entries sent with each call (quicall only): a token, a
+    /// tenant and a W3C traceparent, then more of the same size.
+    #[arg(long, default_value_t = 0)]
+    metadata: usize,
+}
+
+/// `n` entries: an authorization token, a tenant, a traceparent, then
+/// `extra-N` entries of 16 bytes.
+fn metadata(n: usize) -> anyhow::Result<quicall::Metadata> {
+    let mut metadata = quicall::Metadata::new();
+    let first = [
+        ("authorization", "Bearer 0123456789abcdef0123456789abcdef"),
+        ("tenant", "acme-corporation"),
+        (
+            "traceparent",
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+        ),
+    ];
+    for i in 0..n {
+        match first.get(i) {
+            Some((key, value)) => metadata.insert(key, value)?,
+            None => metadata.insert(&format!("extra-{i}"), "0123456789abcdef")?,
+        };
+    }
+    Ok(metadata)
 }
 
 fn main() -> anyhow::Result<()> {
@@ -38,6 +63,24 @@ fn main() -> anyhow::Result<()> {
         let pki = Pki::new()?;
         let echo = Echo::start(args.system, &pki, &quicall::Limits::default()).await?;
         let payload = Bytes::from(vec![7u8; args.payload]);
+        if args.metadata > 0 {
+            let Echo::Quicall { client, .. } = &echo else {
+                anyhow::bail!("--metadata is for quicall");
+            };
+            let options = quicall::CallOptions::default().with_metadata(metadata(args.metadata)?);
+            for _ in 0..args.calls {
+                let reply = client
+                    .call_with(&quicall::demo::ECHO, payload.clone(), options.clone())
+                    .await
+                    .context("echo call")?;
+                anyhow::ensure!(
+                    reply.len() == args.payload,
+                    "echo returned {} bytes",
+                    reply.len()
+                );
+            }
+            return Ok(());
+        }
         for _ in 0..args.calls {
             let len = echo.call(&payload).await.context("echo call")?;
             anyhow::ensure!(len == args.payload, "echo returned {len} bytes");

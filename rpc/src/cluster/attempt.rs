@@ -11,7 +11,7 @@ use tokio::time::Instant;
 use super::Inner;
 use super::member::Member;
 use crate::balance::may_eject;
-use crate::client::{exchange, transport_status};
+use crate::client::{Answer, exchange, transport_status};
 use crate::metrics::Stats;
 use crate::{Code, Hedge, Status};
 
@@ -50,7 +50,7 @@ impl Tried {
 }
 
 impl Call<'_> {
-    pub(super) async fn run(&self) -> Result<Bytes, Status> {
+    pub(super) async fn run(&self) -> Result<Answer, Status> {
         let servers = self.inner.servers();
         let mut tried = Tried::default();
         let mut attempts = 0u32;
@@ -146,7 +146,7 @@ impl Call<'_> {
         head: Bytes,
         delay: Duration,
         tried: &mut Tried,
-    ) -> Result<Bytes, Status> {
+    ) -> Result<Answer, Status> {
         let a = self.attempt(&servers[first], head.clone());
         tokio::pin!(a);
         tokio::select! {
@@ -210,7 +210,7 @@ impl Call<'_> {
         &'a self,
         member: &'a Arc<Member>,
         head: Bytes,
-    ) -> impl std::future::Future<Output = Result<Bytes, Status>> + 'a {
+    ) -> impl std::future::Future<Output = Result<Answer, Status>> + 'a {
         attempt(self.inner, member, head, self.tail.clone(), self.deadline)
     }
 }
@@ -230,7 +230,7 @@ async fn attempt(
     head: Bytes,
     tail: Option<Bytes>,
     deadline: Option<Instant>,
-) -> Result<Bytes, Status> {
+) -> Result<Answer, Status> {
     if !member.health().try_admit(inner.now()) {
         return Err(Status::unavailable("server ejected").not_processed());
     }
@@ -256,9 +256,7 @@ async fn attempt(
             }
         },
     };
-    let result = exchange(&conn, head, tail, inner.options.client.max_response_size)
-        .await
-        .map(|answer| answer.body);
+    let result = exchange(&conn, head, tail, inner.options.client.max_response_size).await;
     match &result {
         Ok(_) => outcome.answer(Code::Ok),
         Err(status) if is_server_failure(status) => outcome.failure(status, Some(&conn)),

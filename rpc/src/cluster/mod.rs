@@ -207,6 +207,37 @@ impl Cluster {
         Req: Message + ?Sized,
         Resp: Message + ?Sized,
     {
+        self.call_inner(method, request, options, false)
+            .await
+            .map(|response| response.message)
+    }
+
+    /// Calls `method` and returns the response with the metadata its
+    /// server sent back (with a failure too: [`Status::metadata`]).
+    pub async fn call_full<Req, Resp>(
+        &self,
+        method: &Method<Req, Resp>,
+        request: impl Encode<Req>,
+        options: CallOptions,
+    ) -> Result<crate::Response<Resp>, Status>
+    where
+        Req: Message + ?Sized,
+        Resp: Message + ?Sized,
+    {
+        self.call_inner(method, request, options, true).await
+    }
+
+    async fn call_inner<Req, Resp>(
+        &self,
+        method: &Method<Req, Resp>,
+        request: impl Encode<Req>,
+        options: CallOptions,
+        read_metadata: bool,
+    ) -> Result<crate::Response<Resp>, Status>
+    where
+        Req: Message + ?Sized,
+        Resp: Message + ?Sized,
+    {
         let inner = &*self.inner;
         let start = Instant::now();
         let budget = options.deadline.or(inner.options.client.default_deadline);
@@ -218,7 +249,7 @@ impl Cluster {
             budget,
             options.metadata,
             interceptors,
-            false,
+            read_metadata,
         );
         let (head, tail) = match framed {
             Ok(framed) => framed,
@@ -243,10 +274,14 @@ impl Cluster {
         };
         let result = crate::client::within(start, budget, method.name(), call.run())
             .await
-            .and_then(|body| {
-                method
-                    .response(body)
-                    .map_err(|e| Status::internal(format!("bad response: {e}")))
+            .and_then(|answer| {
+                let message = method
+                    .response(answer.body)
+                    .map_err(|e| Status::internal(format!("bad response: {e}")))?;
+                Ok(crate::Response {
+                    message,
+                    metadata: answer.metadata.map(|m| *m).unwrap_or_default(),
+                })
             });
         let code = result.as_ref().err().map_or(Code::Ok, Status::code);
         entry.stats.end();

@@ -109,6 +109,20 @@ impl Context {
         Ok(true)
     }
 
+    /// Sets every entry of `metadata` in the metadata sent back with the
+    /// answer (shared, not copied, when none was set before). `false` when
+    /// the caller does not read response metadata.
+    pub fn merge_reply_metadata(&self, metadata: &Metadata) -> Result<bool, MetadataError> {
+        let Some(reply) = self.extras.as_ref().and_then(|e| e.reply_metadata.as_ref()) else {
+            return Ok(false);
+        };
+        reply
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .merge(metadata)?;
+        Ok(true)
+    }
+
     /// The metadata sent back with the answer so far.
     pub fn reply_metadata(&self) -> Metadata {
         self.extras
