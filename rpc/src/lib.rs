@@ -46,6 +46,7 @@ mod method;
 pub mod metrics;
 mod server;
 mod status;
+pub mod trace;
 pub mod wire;
 
 pub use caller::Caller;
@@ -66,6 +67,7 @@ pub use server::{
     ServerOptions, ShutdownReport,
 };
 pub use status::{Code, Status};
+pub use trace::TraceContext;
 
 pub use bytes::Bytes;
 pub use quicall_transport as transport;

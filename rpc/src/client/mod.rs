@@ -14,7 +14,9 @@ use tokio::time::{Instant, timeout_at};
 
 use crate::message::frame;
 use crate::wire::{ErrorCode, REQUEST_HEADER_LEN, RequestHead};
-use crate::{Code, Encode, Message, Metadata, MetadataError, Method, Msg, Status};
+use crate::{
+    Code, Encode, Message, Metadata, MetadataError, Method, Msg, Status, TRACEPARENT, TraceContext,
+};
 use stream::CallStream;
 
 pub(crate) use stream::{Answer, connection_status, transport_status};
@@ -268,58 +270,58 @@ impl Client {
     ///
     /// Dropping the returned future cancels the call: the stream is reset and
     /// the server drops the handler.
-    pub async fn call<Req, Resp>(
+    pub fn call<Req, Resp>(
         &self,
         method: &Method<Req, Resp>,
         request: impl Encode<Req>,
-    ) -> Result<Msg<Resp>, Status>
+    ) -> impl Future<Output = Result<Msg<Resp>, Status>>
     where
         Req: Message + ?Sized,
         Resp: Message + ?Sized,
     {
         self.call_with(method, request, CallOptions::default())
-            .await
     }
 
     /// Calls `method` with `request` and per-call options.
-    pub async fn call_with<Req, Resp>(
+    pub fn call_with<Req, Resp>(
         &self,
         method: &Method<Req, Resp>,
         request: impl Encode<Req>,
         options: CallOptions,
-    ) -> Result<Msg<Resp>, Status>
+    ) -> impl Future<Output = Result<Msg<Resp>, Status>>
     where
         Req: Message + ?Sized,
         Resp: Message + ?Sized,
     {
-        self.call_inner(method, request, options, false)
-            .await
-            .map(|response| response.message)
+        self.call_inner(method, request, options, false, |response| response.message)
     }
 
     /// Calls `method` and returns the response with the metadata the
     /// server sent back (with a failure too: [`Status::metadata`]). The
     /// request tells the server that this caller reads response metadata.
-    pub async fn call_full<Req, Resp>(
+    pub fn call_full<Req, Resp>(
         &self,
         method: &Method<Req, Resp>,
         request: impl Encode<Req>,
         options: CallOptions,
-    ) -> Result<Response<Resp>, Status>
+    ) -> impl Future<Output = Result<Response<Resp>, Status>>
     where
         Req: Message + ?Sized,
         Resp: Message + ?Sized,
     {
-        self.call_inner(method, request, options, true).await
+        self.call_inner(method, request, options, true, |response| response)
     }
 
-    async fn call_inner<Req, Resp>(
+    /// The call, encoded when first polled (in the caller's trace, if it
+    /// is in one), its output mapped by `output`.
+    async fn call_inner<Req, Resp, T>(
         &self,
         method: &Method<Req, Resp>,
         request: impl Encode<Req>,
         options: CallOptions,
         read_metadata: bool,
-    ) -> Result<Response<Resp>, Status>
+        output: fn(Response<Resp>) -> T,
+    ) -> Result<T, Status>
     where
         Req: Message + ?Sized,
         Resp: Message + ?Sized,
@@ -327,16 +329,24 @@ impl Client {
         let budget = options.deadline.or(self.options.default_deadline);
         let start = Instant::now();
         let interceptors = &self.options.interceptors;
-        let result = async {
-            let (head, tail) = frame_call(
-                method,
-                request,
-                budget,
-                options.metadata,
-                interceptors,
-                read_metadata,
-            )?;
-            let answer = within(start, budget, method.name(), self.exchange(head, tail)).await?;
+        let trace = TraceContext::current().map(|parent| (parent, parent.child()));
+        let span = call_span(method.name(), trace);
+        let framed = frame_call(
+            method,
+            request,
+            budget,
+            options.metadata,
+            interceptors,
+            read_metadata,
+            trace.map(|(_, own)| own),
+        );
+        let result = match framed {
+            Ok((head, tail)) => {
+                within(start, budget, method.name(), self.exchange(head, tail)).await
+            }
+            Err(status) => Err(status),
+        };
+        let result = result.and_then(|answer| {
             let message = method
                 .response(answer.body)
                 .map_err(|e| Status::internal(format!("bad response: {e}")))?;
@@ -344,13 +354,13 @@ impl Client {
                 message,
                 metadata: answer.metadata.map(|m| *m).unwrap_or_default(),
             })
-        }
-        .await;
+        });
+        let code = result.as_ref().err().map_or(Code::Ok, Status::code);
+        end_span(span, code, start);
         if !interceptors.is_empty() {
-            let code = result.as_ref().err().map_or(Code::Ok, Status::code);
             interceptors.after(method.name(), code, start.elapsed());
         }
-        result
+        result.map(output)
     }
 
     /// One request and its response on a new stream; the response body.
@@ -396,6 +406,43 @@ pub(crate) async fn within<T>(
     })
 }
 
+/// A call's `tracing` span (when a subscriber wants it: boxed, so that
+/// futures stay small without one): the method and, in a trace, the trace
+/// and span ids; status and latency are recorded by [`end_span`].
+pub(crate) fn call_span(
+    method: &'static str,
+    trace: Option<(TraceContext, TraceContext)>,
+) -> Option<Box<tracing::Span>> {
+    use tracing::field::Empty;
+    if !tracing::enabled!(target: "quicall", tracing::Level::DEBUG) {
+        return None;
+    }
+    let span = tracing::debug_span!(
+        target: "quicall",
+        "quicall.call",
+        method,
+        trace_id = Empty,
+        span_id = Empty,
+        parent_id = Empty,
+        status = Empty,
+        latency_us = Empty,
+    );
+    if let Some((parent, own)) = trace {
+        span.record("trace_id", format!("{:032x}", own.trace_id()));
+        span.record("span_id", format!("{:016x}", own.span_id()));
+        span.record("parent_id", format!("{:016x}", parent.span_id()));
+    }
+    Some(Box::new(span))
+}
+
+/// Records a call's status and latency on its span.
+pub(crate) fn end_span(span: Option<Box<tracing::Span>>, code: Code, start: Instant) {
+    if let Some(span) = span {
+        span.record("status", code.name());
+        span.record("latency_us", start.elapsed().as_micros() as u64);
+    }
+}
+
 /// A call's bytes: its metadata (after the interceptors'), header and body.
 /// The metadata is sent when there is any, or when the caller reads the
 /// response's (`read_metadata`).
@@ -406,16 +453,22 @@ pub(crate) fn frame_call<Req, Resp>(
     metadata: Metadata,
     interceptors: &Interceptors,
     read_metadata: bool,
+    trace: Option<TraceContext>,
 ) -> Result<(Bytes, Option<Bytes>), Status>
 where
     Req: Message + ?Sized,
     Resp: Message + ?Sized,
 {
-    let metadata = if interceptors.is_empty() {
+    let mut metadata = if interceptors.is_empty() {
         metadata
     } else {
         interceptors.before(method.name(), &metadata)?
     };
+    if let Some(trace) = trace.filter(|_| metadata.get(TRACEPARENT).is_none()) {
+        metadata
+            .insert(TRACEPARENT, trace.traceparent())
+            .map_err(|e| Status::internal(e.to_string()))?;
+    }
     let metadata = (read_metadata || !metadata.is_empty()).then_some(&metadata);
     frame_request(method, request, budget, metadata)
 }

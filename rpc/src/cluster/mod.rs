@@ -243,6 +243,8 @@ impl Cluster {
         let budget = options.deadline.or(inner.options.client.default_deadline);
         let deadline = budget.map(|b| start + b);
         let interceptors = &inner.options.client.interceptors;
+        let trace = crate::TraceContext::current().map(|parent| (parent, parent.child()));
+        let span = crate::client::call_span(method.name(), trace);
         let framed = crate::client::frame_call(
             method,
             request,
@@ -250,6 +252,7 @@ impl Cluster {
             options.metadata,
             interceptors,
             read_metadata,
+            trace.map(|(_, own)| own),
         );
         let (head, tail) = match framed {
             Ok(framed) => framed,
@@ -287,6 +290,7 @@ impl Cluster {
         entry.stats.end();
         entry.stats.record(start.elapsed(), code);
         inner.total.record(start.elapsed(), code);
+        crate::client::end_span(span, code, start);
         if !interceptors.is_empty() {
             interceptors.after(method.name(), code, start.elapsed());
         }

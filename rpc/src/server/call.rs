@@ -22,7 +22,9 @@ use crate::io::{self, ReadFail};
 use crate::wire::{
     self, ErrorCode, REQUEST_HEADER_LEN, RequestHead, ResponseFlags, ResponseHead, WireError,
 };
-use crate::{Metadata, MetadataError, Status};
+use tracing::Instrument;
+
+use crate::{Code, Metadata, MetadataError, Status, TRACEPARENT, TraceContext};
 
 /// Longest status message sent; longer ones are cut at a character boundary.
 pub(crate) const MAX_STATUS_MESSAGE: usize = 4096;
@@ -197,11 +199,24 @@ pub(super) async fn serve(
         }
     }
     let observed = (!interceptors.is_empty()).then(|| ctx.peer.clone());
+    // A caller's trace continues in a span of its own, current while the
+    // handler runs (the calls it makes are its children).
+    let trace = traced(&ctx);
+    let span = serve_span(&ctx, trace);
     // The timer still says `deadline.min(body_by)`: moved to the deadline
     // only if it fires first (a handler running past the body's time), so
     // that the common call resets it no more often than it must.
     let ended = {
-        let handler = CatchUnwind(route.call(ctx, body, options.max_response_size));
+        let max = options.max_response_size;
+        let handler = match trace {
+            Some((_, own)) => Box::pin(own.scope(own.enter(|| route.call(ctx, body, max)))),
+            None => route.call(ctx, body, max),
+        };
+        let handler = match &span {
+            Some(span) => Box::pin(handler.instrument((**span).clone())),
+            None => handler,
+        };
+        let handler = CatchUnwind(handler);
         let caller_gone = send.stopped();
         tokio::pin!(handler, caller_gone);
         loop {
@@ -227,6 +242,9 @@ pub(super) async fn serve(
     let Some(outcome) = ended else {
         let _ = send.reset(ErrorCode::CANCELLED.into());
         tracing::debug!(%remote, method = route.name, "caller cancelled; handler dropped");
+        if let Some(span) = span {
+            span.record("status", Code::Cancelled.name());
+        }
         return;
     };
     let reply = match outcome {
@@ -236,11 +254,16 @@ pub(super) async fn serve(
             Err(Status::internal("handler panicked"))
         }
     };
+    if let Some(span) = span {
+        let code = reply.as_ref().err().map_or(Code::Ok, Status::code);
+        span.record("status", code.name());
+        span.record("latency_us", received.elapsed().as_micros() as u64);
+    }
     if let Some(peer) = observed {
         let outcome = Outcome {
             method: route.name,
             peer: peer.as_deref(),
-            code: reply.as_ref().err().map_or(crate::Code::Ok, Status::code),
+            code: reply.as_ref().err().map_or(Code::Ok, Status::code),
             elapsed: received.elapsed(),
         };
         intercept::after(interceptors, &outcome);
@@ -278,6 +301,46 @@ async fn intercept(
         intercept::after(interceptors, &outcome);
         status
     })
+}
+
+/// The caller's trace (from its `traceparent` metadata) and the span this
+/// server serves the call as, if the caller sent one.
+fn traced(ctx: &Context) -> Option<(TraceContext, TraceContext)> {
+    let parent = TraceContext::parse(ctx.metadata().get(TRACEPARENT)?)?;
+    Some((parent, parent.child()))
+}
+
+/// The call's `tracing` span, when a subscriber wants it (boxed, so that
+/// the call's future stays small without one): method, peer, trace ids;
+/// status and latency are recorded when it ends.
+fn serve_span(
+    ctx: &Context,
+    trace: Option<(TraceContext, TraceContext)>,
+) -> Option<Box<tracing::Span>> {
+    use tracing::field::Empty;
+    if !tracing::enabled!(target: "quicall", tracing::Level::DEBUG) {
+        return None;
+    }
+    let span = tracing::debug_span!(
+        target: "quicall",
+        "quicall.serve",
+        method = ctx.method,
+        peer = Empty,
+        trace_id = Empty,
+        span_id = Empty,
+        parent_id = Empty,
+        status = Empty,
+        latency_us = Empty,
+    );
+    if let Some(peer) = ctx.peer() {
+        span.record("peer", peer.name());
+    }
+    if let Some((parent, own)) = trace {
+        span.record("trace_id", format!("{:032x}", own.trace_id()));
+        span.record("span_id", format!("{:016x}", own.span_id()));
+        span.record("parent_id", format!("{:016x}", parent.span_id()));
+    }
+    Some(Box::new(span))
 }
 
 /// The response's metadata, if the caller reads it and any was set.

@@ -1,0 +1,191 @@
+//! W3C trace context across calls: a call made while a traced call is
+//! being served continues its trace.
+//!
+//! A server reads the caller's `traceparent` metadata (W3C Trace Context:
+//! `00-<trace id>-<parent span id>-<flags>`) and serves the call as a new
+//! span of that trace (a new root when there is none); its handler runs
+//! with that span as the current trace, so that every call the handler
+//! makes, through any [`Client`](crate::Client) or
+//! [`Cluster`](crate::cluster::Cluster), sends `traceparent` naming its own
+//! new span, a child of the handler's. Both sides record a `tracing` span
+//! per call with the trace and span ids, the method, the peer, the status
+//! and the latency, so that logs and traces from every service line up.
+
+use std::fmt;
+use std::future::Future;
+
+/// A span of a trace: the trace's id, this span's id, and whether the
+/// trace is sampled.
+///
+/// ```
+/// use quicall_rpc::TraceContext;
+/// let parent = TraceContext::parse(b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01").unwrap();
+/// assert_eq!(parent.trace_id(), 0x0af7651916cd43dd8448eb211c80319c);
+/// let child = parent.child();
+/// assert_eq!(child.trace_id(), parent.trace_id());
+/// assert_ne!(child.span_id(), parent.span_id());
+/// assert_eq!(child.traceparent().len(), 55);
+/// ```
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct TraceContext {
+    trace_id: u128,
+    span_id: u64,
+    sampled: bool,
+}
+
+tokio::task_local! {
+    static CURRENT: TraceContext;
+}
+
+impl TraceContext {
+    /// A new trace: random trace and span ids, sampled.
+    pub fn root() -> Self {
+        Self {
+            trace_id: nonzero_u128(),
+            span_id: nonzero_u64(),
+            sampled: true,
+        }
+    }
+
+    /// A new span of the same trace.
+    pub fn child(&self) -> Self {
+        Self {
+            span_id: nonzero_u64(),
+            ..*self
+        }
+    }
+
+    /// Reads a W3C `traceparent` value (version 00; later versions by
+    /// their first four fields, as the specification says). `None` for
+    /// anything malformed, or all-zero ids.
+    pub fn parse(value: &[u8]) -> Option<Self> {
+        let text = std::str::from_utf8(value).ok()?;
+        let mut parts = text.split('-');
+        let version = parts.next()?;
+        let (trace, span, flags) = (parts.next()?, parts.next()?, parts.next()?);
+        let well_formed = version.len() == 2
+            && version != "ff"
+            && trace.len() == 32
+            && span.len() == 16
+            && flags.len() == 2
+            && (version != "00" || parts.next().is_none());
+        let lower_hex = |s: &str| s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+        if !well_formed || ![version, trace, span, flags].iter().all(|s| lower_hex(s)) {
+            return None;
+        }
+        let trace_id = u128::from_str_radix(trace, 16).ok()?;
+        let span_id = u64::from_str_radix(span, 16).ok()?;
+        let flags = u8::from_str_radix(flags, 16).ok()?;
+        (trace_id != 0 && span_id != 0).then_some(Self {
+            trace_id,
+            span_id,
+            sampled: flags & 1 == 1,
+        })
+    }
+
+    /// The W3C `traceparent` value naming this span.
+    pub fn traceparent(&self) -> String {
+        format!(
+            "00-{:032x}-{:016x}-{:02x}",
+            self.trace_id,
+            self.span_id,
+            u8::from(self.sampled)
+        )
+    }
+
+    /// The trace's id.
+    pub fn trace_id(&self) -> u128 {
+        self.trace_id
+    }
+
+    /// This span's id.
+    pub fn span_id(&self) -> u64 {
+        self.span_id
+    }
+
+    /// Whether the trace is sampled (flag 01).
+    pub fn is_sampled(&self) -> bool {
+        self.sampled
+    }
+
+    /// The trace this task is serving or was given by [`TraceContext::scope`].
+    pub fn current() -> Option<Self> {
+        CURRENT.try_with(|current| *current).ok()
+    }
+
+    /// Runs `fut` with `self` as the current trace: calls it makes are
+    /// children of this span. Also how a caller starts a trace:
+    /// `TraceContext::root().scope(async { ... })`.
+    pub fn scope<F: Future>(self, fut: F) -> impl Future<Output = F::Output> {
+        CURRENT.scope(self, fut)
+    }
+
+    /// Runs `f` with `self` as the current trace (the synchronous part of
+    /// a handler, which makes its future).
+    pub(crate) fn enter<R>(self, f: impl FnOnce() -> R) -> R {
+        CURRENT.sync_scope(self, f)
+    }
+}
+
+impl fmt::Debug for TraceContext {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.traceparent())
+    }
+}
+
+fn nonzero_u64() -> u64 {
+    fastrand::u64(1..)
+}
+
+fn nonzero_u128() -> u128 {
+    (u128::from(fastrand::u64(..)) << 64) | u128::from(fastrand::u64(1..))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn traceparent_round_trips_and_refuses_the_malformed() {
+        let root = TraceContext::root();
+        assert_eq!(
+            TraceContext::parse(root.traceparent().as_bytes()),
+            Some(root)
+        );
+        let spec = b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let parsed = TraceContext::parse(spec).unwrap();
+        assert_eq!(parsed.traceparent().as_bytes(), spec);
+        assert!(parsed.is_sampled());
+        for bad in [
+            &b"00-00000000000000000000000000000000-00f067aa0ba902b7-01"[..],
+            b"00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            b"00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            b"ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+            b"00-4bf92f3577b34da6a3ce929d0e0e473-00f067aa0ba902b7-01",
+            b"",
+            b"\xff",
+        ] {
+            assert_eq!(
+                TraceContext::parse(bad),
+                None,
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        // A later version with more fields: its first four are read.
+        assert!(
+            TraceContext::parse(b"01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00-x")
+                .is_some()
+        );
+    }
+
+    #[tokio::test]
+    async fn the_current_trace_is_scoped_to_its_task() {
+        assert_eq!(TraceContext::current(), None);
+        let root = TraceContext::root();
+        let seen = root.scope(async { TraceContext::current() }).await;
+        assert_eq!(seen, Some(root));
+        assert_eq!(TraceContext::current(), None);
+    }
+}
