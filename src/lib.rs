@@ -188,6 +188,7 @@ pub use quicall_rpc::{
 };
 pub use quicall_rpc::{
     ClientInterceptor, Interceptor, Interceptors, Metadata, MetadataError, Outcome, Response,
+    TraceContext,
 };
 pub use quicall_rpc::{Hedge, metrics};
 pub use quicall_transport::{ClientAuth, ClientTls, Limits, PeerIdentity, PoolOptions, ServerTls};
