@@ -345,3 +345,86 @@ fn call_sends_metadata_and_prints_the_answers_with_verbose() {
         );
     }
 }
+
+#[test]
+fn serve_exports_metrics_for_prometheus() {
+    use common::serve_process::write_certs;
+    use std::io::{BufRead, BufReader, Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    write_certs(dir.path());
+    let mut server = Command::new(env!("CARGO_BIN_EXE_quicall"))
+        .arg("serve")
+        .args(["--listen", "127.0.0.1:0", "--metrics", "127.0.0.1:0"])
+        .arg("--cert")
+        .arg(dir.path().join("node.crt"))
+        .arg("--key")
+        .arg(dir.path().join("node.key"))
+        .arg("--ca")
+        .arg(dir.path().join("ca.crt"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = server.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut reader = BufReader::new(stdout);
+        for _ in 0..2 {
+            let mut line = String::new();
+            let _ = reader.read_line(&mut line);
+            let _ = tx.send(line);
+        }
+        let _ = std::io::copy(&mut reader, &mut std::io::sink());
+    });
+    let first = rx.recv_timeout(Duration::from_secs(30)).unwrap();
+    let addr = first
+        .split_whitespace()
+        .find(|w| w.starts_with("127.0.0.1:"))
+        .unwrap()
+        .to_owned();
+    let second = rx.recv_timeout(Duration::from_secs(30)).unwrap();
+    let metrics = second
+        .trim()
+        .strip_prefix("metrics on http://")
+        .and_then(|rest| rest.strip_suffix("/metrics"))
+        .unwrap_or_else(|| panic!("{second:?}"))
+        .to_owned();
+    let call = Command::new(env!("CARGO_BIN_EXE_quicall"))
+        .arg("call")
+        .args(["--server", &addr, "--server-name", "localhost"])
+        .arg("--ca")
+        .arg(dir.path().join("ca.crt"))
+        .arg("--cert")
+        .arg(dir.path().join("ops.crt"))
+        .arg("--key")
+        .arg(dir.path().join("ops.key"))
+        .args(["--count", "3", "echo", "hi"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = wait_bounded(call, Duration::from_secs(30));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let mut stream = std::net::TcpStream::connect(&metrics).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let _ = server.kill();
+    let _ = server.wait();
+    assert!(
+        response
+            .lines()
+            .any(|l| l == r#"quicall_server_calls_total{method="demo.Echo/Echo",code="OK"} 3"#),
+        "{response}"
+    );
+}

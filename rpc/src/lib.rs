@@ -39,6 +39,7 @@ pub mod balance;
 mod caller;
 mod client;
 pub mod cluster;
+mod exporter;
 mod io;
 mod message;
 mod metadata;

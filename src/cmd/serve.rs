@@ -35,6 +35,10 @@ pub struct Args {
     /// (a stand-in for real work, for demos and load tests).
     #[arg(long, default_value_t = 0.0)]
     service_time_ms: f64,
+    /// Serve the server's metrics (Prometheus text format) over HTTP on
+    /// this address (host:port), for Prometheus to scrape.
+    #[arg(long)]
+    metrics: Option<String>,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
@@ -53,8 +57,14 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     knobs.set_service_time(Duration::from_secs_f64(args.service_time_ms.max(0.0) / 1e3));
     let router = quicall::demo::router_with(knobs);
     let server = Server::bind(addr, tls, router, ServerOptions::default())?;
+    // The first line names the QUIC address (scripts read it); the metrics
+    // address, if any, comes on the second.
+    let metrics = match &args.metrics {
+        Some(listen) => Some(server.serve_metrics(super::resolve(listen).await?).await?),
+        None => None,
+    };
     println!(
-        "serving add, echo and whoami on {} ({}); Ctrl-C to stop",
+        "serving add, sum, echo and whoami on {} ({}); Ctrl-C to stop",
         server.local_addr(),
         if args.no_client_auth {
             "TLS"
@@ -62,6 +72,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             "mutual TLS"
         }
     );
+    if let Some(metrics) = metrics {
+        println!("metrics on http://{metrics}/metrics");
+    }
     tokio::signal::ctrl_c().await?;
     println!(
         "shutting down: letting calls in flight finish (up to {} s)",

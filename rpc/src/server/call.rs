@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::context::Extras;
 use super::intercept::{self, Outcome};
+use super::meter::CallMeter;
 use super::router::Route;
 use super::shares::{CallSlot, Charge, Peer, Refusal};
 use super::unwind::{CatchUnwind, panic_message};
@@ -81,6 +82,7 @@ pub(super) async fn serve(
             return reject(&mut send, &mut recv, status).await;
         }
     };
+    let meter = route.meter.as_ref().map(|m| m.begin(received.into_std()));
 
     let budget = head
         .deadline
@@ -114,19 +116,34 @@ pub(super) async fn serve(
     };
     let (metadata, body) = match body {
         // The metadata block and the body, read as one.
-        Ok(Ok(mut body)) => (body.split_to(meta_len), body),
+        Ok(Ok(mut body)) => {
+            if let Some(meter) = &meter {
+                meter.request_bytes(body.len());
+            }
+            (body.split_to(meta_len), body)
+        }
         Ok(Err(BodyFail::Malformed(status))) => {
             let _ = recv.stop(ErrorCode::PROTOCOL.into());
             drop(charge);
-            let reply = frame_reply(Err(status.not_processed()), options, None);
-            return respond(&mut send, reply, timer, options).await;
+            return respond(
+                &mut send,
+                counted(Err(status.not_processed()), options, None, meter),
+                timer,
+                options,
+            )
+            .await;
         }
         Ok(Err(BodyFail::Refused)) => {
             let _ = recv.stop(ErrorCode::REJECTED.into());
             drop(charge);
             let status = refusal_status(refused, &peer, options).not_processed();
-            let reply = frame_reply(Err(status), options, None);
-            return respond(&mut send, reply, timer, options).await;
+            return respond(
+                &mut send,
+                counted(Err(status), options, None, meter),
+                timer,
+                options,
+            )
+            .await;
         }
         Ok(Err(BodyFail::Broken)) => {
             let _ = send.reset(ErrorCode::CANCELLED.into());
@@ -146,8 +163,13 @@ pub(super) async fn serve(
                     options.min_transfer_rate
                 ))
             };
-            let reply = frame_reply(Err(status.not_processed()), options, None);
-            return respond(&mut send, reply, timer, options).await;
+            return respond(
+                &mut send,
+                counted(Err(status.not_processed()), options, None, meter),
+                timer,
+                options,
+            )
+            .await;
         }
     };
     let metadata = match Metadata::decode(metadata, options.max_metadata_entries) {
@@ -157,8 +179,13 @@ pub(super) async fn serve(
                 MetadataError::TooMany(_) => Status::resource_exhausted(e.to_string()),
                 e => Status::invalid_argument(e.to_string()),
             };
-            let reply = frame_reply(Err(status.not_processed()), options, None);
-            return respond(&mut send, reply, timer, options).await;
+            return respond(
+                &mut send,
+                counted(Err(status.not_processed()), options, None, meter),
+                timer,
+                options,
+            )
+            .await;
         }
     };
 
@@ -193,8 +220,13 @@ pub(super) async fn serve(
         {
             Ok(intercepted) => ctx = intercepted,
             Err(status) => {
-                let reply = frame_reply(Err(status), options, taken(reply_metadata));
-                return respond(&mut send, reply, timer, options).await;
+                return respond(
+                    &mut send,
+                    counted(Err(status), options, taken(reply_metadata), meter),
+                    timer,
+                    options,
+                )
+                .await;
             }
         }
     }
@@ -268,8 +300,29 @@ pub(super) async fn serve(
         };
         intercept::after(interceptors, &outcome);
     }
-    let reply = frame_reply(reply, options, taken(reply_metadata));
-    respond(&mut send, reply, timer, options).await;
+    respond(
+        &mut send,
+        counted(reply, options, taken(reply_metadata), meter),
+        timer,
+        options,
+    )
+    .await;
+}
+
+/// Frames the answer and counts it in the method's metrics.
+fn counted(
+    reply: Result<super::router::Reply, Status>,
+    options: &ServerOptions,
+    metadata: Option<Metadata>,
+    meter: Option<CallMeter<'_>>,
+) -> (Bytes, Option<Bytes>) {
+    let code = reply.as_ref().err().map_or(Code::Ok, Status::code);
+    let (head, tail) = frame_reply(reply, options, metadata);
+    if let Some(meter) = meter {
+        meter.response_bytes(head.len() + tail.as_ref().map_or(0, Bytes::len));
+        meter.finish(code);
+    }
+    (head, tail)
 }
 
 /// Runs the interceptors before the handler, under the deadline; a refusal

@@ -5,6 +5,7 @@ mod access;
 mod call;
 mod context;
 mod intercept;
+mod meter;
 mod options;
 mod router;
 mod shares;
@@ -41,6 +42,8 @@ struct Shared {
     streams: AtomicUsize,
     /// Each peer's share of calls, request bytes and connections.
     peers: Peers,
+    /// Per-method metrics, and the registry that exports them.
+    registry: prometheus_client::registry::Registry,
 }
 
 /// A running server. Dropping it closes it at once, like [`Server::abort`];
@@ -107,7 +110,13 @@ impl Server {
             bytes: options.max_request_bytes_per_peer,
             connections: options.max_connections_per_peer,
         });
+        let mut router = router;
+        let metrics = meter::ServerMetrics::new();
+        router.attach_meters(&metrics);
+        let mut registry = prometheus_client::registry::Registry::default();
+        metrics.register(&mut registry);
         let shared = Arc::new(Shared {
+            registry,
             router,
             calls: Semaphore::new(options.max_calls_in_flight),
             body_bytes: Semaphore::new(options.max_buffered_request_bytes),
@@ -128,6 +137,34 @@ impl Server {
     /// The address the server listens on.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The server's metrics in the Prometheus text format (OpenMetrics):
+    /// per method, `quicall_server_calls_total{method, code}`,
+    /// `quicall_server_call_duration_seconds` (a histogram with buckets,
+    /// aggregatable across servers), `quicall_server_calls_in_flight`,
+    /// `quicall_server_request_bytes_total`,
+    /// `quicall_server_response_bytes_total`. Status codes are labels: a
+    /// handler's NOT_FOUND is told apart from an UNAVAILABLE.
+    pub fn metrics_text(&self) -> String {
+        let mut text = String::new();
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut text, &self.shared.registry);
+        text
+    }
+
+    /// Serves [`Server::metrics_text`] over HTTP on `addr` (any path), for
+    /// Prometheus to scrape, until the server is dropped; the address it
+    /// listens on.
+    pub async fn serve_metrics(&self, addr: SocketAddr) -> std::io::Result<SocketAddr> {
+        let shared = Arc::downgrade(&self.shared);
+        crate::exporter::serve_http(addr, move || {
+            let shared = shared.upgrade()?;
+            let mut text = String::new();
+            let _ = prometheus_client::encoding::text::encode(&mut text, &shared.registry);
+            Some(text)
+        })
+        .await
     }
 
     /// Calls running now (admitted and not yet answered).

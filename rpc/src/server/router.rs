@@ -85,6 +85,8 @@ pub(crate) struct Route {
     pub(crate) name: &'static str,
     handler: Box<dyn Handler>,
     access: Option<Access>,
+    /// Its metrics, made when a server starts serving the router.
+    pub(crate) meter: Option<super::meter::MethodMeter>,
 }
 
 impl Route {
@@ -157,6 +159,13 @@ impl Router {
         Self::default()
     }
 
+    /// Gives every route its handles in `metrics`.
+    pub(crate) fn attach_meters(&mut self, metrics: &super::meter::ServerMetrics) {
+        for route in self.routes.values_mut() {
+            route.meter = Some(metrics.method(route.name));
+        }
+    }
+
     /// Adds an interceptor that runs around every call (see
     /// [`Interceptor`](super::Interceptor)), after those added before it.
     pub fn intercept(mut self, interceptor: impl super::Interceptor) -> Self {
@@ -222,6 +231,7 @@ impl Router {
                 name: method.name(),
                 handler: Box::new(handler),
                 access: None,
+                meter: None,
             },
         );
         Ok(self)

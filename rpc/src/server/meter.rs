@@ -1,0 +1,219 @@
+//! The server's own metrics, per method: calls by status code, latency
+//! (histogram buckets, so that several processes aggregate), calls in
+//! flight, request and response bytes; exported in the Prometheus text
+//! format through `prometheus-client`.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::Code;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct MethodLabel {
+    method: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CodeLabels {
+    method: String,
+    code: String,
+}
+
+/// Latency buckets: 50 µs doubling to about 3.3 s.
+fn latency_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(50e-6, 2.0, 17))
+}
+
+/// The metric families of one server.
+#[derive(Clone)]
+pub(crate) struct ServerMetrics {
+    calls: Family<CodeLabels, Counter>,
+    latency: Family<MethodLabel, Histogram, fn() -> Histogram>,
+    in_flight: Family<MethodLabel, Gauge>,
+    request_bytes: Family<MethodLabel, Counter>,
+    response_bytes: Family<MethodLabel, Counter>,
+}
+
+impl ServerMetrics {
+    pub(crate) fn new() -> Self {
+        Self {
+            calls: Family::default(),
+            latency: Family::new_with_constructor(latency_histogram),
+            in_flight: Family::default(),
+            request_bytes: Family::default(),
+            response_bytes: Family::default(),
+        }
+    }
+
+    /// Registers the families in `registry` (prefixed `quicall_server_`).
+    pub(crate) fn register(&self, registry: &mut Registry) {
+        let registry = registry.sub_registry_with_prefix("quicall_server");
+        registry.register(
+            "calls",
+            "Calls answered, by method and status code",
+            self.calls.clone(),
+        );
+        registry.register(
+            "call_duration_seconds",
+            "From a call's header to its answer",
+            self.latency.clone(),
+        );
+        registry.register(
+            "calls_in_flight",
+            "Calls being read, handled or answered",
+            self.in_flight.clone(),
+        );
+        registry.register(
+            "request_bytes",
+            "Request bytes (metadata and body) received",
+            self.request_bytes.clone(),
+        );
+        registry.register(
+            "response_bytes",
+            "Response bytes (header, metadata and body) sent",
+            self.response_bytes.clone(),
+        );
+    }
+
+    /// The handles of one method, made once.
+    pub(crate) fn method(&self, name: &'static str) -> MethodMeter {
+        let label = MethodLabel {
+            method: name.to_owned(),
+        };
+        MethodMeter {
+            name,
+            families: self.clone(),
+            calls: Default::default(),
+            latency: self.latency.get_or_create(&label).clone(),
+            in_flight: self.in_flight.get_or_create(&label).clone(),
+            request_bytes: self.request_bytes.get_or_create(&label).clone(),
+            response_bytes: self.response_bytes.get_or_create(&label).clone(),
+        }
+    }
+}
+
+/// One method's metrics: a few atomic operations and a histogram
+/// observation per call, no lookup.
+pub(crate) struct MethodMeter {
+    name: &'static str,
+    families: ServerMetrics,
+    /// Per status code, made on its first use.
+    calls: [OnceLock<Counter>; 17],
+    latency: Histogram,
+    in_flight: Gauge,
+    request_bytes: Counter,
+    response_bytes: Counter,
+}
+
+impl MethodMeter {
+    /// A call of this method has begun; its end is recorded by
+    /// [`CallMeter::finish`] (or, if it never says how it ended, as
+    /// CANCELLED when dropped).
+    pub(crate) fn begin(&self, start: std::time::Instant) -> CallMeter<'_> {
+        self.in_flight.inc();
+        CallMeter {
+            meter: self,
+            start,
+            done: false,
+        }
+    }
+
+    fn record(&self, code: Code, elapsed: Duration) {
+        let index = usize::from(code.as_u16()).min(16);
+        let counter = self.calls[index].get_or_init(|| {
+            let labels = CodeLabels {
+                method: self.name.to_owned(),
+                code: code.name().to_owned(),
+            };
+            self.families.calls.get_or_create(&labels).clone()
+        });
+        counter.inc();
+        self.latency.observe(elapsed.as_secs_f64());
+    }
+}
+
+/// One call being measured.
+pub(crate) struct CallMeter<'a> {
+    meter: &'a MethodMeter,
+    start: std::time::Instant,
+    done: bool,
+}
+
+impl CallMeter<'_> {
+    /// Counts request bytes received.
+    pub(crate) fn request_bytes(&self, n: usize) {
+        self.meter.request_bytes.inc_by(n as u64);
+    }
+
+    /// Counts response bytes sent.
+    pub(crate) fn response_bytes(&self, n: usize) {
+        self.meter.response_bytes.inc_by(n as u64);
+    }
+
+    /// The call ended with `code`.
+    pub(crate) fn finish(mut self, code: Code) {
+        self.done = true;
+        self.meter.record(code, self.start.elapsed());
+    }
+}
+
+impl Drop for CallMeter<'_> {
+    fn drop(&mut self) {
+        self.meter.in_flight.dec();
+        if !self.done {
+            self.meter.record(Code::Cancelled, self.start.elapsed());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn calls_are_counted_by_method_and_code_with_buckets() {
+        let metrics = ServerMetrics::new();
+        let mut registry = Registry::default();
+        metrics.register(&mut registry);
+        let meter = metrics.method("kv.Store/Get");
+        meter.begin(std::time::Instant::now()).finish(Code::Ok);
+        meter.begin(std::time::Instant::now()).finish(Code::Ok);
+        meter
+            .begin(std::time::Instant::now())
+            .finish(Code::NotFound);
+        let call = meter.begin(std::time::Instant::now());
+        call.request_bytes(100);
+        call.response_bytes(8);
+        drop(call);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        for line in [
+            r#"quicall_server_calls_total{method="kv.Store/Get",code="OK"} 2"#,
+            r#"quicall_server_calls_total{method="kv.Store/Get",code="NOT_FOUND"} 1"#,
+            r#"quicall_server_calls_total{method="kv.Store/Get",code="CANCELLED"} 1"#,
+            r#"quicall_server_call_duration_seconds_count{method="kv.Store/Get"} 4"#,
+            r#"quicall_server_calls_in_flight{method="kv.Store/Get"} 0"#,
+            r#"quicall_server_request_bytes_total{method="kv.Store/Get"} 100"#,
+            r#"quicall_server_response_bytes_total{method="kv.Store/Get"} 8"#,
+        ] {
+            assert!(text.lines().any(|l| l == line), "no {line} in\n{text}");
+        }
+        // Real buckets (cumulative), up to +Inf.
+        assert!(
+            text.contains(
+                r#"quicall_server_call_duration_seconds_bucket{le="+Inf",method="kv.Store/Get"} 4"#
+            ),
+            "{text}"
+        );
+        assert!(text.contains(
+            r#"quicall_server_call_duration_seconds_bucket{le="0.00005",method="kv.Store/Get"}"#
+        ));
+    }
+}
