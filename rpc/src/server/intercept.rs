@@ -27,6 +27,11 @@ pub type InterceptFuture = Pin<Box<dyn Future<Output = Result<Context, Status>> 
 /// [`after`](Interceptor::after) sees every outcome, refusals included,
 /// in the same order.
 ///
+/// Why not `tower`: a call here is a typed method with a body read in
+/// place, cancelled by dropping its future; tower's `Service<Request>`
+/// (its request type, `poll_ready`, boxed layers) would cost an
+/// allocation and a copy per call, which an interceptor does not.
+///
 /// A closure `Fn(Context) -> impl Future<Output = Result<Context, Status>>`
 /// is an interceptor:
 ///
