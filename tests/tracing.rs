@@ -45,11 +45,15 @@ impl Visit for Visitor<'_> {
 impl<S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>> Layer<S>
     for Capture
 {
-    fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, _: LayerContext<'_, S>) {
+    fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: LayerContext<'_, S>) {
         let name = attrs.metadata().name();
         if name.starts_with("quicall.") {
             let mut fields = Fields::new();
             attrs.record(&mut Visitor(&mut fields));
+            fields.insert("id".into(), id.into_u64().to_string());
+            if let Some(parent) = ctx.span(id).and_then(|span| span.parent()) {
+                fields.insert("parent".into(), parent.id().into_u64().to_string());
+            }
             self.open
                 .lock()
                 .unwrap()
@@ -73,13 +77,24 @@ impl<S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'
 const FRONT: Method<[u8], [u8]> = Method::new("test.A/Front");
 const LEAF: Method<[u8], [u8]> = Method::new("test.B/Leaf");
 
+/// One capture for the process (a global subscriber is set once).
+fn capture() -> Capture {
+    static CAPTURE: std::sync::OnceLock<Capture> = std::sync::OnceLock::new();
+    CAPTURE
+        .get_or_init(|| {
+            let capture = Capture::default();
+            let subscriber = Registry::default()
+                .with(capture.clone())
+                .with(tracing_subscriber::filter::LevelFilter::DEBUG);
+            tracing::subscriber::set_global_default(subscriber).unwrap();
+            capture
+        })
+        .clone()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_trace_continues_through_two_services() {
-    let capture = Capture::default();
-    let subscriber = Registry::default()
-        .with(capture.clone())
-        .with(tracing_subscriber::filter::LevelFilter::DEBUG);
-    tracing::subscriber::set_global_default(subscriber).unwrap();
+    let capture = capture();
 
     let pki = Pki::new();
     let leaf_saw: Arc<Mutex<Option<TraceContext>>> = Arc::default();
@@ -161,4 +176,64 @@ async fn a_trace_continues_through_two_services() {
         format!("{:016x}", leaf_trace.span_id()),
         serve_leaf["span_id"]
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hedged_cluster_call_has_a_span_per_attempt_inside_its_own() {
+    const HEDGED: Method<[u8], [u8]> = Method::new("test.Hedge/Slow")
+        .idempotent()
+        .hedged(quicall::Hedge::After(Duration::from_millis(20)));
+    let capture = capture();
+    let pki = Pki::new();
+    let servers: Vec<_> = (0..2)
+        .map(|i| {
+            serve(
+                &pki,
+                Router::new()
+                    .route(&HEDGED, move |_ctx: Context, _req| async move {
+                        if i == 0 {
+                            tokio::time::sleep(Duration::from_millis(300)).await;
+                        }
+                        Ok::<_, Status>(format!("server {i}"))
+                    })
+                    .unwrap(),
+            )
+        })
+        .collect();
+    let options = quicall::ClusterOptions {
+        policy: quicall::Policy::RoundRobin,
+        ..quicall::ClusterOptions::default()
+    };
+    let cluster = common::cluster_of(&pki, &[&servers[0], &servers[1]], options).await;
+    for _ in 0..4 {
+        let reply = bounded(cluster.call(&HEDGED, "")).await.unwrap();
+        assert_eq!(&reply[..], b"server 1");
+    }
+    // Some call had two attempts (the first on the slow server, hedged to
+    // the other), both spans inside the call's span; the winner is OK.
+    let found = bounded(async {
+        loop {
+            let spans = capture.closed.lock().unwrap().clone();
+            let calls: Vec<_> = spans
+                .iter()
+                .filter(|(n, f)| n == "quicall.call" && f["method"] == "test.Hedge/Slow")
+                .collect();
+            let hedged = calls.iter().find(|(_, call)| {
+                let attempts: Vec<_> = spans
+                    .iter()
+                    .filter(|(n, f)| n == "quicall.attempt" && f.get("parent") == Some(&call["id"]))
+                    .collect();
+                attempts.len() == 2
+                    && attempts
+                        .iter()
+                        .any(|(_, a)| a.get("status").map(String::as_str) == Some("OK"))
+            });
+            if let Some((_, call)) = hedged {
+                break call.clone();
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert_eq!(found["status"], "OK");
 }

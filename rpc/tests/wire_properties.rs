@@ -120,3 +120,46 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(3000))]
+
+    /// Arbitrary bytes as a metadata block never panic; an accepted block
+    /// has unique, valid keys, and rebuilding it entry by entry gives the
+    /// same bytes.
+    #[test]
+    fn arbitrary_metadata_blocks_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
+        if let Ok(metadata) = quicall_rpc::Metadata::decode(Bytes::from(bytes.clone()), 64) {
+            let mut rebuilt = quicall_rpc::Metadata::new();
+            let mut keys = std::collections::HashSet::new();
+            for (key, value) in metadata.iter() {
+                prop_assert!(keys.insert(key.to_owned()), "duplicate {}", key);
+                rebuilt.insert(key, value).unwrap();
+            }
+            prop_assert_eq!(&rebuilt.as_bytes()[..], &bytes[..]);
+        }
+    }
+
+    /// Valid blocks with bytes flipped or cut: refused, or read whole.
+    #[test]
+    fn corrupted_metadata_blocks_are_refused_or_read(
+        entries in proptest::collection::vec(("[a-z0-9._-]{1,20}", proptest::collection::vec(any::<u8>(), 0..40)), 0..8),
+        flip in any::<prop::sample::Index>(),
+        with in 1u8..=255,
+        cut in any::<prop::sample::Index>(),
+    ) {
+        let mut metadata = quicall_rpc::Metadata::new();
+        for (key, value) in &entries {
+            metadata.insert(key, value).unwrap();
+        }
+        let mut bytes = metadata.as_bytes().to_vec();
+        if !bytes.is_empty() {
+            let i = flip.index(bytes.len());
+            bytes[i] ^= with;
+            bytes.truncate(cut.index(bytes.len() + 1));
+        }
+        if let Ok(decoded) = quicall_rpc::Metadata::decode(Bytes::from(bytes), 64) {
+            prop_assert!(decoded.iter().count() <= 64);
+        }
+    }
+}

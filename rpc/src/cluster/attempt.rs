@@ -256,13 +256,32 @@ async fn attempt(
             }
         },
     };
+    let span = attempt_span(member);
     let result = exchange(&conn, head, tail, inner.options.client.max_response_size).await;
+    let code = result.as_ref().err().map_or(Code::Ok, Status::code);
+    crate::client::end_span(span, code, outcome.start);
     match &result {
         Ok(_) => outcome.answer(Code::Ok),
         Err(status) if is_server_failure(status) => outcome.failure(status, Some(&conn)),
         Err(status) => outcome.answer(status.code()),
     }
     result
+}
+
+/// An attempt's `tracing` span (a retry or a hedge is one more), when a
+/// subscriber wants it: the server, its status and latency.
+fn attempt_span(member: &Member) -> Option<Box<tracing::Span>> {
+    use tracing::field::Empty;
+    if !tracing::enabled!(target: "quicall", tracing::Level::DEBUG) {
+        return None;
+    }
+    Some(Box::new(tracing::debug_span!(
+        target: "quicall",
+        "quicall.attempt",
+        server = %member.slot.addr(),
+        status = Empty,
+        latency_us = Empty,
+    )))
 }
 
 /// The slot's connection, opened if needed, before the call's deadline: a

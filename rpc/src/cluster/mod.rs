@@ -275,17 +275,23 @@ impl Cluster {
             tail,
             deadline,
         };
-        let result = crate::client::within(start, budget, method.name(), call.run())
-            .await
-            .and_then(|answer| {
-                let message = method
-                    .response(answer.body)
-                    .map_err(|e| Status::internal(format!("bad response: {e}")))?;
-                Ok(crate::Response {
-                    message,
-                    metadata: answer.metadata.map(|m| *m).unwrap_or_default(),
-                })
-            });
+        // Attempts (retries, hedges) are spans inside the call's.
+        let answer = match &span {
+            Some(span) => {
+                let run = tracing::Instrument::instrument(call.run(), (**span).clone());
+                crate::client::within(start, budget, method.name(), run).await
+            }
+            None => crate::client::within(start, budget, method.name(), call.run()).await,
+        };
+        let result = answer.and_then(|answer| {
+            let message = method
+                .response(answer.body)
+                .map_err(|e| Status::internal(format!("bad response: {e}")))?;
+            Ok(crate::Response {
+                message,
+                metadata: answer.metadata.map(|m| *m).unwrap_or_default(),
+            })
+        });
         let code = result.as_ref().err().map_or(Code::Ok, Status::code);
         entry.stats.end();
         entry.stats.record(start.elapsed(), code);

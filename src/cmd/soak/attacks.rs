@@ -13,7 +13,7 @@ use quicall::transport::{CertificateDer, ClientEndpoint, ClientTls, Connection, 
 use quicall::wire::{REQUEST_HEADER_LEN, RequestHead};
 
 /// The attacks, by name.
-pub const KINDS: [&str; 17] = [
+pub const KINDS: [&str; 18] = [
     "random bytes",
     "4 GiB header",
     "half header, then reset",
@@ -31,6 +31,7 @@ pub const KINDS: [&str; 17] = [
     "forged chain (12 fake CAs)",
     "half-open handshakes (100)",
     "hostile rkyv bodies (50)",
+    "hostile metadata (50)",
 ];
 
 pub struct Attacker {
@@ -212,6 +213,11 @@ impl Attacker {
                     hostile_archives(&conn).await;
                 }
             }
+            17 => {
+                if let Some(conn) = self.conn(server).await {
+                    hostile_metadata(&conn).await;
+                }
+            }
             15 => {
                 if let Some(deaf) = &self.deaf {
                     let mut attempts = tokio::task::JoinSet::new();
@@ -362,6 +368,39 @@ async fn hostile_archives(conn: &Connection) {
             return;
         };
         let request = [&header(SUM.id(), body.len() as u32)[..], &body[..]].concat();
+        let _ = send.write_all(&request).await;
+        let _ = send.finish();
+        let _ = tokio::time::timeout(LIMIT, recv.read_to_end(1 << 16)).await;
+    }
+}
+
+/// Fifty echo calls whose metadata blocks are random bytes, lie about
+/// their length (more announced than sent), repeat a key, or announce
+/// 60,000 bytes; reads what comes back.
+async fn hostile_metadata(conn: &Connection) {
+    for _ in 0..50 {
+        let (block, announced): (Vec<u8>, u16) = match fastrand::u8(..4) {
+            0 => {
+                let block: Vec<u8> = (0..fastrand::usize(..300))
+                    .map(|_| fastrand::u8(..))
+                    .collect();
+                let len = block.len() as u16;
+                (block, len)
+            }
+            1 => (vec![1, 4, 0, b'k'], fastrand::u16(5..2000)),
+            2 => (vec![1, 1, 0, b'k', 1, 1, 1, 0, b'k', 2], 10),
+            _ => (Vec::new(), 60_000),
+        };
+        let head = RequestHead {
+            method_id: ECHO.id(),
+            body_len: 2,
+            deadline: None,
+            metadata_len: Some(announced),
+        };
+        let Ok(Ok((mut send, mut recv))) = tokio::time::timeout(LIMIT, conn.open_bi()).await else {
+            return;
+        };
+        let request = [&head.encode()[..], &block[..], b"hi"].concat();
         let _ = send.write_all(&request).await;
         let _ = send.finish();
         let _ = tokio::time::timeout(LIMIT, recv.read_to_end(1 << 16)).await;
