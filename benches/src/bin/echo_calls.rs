@@ -31,6 +31,11 @@ struct Args {
     /// tenant and a W3C traceparent, then more of the same size.
     #[arg(long, default_value_t = 0)]
     metadata: usize,
+    /// A `tracing` subscriber that keeps quicall's spans (at debug level)
+    /// and formats nothing: the cost of tracing on, without a subscriber's
+    /// own work.
+    #[arg(long)]
+    tracing: bool,
 }
 
 /// `n` entries: an authorization token, a tenant, a traceparent, then
@@ -56,6 +61,12 @@ fn metadata(n: usize) -> anyhow::Result<quicall::Metadata> {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if args.tracing {
+        use tracing_subscriber::layer::SubscriberExt;
+        let subscriber = tracing_subscriber::registry()
+            .with(tracing_subscriber::EnvFilter::new("quicall=debug"));
+        tracing::subscriber::set_global_default(subscriber)?;
+    }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
