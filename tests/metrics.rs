@@ -80,3 +80,53 @@ async fn calls_are_counted_by_method_and_status_and_scraped_over_http() {
     );
     assert!(response.trim_end().ends_with("# EOF"), "{response}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_counts_calls_per_method_and_attempts_per_server() {
+    let pki = Pki::new();
+    let servers = [serve(&pki, router()), serve(&pki, router())];
+    let cluster = common::cluster_of(
+        &pki,
+        &[&servers[0], &servers[1]],
+        quicall::ClusterOptions {
+            policy: quicall::Policy::RoundRobin,
+            ..quicall::ClusterOptions::default()
+        },
+    )
+    .await;
+    for _ in 0..6 {
+        bounded(cluster.call(&GET, "present")).await.unwrap();
+    }
+    for _ in 0..4 {
+        let status = bounded(cluster.call(&GET, "absent")).await.unwrap_err();
+        assert_eq!(status.code(), Code::NotFound);
+    }
+    let text = cluster.metrics_text();
+    for line in [
+        r#"quicall_client_calls_total{method="kv.Store/Get",code="OK"} 6"#,
+        r#"quicall_client_calls_total{method="kv.Store/Get",code="NOT_FOUND"} 4"#,
+        r#"quicall_client_call_duration_seconds_count{method="kv.Store/Get"} 10"#,
+        r#"quicall_client_calls_in_flight{method="kv.Store/Get"} 0"#,
+    ] {
+        assert!(text.lines().any(|l| l == line), "no {line} in\n{text}");
+    }
+    // Each server took its turn: 3 OK and 2 NOT_FOUND attempts each.
+    for server in &servers {
+        let addr = server.local_addr();
+        for (code, n) in [("OK", 3), ("NOT_FOUND", 2)] {
+            let line =
+                format!(r#"quicall_client_attempts_total{{server="{addr}",code="{code}"}} {n}"#);
+            assert!(text.lines().any(|l| l == line), "no {line} in\n{text}");
+        }
+    }
+    // And over HTTP.
+    let addr = cluster
+        .serve_metrics("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
+    let mut response = String::new();
+    bounded(stream.read_to_string(&mut response)).await.unwrap();
+    assert!(response.contains(r#"quicall_client_calls_total{method="kv.Store/Get",code="OK"} 6"#));
+}

@@ -43,6 +43,7 @@ mod exporter;
 mod io;
 mod message;
 mod metadata;
+mod meter;
 mod method;
 pub mod metrics;
 mod server;

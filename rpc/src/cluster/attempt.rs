@@ -257,8 +257,10 @@ async fn attempt(
         },
     };
     let span = attempt_span(member);
+    let meter = member.meter.begin(outcome.start.into_std());
     let result = exchange(&conn, head, tail, inner.options.client.max_response_size).await;
     let code = result.as_ref().err().map_or(Code::Ok, Status::code);
+    meter.finish(code);
     crate::client::end_span(span, code, outcome.start);
     match &result {
         Ok(_) => outcome.answer(Code::Ok),

@@ -13,15 +13,23 @@ pub(crate) struct Member {
     pub(crate) ewma: Mutex<PeakEwma>,
     pub(crate) health: Mutex<Health>,
     pub(crate) stats: Stats,
+    /// Its attempts, for Prometheus.
+    pub(crate) meter: crate::meter::MethodMeter,
 }
 
 impl Member {
-    pub(crate) fn new(slot: Arc<Slot>, initial: Duration, decay: Duration) -> Self {
+    pub(crate) fn new(
+        slot: Arc<Slot>,
+        initial: Duration,
+        decay: Duration,
+        meter: crate::meter::MethodMeter,
+    ) -> Self {
         Self {
             slot,
             ewma: Mutex::new(PeakEwma::new(initial, decay)),
             health: Mutex::new(Health::default()),
             stats: Stats::default(),
+            meter,
         }
     }
 

@@ -109,11 +109,16 @@ pub(crate) struct Inner {
     origin: Instant,
     options: ClusterOptions,
     total: Stats,
+    /// Calls per method and attempts per server, for Prometheus.
+    method_metrics: crate::meter::Metrics,
+    server_metrics: crate::meter::Metrics,
+    registry: prometheus_client::registry::Registry,
 }
 
 struct MethodEntry {
     name: &'static str,
     stats: Stats,
+    meter: crate::meter::MethodMeter,
 }
 
 /// A server as seen from a [`Cluster`].
@@ -160,6 +165,11 @@ impl Cluster {
         let endpoint = ClientEndpoint::new(tls, options.client.transport.clone())
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
         let pool = Pool::new(endpoint.clone(), options.pool.clone());
+        let method_metrics = crate::meter::Metrics::new("method");
+        let server_metrics = crate::meter::Metrics::new("server");
+        let mut registry = prometheus_client::registry::Registry::default();
+        method_metrics.register_client(&mut registry, "call");
+        server_metrics.register_client(&mut registry, "attempt");
         let inner = Arc::new(Inner {
             pool,
             endpoint,
@@ -170,6 +180,9 @@ impl Cluster {
             origin: Instant::now(),
             total: Stats::default(),
             options,
+            registry,
+            method_metrics,
+            server_metrics,
         });
         let servers = discovery.resolve().await.map_err(|e| {
             Status::unavailable(format!("cannot resolve servers: {e}")).not_processed()
@@ -265,6 +278,7 @@ impl Cluster {
         };
         let entry = inner.method_entry(method.id(), method.name());
         entry.stats.begin();
+        let meter = entry.meter.begin(start.into_std());
         inner.lock_budget().deposit(inner.now());
         let call = attempt::Call {
             inner,
@@ -294,6 +308,7 @@ impl Cluster {
         });
         let code = result.as_ref().err().map_or(Code::Ok, Status::code);
         entry.stats.end();
+        meter.finish(code);
         entry.stats.record(start.elapsed(), code);
         inner.total.record(start.elapsed(), code);
         crate::client::end_span(span, code, start);
@@ -301,6 +316,35 @@ impl Cluster {
             interceptors.after(method.name(), code, start.elapsed());
         }
         result
+    }
+
+    /// The cluster's metrics in the Prometheus text format (OpenMetrics):
+    /// per method, `quicall_client_calls_total{method, code}`,
+    /// `quicall_client_call_duration_seconds` (histogram buckets) and
+    /// `quicall_client_calls_in_flight`; per server, the same for attempts
+    /// (`quicall_client_attempts_total{server, code}` ...): retries and
+    /// hedges are attempts.
+    pub fn metrics_text(&self) -> String {
+        let mut text = String::new();
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut text, &self.inner.registry);
+        text
+    }
+
+    /// Serves [`Cluster::metrics_text`] over HTTP on `addr`, for Prometheus
+    /// to scrape, until the cluster is dropped; the address it listens on.
+    pub async fn serve_metrics(
+        &self,
+        addr: std::net::SocketAddr,
+    ) -> std::io::Result<std::net::SocketAddr> {
+        let inner = Arc::downgrade(&self.inner);
+        crate::exporter::serve_http(addr, move || {
+            let inner = inner.upgrade()?;
+            let mut text = String::new();
+            let _ = prometheus_client::encoding::text::encode(&mut text, &inner.registry);
+            Some(text)
+        })
+        .await
     }
 
     /// Every measurement: per server, per method, in total.
@@ -394,6 +438,7 @@ impl Inner {
                 Arc::new(MethodEntry {
                     name,
                     stats: Stats::default(),
+                    meter: self.method_metrics.method(name),
                 })
             })
             .clone()
@@ -415,6 +460,7 @@ impl Inner {
                         self.pool.slot(*addr, name),
                         self.options.initial_latency,
                         self.options.latency_decay,
+                        self.server_metrics.method(format!("{addr}")),
                     ))
                 }
             });

@@ -14,12 +14,12 @@ use tokio_util::sync::CancellationToken;
 
 use super::context::Extras;
 use super::intercept::{self, Outcome};
-use super::meter::CallMeter;
 use super::router::Route;
 use super::shares::{CallSlot, Charge, Peer, Refusal};
 use super::unwind::{CatchUnwind, panic_message};
 use super::{Context, ServerOptions, Shared};
 use crate::io::{self, ReadFail};
+use crate::meter::CallMeter;
 use crate::wire::{
     self, ErrorCode, REQUEST_HEADER_LEN, RequestHead, ResponseFlags, ResponseHead, WireError,
 };

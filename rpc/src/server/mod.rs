@@ -5,7 +5,6 @@ mod access;
 mod call;
 mod context;
 mod intercept;
-mod meter;
 mod options;
 mod router;
 mod shares;
@@ -111,10 +110,10 @@ impl Server {
             connections: options.max_connections_per_peer,
         });
         let mut router = router;
-        let metrics = meter::ServerMetrics::new();
+        let metrics = crate::meter::Metrics::new("method");
         router.attach_meters(&metrics);
         let mut registry = prometheus_client::registry::Registry::default();
-        metrics.register(&mut registry);
+        metrics.register_server(&mut registry);
         let shared = Arc::new(Shared {
             registry,
             router,

@@ -86,7 +86,7 @@ pub(crate) struct Route {
     handler: Box<dyn Handler>,
     access: Option<Access>,
     /// Its metrics, made when a server starts serving the router.
-    pub(crate) meter: Option<super::meter::MethodMeter>,
+    pub(crate) meter: Option<crate::meter::MethodMeter>,
 }
 
 impl Route {
@@ -160,7 +160,7 @@ impl Router {
     }
 
     /// Gives every route its handles in `metrics`.
-    pub(crate) fn attach_meters(&mut self, metrics: &super::meter::ServerMetrics) {
+    pub(crate) fn attach_meters(&mut self, metrics: &crate::meter::Metrics) {
         for route in self.routes.values_mut() {
             route.meter = Some(metrics.method(route.name));
         }

@@ -1,12 +1,11 @@
-//! The server's own metrics, per method: calls by status code, latency
-//! (histogram buckets, so that several processes aggregate), calls in
-//! flight, request and response bytes; exported in the Prometheus text
-//! format through `prometheus-client`.
+//! Metrics for Prometheus, through `prometheus-client`: per method (a
+//! server's calls, a cluster client's calls) or per server (a cluster
+//! client's attempts), calls by status code, latency (histogram buckets,
+//! so that several processes aggregate), calls in flight, and bytes.
 
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -15,35 +14,33 @@ use prometheus_client::registry::Registry;
 
 use crate::Code;
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct MethodLabel {
-    method: String,
-}
+/// One label: what is measured (`method="kv.Store/Get"`, `server="..."`).
+type Key = [(&'static str, String); 1];
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct CodeLabels {
-    method: String,
-    code: String,
-}
+/// That label and the status code.
+type KeyCode = [(&'static str, String); 2];
 
 /// Latency buckets: 50 µs doubling to about 3.3 s.
 fn latency_histogram() -> Histogram {
     Histogram::new(exponential_buckets(50e-6, 2.0, 17))
 }
 
-/// The metric families of one server.
+/// A set of metric families, by one label (`key`).
 #[derive(Clone)]
-pub(crate) struct ServerMetrics {
-    calls: Family<CodeLabels, Counter>,
-    latency: Family<MethodLabel, Histogram, fn() -> Histogram>,
-    in_flight: Family<MethodLabel, Gauge>,
-    request_bytes: Family<MethodLabel, Counter>,
-    response_bytes: Family<MethodLabel, Counter>,
+pub(crate) struct Metrics {
+    key: &'static str,
+    calls: Family<KeyCode, Counter>,
+    latency: Family<Key, Histogram, fn() -> Histogram>,
+    in_flight: Family<Key, Gauge>,
+    request_bytes: Family<Key, Counter>,
+    response_bytes: Family<Key, Counter>,
 }
 
-impl ServerMetrics {
-    pub(crate) fn new() -> Self {
+impl Metrics {
+    /// Families labelled by `key` (`"method"`, `"server"`).
+    pub(crate) fn new(key: &'static str) -> Self {
         Self {
+            key,
             calls: Family::default(),
             latency: Family::new_with_constructor(latency_histogram),
             in_flight: Family::default(),
@@ -52,8 +49,9 @@ impl ServerMetrics {
         }
     }
 
-    /// Registers the families in `registry` (prefixed `quicall_server_`).
-    pub(crate) fn register(&self, registry: &mut Registry) {
+    /// Registers the families of a server's calls in `registry`
+    /// (`quicall_server_calls_total{method, code}` ...).
+    pub(crate) fn register_server(&self, registry: &mut Registry) {
         let registry = registry.sub_registry_with_prefix("quicall_server");
         registry.register(
             "calls",
@@ -82,11 +80,34 @@ impl ServerMetrics {
         );
     }
 
-    /// The handles of one method, made once.
-    pub(crate) fn method(&self, name: &'static str) -> MethodMeter {
-        let label = MethodLabel {
-            method: name.to_owned(),
-        };
+    /// Registers the families of a cluster client in `registry`, as calls
+    /// (per method) or attempts (per server): `quicall_client_calls_total`,
+    /// `quicall_client_call_duration_seconds`, `quicall_client_calls_in_flight`
+    /// or the same with `attempts`.
+    pub(crate) fn register_client(&self, registry: &mut Registry, what: &str) {
+        let registry = registry.sub_registry_with_prefix("quicall_client");
+        let key = self.key;
+        registry.register(
+            format!("{what}s"),
+            format!("{what}s ended, by {key} and status code"),
+            self.calls.clone(),
+        );
+        registry.register(
+            format!("{what}_duration_seconds"),
+            format!("from a {what}'s start to its end, by {key}"),
+            self.latency.clone(),
+        );
+        registry.register(
+            format!("{what}s_in_flight"),
+            format!("{what}s started and not ended, by {key}"),
+            self.in_flight.clone(),
+        );
+    }
+
+    /// The handles of one method (or server), made once.
+    pub(crate) fn method(&self, name: impl Into<String>) -> MethodMeter {
+        let name = name.into();
+        let label = [(self.key, name.clone())];
         MethodMeter {
             name,
             families: self.clone(),
@@ -99,11 +120,11 @@ impl ServerMetrics {
     }
 }
 
-/// One method's metrics: a few atomic operations and a histogram
-/// observation per call, no lookup.
+/// One method's (or server's) metrics: a few atomic operations and a
+/// histogram observation per call, no lookup.
 pub(crate) struct MethodMeter {
-    name: &'static str,
-    families: ServerMetrics,
+    name: String,
+    families: Metrics,
     /// Per status code, made on its first use.
     calls: [OnceLock<Counter>; 17],
     latency: Histogram,
@@ -128,10 +149,10 @@ impl MethodMeter {
     fn record(&self, code: Code, elapsed: Duration) {
         let index = usize::from(code.as_u16()).min(16);
         let counter = self.calls[index].get_or_init(|| {
-            let labels = CodeLabels {
-                method: self.name.to_owned(),
-                code: code.name().to_owned(),
-            };
+            let labels = [
+                (self.families.key, self.name.clone()),
+                ("code", code.name().to_owned()),
+            ];
             self.families.calls.get_or_create(&labels).clone()
         });
         counter.inc();
@@ -179,9 +200,9 @@ mod tests {
 
     #[test]
     fn calls_are_counted_by_method_and_code_with_buckets() {
-        let metrics = ServerMetrics::new();
+        let metrics = Metrics::new("method");
         let mut registry = Registry::default();
-        metrics.register(&mut registry);
+        metrics.register_server(&mut registry);
         let meter = metrics.method("kv.Store/Get");
         meter.begin(std::time::Instant::now()).finish(Code::Ok);
         meter.begin(std::time::Instant::now()).finish(Code::Ok);
