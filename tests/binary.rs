@@ -29,7 +29,10 @@ fn wait_bounded(mut child: Child, limit: Duration) -> std::process::Output {
 #[test]
 fn demo_runs_to_completion_and_exits_zero() {
     let child = Command::new(env!("CARGO_BIN_EXE_quicall"))
-        .args(["demo", "--phase-secs", "0.6"])
+        // Phases of 1 s: the restarted server (phase 4, 2 s) must be found
+        // again (its clients' next handshake attempt) and take calls even
+        // on a busy machine.
+        .args(["demo", "--phase-secs", "1.0"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -252,6 +255,22 @@ fn revoked_client_is_refused_by_serve_with_a_crl() {
     );
 }
 
+/// `quicall call` to the server at `addr`, with the certificates that
+/// `write_certs` wrote in `dir` (client `ops`).
+fn call_command(dir: &std::path::Path, addr: &str) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_quicall"));
+    command
+        .arg("call")
+        .args(["--server", addr, "--server-name", "localhost"])
+        .arg("--ca")
+        .arg(dir.join("ca.crt"))
+        .arg("--cert")
+        .arg(dir.join("ops.crt"))
+        .arg("--key")
+        .arg(dir.join("ops.key"));
+    command
+}
+
 #[test]
 fn call_reaches_any_method_by_name_with_a_raw_body() {
     use common::serve_process::{ServeProcess, write_certs};
@@ -259,15 +278,7 @@ fn call_reaches_any_method_by_name_with_a_raw_body() {
     write_certs(dir.path());
     let server = ServeProcess::start(dir.path(), "127.0.0.1:0");
     let call = |args: &[&str]| {
-        let child = Command::new(env!("CARGO_BIN_EXE_quicall"))
-            .arg("call")
-            .args(["--server", &server.addr, "--server-name", "localhost"])
-            .arg("--ca")
-            .arg(dir.path().join("ca.crt"))
-            .arg("--cert")
-            .arg(dir.path().join("ops.crt"))
-            .arg("--key")
-            .arg(dir.path().join("ops.key"))
+        let child = call_command(dir.path(), &server.addr)
             .arg("raw")
             .args(args)
             .stdout(Stdio::piped())
@@ -313,15 +324,7 @@ fn call_sends_metadata_and_prints_the_answers_with_verbose() {
     let dir = tempfile::tempdir().unwrap();
     write_certs(dir.path());
     let server = ServeProcess::start(dir.path(), "127.0.0.1:0");
-    let child = Command::new(env!("CARGO_BIN_EXE_quicall"))
-        .arg("call")
-        .args(["--server", &server.addr, "--server-name", "localhost"])
-        .arg("--ca")
-        .arg(dir.path().join("ca.crt"))
-        .arg("--cert")
-        .arg(dir.path().join("ops.crt"))
-        .arg("--key")
-        .arg(dir.path().join("ops.key"))
+    let child = call_command(dir.path(), &server.addr)
         .args(["-H", "tenant: acme", "-H", "request-id:42", "-v"])
         .args(["echo", "hello"])
         .stdout(Stdio::piped())
@@ -389,15 +392,7 @@ fn serve_exports_metrics_for_prometheus() {
         .and_then(|rest| rest.strip_suffix("/metrics"))
         .unwrap_or_else(|| panic!("{second:?}"))
         .to_owned();
-    let call = Command::new(env!("CARGO_BIN_EXE_quicall"))
-        .arg("call")
-        .args(["--server", &addr, "--server-name", "localhost"])
-        .arg("--ca")
-        .arg(dir.path().join("ca.crt"))
-        .arg("--cert")
-        .arg(dir.path().join("ops.crt"))
-        .arg("--key")
-        .arg(dir.path().join("ops.key"))
+    let call = call_command(dir.path(), &addr)
         .args(["--count", "3", "echo", "hi"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

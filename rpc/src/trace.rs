@@ -120,6 +120,14 @@ impl TraceContext {
         CURRENT.scope(self, fut)
     }
 
+    /// Records this span's ids, and its parent's, on a `tracing` span
+    /// (fields `trace_id`, `span_id`, `parent_id`, in hex).
+    pub(crate) fn record_on(&self, span: &tracing::Span, parent: &TraceContext) {
+        span.record("trace_id", format!("{:032x}", self.trace_id));
+        span.record("span_id", format!("{:016x}", self.span_id));
+        span.record("parent_id", format!("{:016x}", parent.span_id));
+    }
+
     /// Runs `f` with `self` as the current trace (the synchronous part of
     /// a handler, which makes its future).
     pub(crate) fn enter<R>(self, f: impl FnOnce() -> R) -> R {

@@ -329,16 +329,13 @@ impl Client {
         let budget = options.deadline.or(self.options.default_deadline);
         let start = Instant::now();
         let interceptors = &self.options.interceptors;
-        let trace = TraceContext::current().map(|parent| (parent, parent.child()));
-        let span = call_span(method.name(), trace);
-        let framed = frame_call(
+        let (span, framed) = begin_call(
             method,
             request,
             budget,
             options.metadata,
             interceptors,
             read_metadata,
-            trace.map(|(_, own)| own),
         );
         let result = match framed {
             Ok((head, tail)) => {
@@ -406,6 +403,38 @@ pub(crate) async fn within<T>(
     })
 }
 
+/// A request's bytes: the header and any inline body, and a body chunk.
+pub(crate) type Framed = (Bytes, Option<Bytes>);
+
+/// A call's span (in the current trace, if any) and its bytes: what a
+/// [`Client`] and a [`Cluster`](crate::cluster::Cluster) do first.
+pub(crate) fn begin_call<Req, Resp>(
+    method: &Method<Req, Resp>,
+    request: impl Encode<Req>,
+    budget: Option<Duration>,
+    metadata: Metadata,
+    interceptors: &Interceptors,
+    read_metadata: bool,
+) -> (Option<Box<tracing::Span>>, Result<Framed, Status>)
+where
+    Req: Message + ?Sized,
+    Resp: Message + ?Sized,
+{
+    let trace = TraceContext::current().map(|parent| (parent, parent.child()));
+    let span = call_span(method.name(), trace);
+    let own = trace.map(|(_, own)| own);
+    let framed = frame_call(
+        method,
+        request,
+        budget,
+        metadata,
+        interceptors,
+        read_metadata,
+        own,
+    );
+    (span, framed)
+}
+
 /// A call's `tracing` span (when a subscriber wants it: boxed, so that
 /// futures stay small without one): the method and, in a trace, the trace
 /// and span ids; status and latency are recorded by [`end_span`].
@@ -428,9 +457,7 @@ pub(crate) fn call_span(
         latency_us = Empty,
     );
     if let Some((parent, own)) = trace {
-        span.record("trace_id", format!("{:032x}", own.trace_id()));
-        span.record("span_id", format!("{:016x}", own.span_id()));
-        span.record("parent_id", format!("{:016x}", parent.span_id()));
+        own.record_on(&span, &parent);
     }
     Some(Box::new(span))
 }

@@ -256,16 +256,13 @@ impl Cluster {
         let budget = options.deadline.or(inner.options.client.default_deadline);
         let deadline = budget.map(|b| start + b);
         let interceptors = &inner.options.client.interceptors;
-        let trace = crate::TraceContext::current().map(|parent| (parent, parent.child()));
-        let span = crate::client::call_span(method.name(), trace);
-        let framed = crate::client::frame_call(
+        let (span, framed) = crate::client::begin_call(
             method,
             request,
             budget,
             options.metadata,
             interceptors,
             read_metadata,
-            trace.map(|(_, own)| own),
         );
         let (head, tail) = match framed {
             Ok(framed) => framed,

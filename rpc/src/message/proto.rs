@@ -71,11 +71,10 @@ where
     T: prost::Message + Default + Send + Sync + 'static,
 {
     fn size_hint(&self) -> usize {
-        self.encoded_len()
+        Encode::<Proto<T>>::size_hint(&self)
     }
 
     fn encode(self, buf: &mut BytesMut) -> Result<Option<Bytes>, EncodeError> {
-        self.encode_raw(buf);
-        Ok(None)
+        Encode::<Proto<T>>::encode(&self, buf)
     }
 }

@@ -389,9 +389,7 @@ fn serve_span(
         span.record("peer", peer.name());
     }
     if let Some((parent, own)) = trace {
-        span.record("trace_id", format!("{:032x}", own.trace_id()));
-        span.record("span_id", format!("{:016x}", own.span_id()));
-        span.record("parent_id", format!("{:016x}", parent.span_id()));
+        own.record_on(&span, &parent);
     }
     Some(Box::new(span))
 }
