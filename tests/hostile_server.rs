@@ -22,6 +22,11 @@ enum Behaviour {
     CloseConnection,
     Silent,
     HugeLength,
+    /// Response metadata of 10,000 distinct entries (60 KB): more than a
+    /// client reads.
+    ManyMetadataEntries,
+    /// Response metadata whose length runs past the stream's end.
+    LyingMetadataLength,
 }
 
 /// A server that reads each request, then misbehaves as told.
@@ -81,6 +86,30 @@ async fn hostile_server(
                             Behaviour::HugeLength => {
                                 let _ = send.write_all(&ok(u32::MAX)).await;
                                 let _ = send.stopped().await;
+                            }
+                            Behaviour::ManyMetadataEntries => {
+                                let mut head = ok(0);
+                                head[1] |= ResponseFlags::METADATA.bits();
+                                // Entries of 6 bytes: a distinct 3-letter
+                                // key, no value.
+                                let letter = |i: u32| b'a' + (i % 26) as u8;
+                                let block: Vec<u8> = (0..10_000u32)
+                                    .flat_map(|i| {
+                                        [3, 0, 0, letter(i / 676), letter(i / 26), letter(i)]
+                                    })
+                                    .collect();
+                                let _ = send.write_all(&head).await;
+                                let _ = send.write_all(&(block.len() as u16).to_le_bytes()).await;
+                                let _ = send.write_all(&block).await;
+                                let _ = send.finish();
+                            }
+                            Behaviour::LyingMetadataLength => {
+                                let mut head = ok(0);
+                                head[1] |= ResponseFlags::METADATA.bits();
+                                let _ = send.write_all(&head).await;
+                                let _ = send.write_all(&500u16.to_le_bytes()).await;
+                                let _ = send.write_all(&[1, 0, 0, b'k']).await;
+                                let _ = send.finish();
                             }
                         }
                         let _ = send.stopped().await;
@@ -199,4 +228,45 @@ async fn a_call_to_a_silent_server_can_be_dropped() {
     .unwrap_err();
     assert_eq!(status.code(), Code::DeadlineExceeded);
     server.abort();
+}
+
+/// Metadata only goes to a caller that reads it; these servers send it
+/// anyway, and badly.
+async fn call_hostile_full(behaviour: Behaviour) -> quicall::Status {
+    let pki = Pki::new();
+    let (addr, server) = hostile_server(&pki, behaviour).await;
+    let client = Client::connect(
+        addr,
+        "localhost",
+        pki.client_tls(),
+        ClientOptions::default(),
+    )
+    .await
+    .unwrap();
+    let status = bounded(client.call_full(
+        &ECHO,
+        "hello",
+        CallOptions::deadline(Duration::from_secs(5)),
+    ))
+    .await
+    .expect_err("a hostile server cannot answer well");
+    server.abort();
+    status
+}
+
+#[tokio::test]
+async fn response_metadata_of_too_many_entries_is_refused() {
+    let status = call_hostile_full(Behaviour::ManyMetadataEntries).await;
+    assert_eq!(status.code(), Code::Internal, "{status}");
+    assert!(
+        status.message().contains("1024 metadata entries"),
+        "{status}"
+    );
+}
+
+#[tokio::test]
+async fn response_metadata_past_the_end_of_the_stream_is_refused() {
+    let status = call_hostile_full(Behaviour::LyingMetadataLength).await;
+    assert_eq!(status.code(), Code::Internal, "{status}");
+    assert!(status.message().contains("response metadata"), "{status}");
 }

@@ -29,6 +29,8 @@ pub(crate) async fn serve_http(
     tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else {
+                // Out of descriptors, say: do not spin.
+                tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             };
             let Ok(slot) = slots.clone().try_acquire_owned() else {

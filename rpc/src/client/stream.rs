@@ -6,6 +6,9 @@ use crate::io::{self, ReadFail};
 use crate::wire::{self, ErrorCode, RESPONSE_HEADER_LEN, ResponseFlags, WireError};
 use crate::{Code, Metadata, Status};
 
+/// Most entries a response's metadata may have.
+const MAX_RESPONSE_METADATA_ENTRIES: usize = 1024;
+
 /// A response: its body and the metadata sent with it.
 pub(crate) struct Answer {
     pub(crate) body: Bytes,
@@ -100,7 +103,9 @@ impl CallStream {
         let (block, first) = io::read_prefix(&mut self.recv, len, first, |_| true)
             .await
             .map_err(|e| read_status(e, "response metadata"))?;
-        let metadata = Metadata::decode(block, usize::MAX)
+        // Bounded: a hostile server cannot make the duplicate check
+        // quadratic in the 16,000 entries 64 KiB can hold.
+        let metadata = Metadata::decode(block, MAX_RESPONSE_METADATA_ENTRIES)
             .map_err(|e| Status::internal(format!("malformed response metadata: {e}")))?;
         Ok((metadata, first))
     }
