@@ -5,8 +5,13 @@
 //! [`wire::RequestHeader`] and the request body and finishes its side; the
 //! server answers with an 8-byte [`wire::ResponseHeader`] and the response
 //! body, and finishes. Messages are fixed-layout zerocopy structs (or byte
-//! slices), received as [`Msg`] views over the received bytes: no copy, no
-//! parse. Failures are [`Status`]es with a [`Code`].
+//! slices) and [`Rkyv`] archives, received as [`Msg`] views over the
+//! received bytes (no copy, no parse; archives validated first), or
+//! `Proto` messages (feature `prost`). Calls carry [`Metadata`] both
+//! ways; [`Interceptor`]s and [`ClientInterceptor`]s run around them, a
+//! [`TraceContext`] follows them across services, and servers and
+//! clusters keep metrics for Prometheus. Failures are [`Status`]es with a
+//! [`Code`].
 //!
 //! ```no_run
 //! use quicall_rpc::{Client, ClientOptions, Method, Router, Server, ServerOptions, Status};

@@ -6,7 +6,7 @@
 //!   read in place (`fixed`);
 //! - [`Rkyv<T>`]: variable-length rkyv archives, validated when received
 //!   and read in place as archived views (`archived`);
-//! - [`Proto<T>`] (feature `prost`): protobuf messages, decoded when
+//! - `Proto<T>` (feature `prost`): protobuf messages, decoded when
 //!   received (`proto`).
 
 use std::borrow::Cow;
@@ -36,14 +36,14 @@ pub use proto::Proto;
 /// - [`Rkyv<T>`] for any type deriving rkyv's `Archive` and `Serialize`:
 ///   strings, vectors, options, nested structs, read in place as
 ///   `T::Archived` after validation;
-/// - [`Proto<T>`] for any prost message (feature `prost`).
+/// - `Proto<T>` for any prost message (feature `prost`).
 ///
 /// Nothing needs implementing for those. Another encoding can be brought
 /// by implementing it for a marker type, as [`Rkyv`] does.
 pub trait Message: Send + Sync + 'static {
     /// What a received message reads as: the type itself for fixed-layout
     /// types, `T::Archived` for [`Rkyv<T>`], the decoded `T` for
-    /// [`Proto<T>`].
+    /// `Proto<T>`.
     type View: ?Sized;
 
     /// What the receiver keeps beside the bytes (nothing, a position, or
@@ -66,7 +66,7 @@ pub trait Message: Send + Sync + 'static {
 /// `Msg<T>` dereferences to `T`'s view ([`Message::View`]): for a
 /// fixed-layout type the type itself, read in place over the received
 /// bytes; for [`Rkyv<T>`] the archived type, also in place; for
-/// [`Proto<T>`] the decoded message. The body was checked when it was
+/// `Proto<T>` the decoded message. The body was checked when it was
 /// received: a handler never sees a body that does not fit its type.
 /// [`Msg::into_bytes`] gives the body back, for example to forward or echo
 /// it without a copy.
@@ -232,7 +232,7 @@ where
 
 /// Something that can be sent as a body of message type `T`: a `T` by value
 /// or by reference, a received [`Msg<T>`], or, for `[u8]`, [`Bytes`],
-/// `Vec<u8>`, `String` and `&str`; for [`Rkyv<T>`] and [`Proto<T>`], a
+/// `Vec<u8>`, `String` and `&str`; for [`Rkyv<T>`] and `Proto<T>`, a
 /// `T` or `&T`.
 ///
 /// Small fixed values and rkyv and protobuf encodings are written next to
