@@ -121,7 +121,8 @@ async fn hostile_server(
     (addr, task)
 }
 
-async fn call_hostile(behaviour: Behaviour) -> quicall::Status {
+/// A client of a hostile server behaving as told, and the server's task.
+async fn client_of_hostile(behaviour: Behaviour) -> (Client, tokio::task::JoinHandle<()>) {
     let pki = Pki::new();
     let (addr, server) = hostile_server(&pki, behaviour).await;
     let client = Client::connect(
@@ -132,6 +133,11 @@ async fn call_hostile(behaviour: Behaviour) -> quicall::Status {
     )
     .await
     .unwrap();
+    (client, server)
+}
+
+async fn call_hostile(behaviour: Behaviour) -> quicall::Status {
+    let (client, server) = client_of_hostile(behaviour).await;
     let status = bounded(client.call_with(
         &ECHO,
         "hello",
@@ -233,16 +239,7 @@ async fn a_call_to_a_silent_server_can_be_dropped() {
 /// Metadata only goes to a caller that reads it; these servers send it
 /// anyway, and badly.
 async fn call_hostile_full(behaviour: Behaviour) -> quicall::Status {
-    let pki = Pki::new();
-    let (addr, server) = hostile_server(&pki, behaviour).await;
-    let client = Client::connect(
-        addr,
-        "localhost",
-        pki.client_tls(),
-        ClientOptions::default(),
-    )
-    .await
-    .unwrap();
+    let (client, server) = client_of_hostile(behaviour).await;
     let status = bounded(client.call_full(
         &ECHO,
         "hello",
