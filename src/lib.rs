@@ -162,6 +162,8 @@
 #![warn(missing_docs)]
 
 pub mod demo;
+#[cfg(feature = "otel")]
+pub mod otel;
 
 /// Declares a service from a trait: see [the crate docs](crate#services).
 pub use quicall_macros::service;

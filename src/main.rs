@@ -3,6 +3,7 @@
 mod cmd;
 
 use clap::{Parser, Subcommand};
+use tracing_subscriber::prelude::*;
 
 /// Fast, secure remote procedure calls over QUIC.
 #[derive(Parser)]
@@ -27,15 +28,37 @@ enum Command {
 }
 
 fn main() -> std::process::ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
+    let cli = Cli::parse();
+    let log = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
-    let cli = Cli::parse();
+        .with_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        );
+    let registry = tracing_subscriber::registry().with(log);
+    #[cfg(feature = "otel")]
+    let (registry, otel) = {
+        let endpoint = match &cli.command {
+            Command::Serve(args) => args.otlp.as_deref(),
+            _ => None,
+        };
+        match endpoint.map(otlp).transpose() {
+            Ok(otel) => {
+                // Every call's span, whatever RUST_LOG says for the log.
+                let layer = otel.as_ref().map(|otel| {
+                    otel.layer()
+                        .with_filter(tracing_subscriber::EnvFilter::new("quicall=debug,info"))
+                });
+                (registry.with(layer), otel)
+            }
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                return std::process::ExitCode::FAILURE;
+            }
+        }
+    };
+    registry.init();
     let result = match cli.command {
         Command::Certs(args) => cmd::certs::run(args),
         command => runtime().and_then(|rt| {
@@ -50,6 +73,12 @@ fn main() -> std::process::ExitCode {
             })
         }),
     };
+    // Exports what is still buffered.
+    #[cfg(feature = "otel")]
+    let result = match otel.map(quicall::otel::Otel::shutdown) {
+        Some(Err(e)) if result.is_ok() => Err(e.into()),
+        _ => result,
+    };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
@@ -63,4 +92,12 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?)
+}
+
+/// OpenTelemetry export over OTLP to `endpoint`, as service
+/// `OTEL_SERVICE_NAME` (`quicall` when unset).
+#[cfg(feature = "otel")]
+fn otlp(endpoint: &str) -> anyhow::Result<quicall::otel::Otel> {
+    let service = std::env::var("OTEL_SERVICE_NAME").unwrap_or_else(|_| "quicall".to_owned());
+    Ok(quicall::otel::Otel::otlp(endpoint, &service)?)
 }

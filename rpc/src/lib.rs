@@ -51,6 +51,8 @@ mod metadata;
 mod meter;
 mod method;
 pub mod metrics;
+#[cfg(feature = "otel")]
+mod otel;
 mod server;
 mod status;
 pub mod trace;

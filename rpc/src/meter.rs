@@ -34,6 +34,9 @@ pub(crate) struct Metrics {
     in_flight: Family<Key, Gauge>,
     request_bytes: Family<Key, Counter>,
     response_bytes: Family<Key, Counter>,
+    /// The same through OpenTelemetry's global meter provider.
+    #[cfg(feature = "otel")]
+    otel: Option<crate::otel::Instruments>,
 }
 
 impl Metrics {
@@ -46,12 +49,20 @@ impl Metrics {
             in_flight: Family::default(),
             request_bytes: Family::default(),
             response_bytes: Family::default(),
+            #[cfg(feature = "otel")]
+            otel: None,
         }
     }
 
     /// Registers the families of a server's calls in `registry`
-    /// (`quicall_server_calls_total{method, code}` ...).
-    pub(crate) fn register_server(&self, registry: &mut Registry) {
+    /// (`quicall_server_calls_total{method, code}` ...), and with feature
+    /// `otel` makes their OpenTelemetry instruments (`quicall.server.*`).
+    /// Before [`Metrics::method`].
+    pub(crate) fn register_server(&mut self, registry: &mut Registry) {
+        #[cfg(feature = "otel")]
+        {
+            self.otel = Some(crate::otel::Instruments::new("server", "call", self.key));
+        }
         let registry = registry.sub_registry_with_prefix("quicall_server");
         registry.register(
             "calls",
@@ -84,7 +95,11 @@ impl Metrics {
     /// (per method) or attempts (per server): `quicall_client_calls_total`,
     /// `quicall_client_call_duration_seconds`, `quicall_client_calls_in_flight`
     /// or the same with `attempts`.
-    pub(crate) fn register_client(&self, registry: &mut Registry, what: &str) {
+    pub(crate) fn register_client(&mut self, registry: &mut Registry, what: &str) {
+        #[cfg(feature = "otel")]
+        {
+            self.otel = Some(crate::otel::Instruments::new("client", what, self.key));
+        }
         let registry = registry.sub_registry_with_prefix("quicall_client");
         let key = self.key;
         registry.register(
@@ -109,6 +124,8 @@ impl Metrics {
         let name = name.into();
         let label = [(self.key, name.clone())];
         MethodMeter {
+            #[cfg(feature = "otel")]
+            otel: self.otel.as_ref().map(|otel| otel.method(&name)),
             name,
             families: self.clone(),
             calls: Default::default(),
@@ -131,6 +148,8 @@ pub(crate) struct MethodMeter {
     in_flight: Gauge,
     request_bytes: Counter,
     response_bytes: Counter,
+    #[cfg(feature = "otel")]
+    otel: Option<crate::otel::MethodInstruments>,
 }
 
 impl MethodMeter {
@@ -139,6 +158,10 @@ impl MethodMeter {
     /// CANCELLED when dropped).
     pub(crate) fn begin(&self, start: std::time::Instant) -> CallMeter<'_> {
         self.in_flight.inc();
+        #[cfg(feature = "otel")]
+        if let Some(otel) = &self.otel {
+            otel.begin();
+        }
         CallMeter {
             meter: self,
             start,
@@ -157,6 +180,10 @@ impl MethodMeter {
         });
         counter.inc();
         self.latency.observe(elapsed.as_secs_f64());
+        #[cfg(feature = "otel")]
+        if let Some(otel) = &self.otel {
+            otel.record(code, elapsed.as_secs_f64());
+        }
     }
 }
 
@@ -171,11 +198,19 @@ impl CallMeter<'_> {
     /// Counts request bytes received.
     pub(crate) fn request_bytes(&self, n: usize) {
         self.meter.request_bytes.inc_by(n as u64);
+        #[cfg(feature = "otel")]
+        if let Some(otel) = &self.meter.otel {
+            otel.request_bytes(n);
+        }
     }
 
     /// Counts response bytes sent.
     pub(crate) fn response_bytes(&self, n: usize) {
         self.meter.response_bytes.inc_by(n as u64);
+        #[cfg(feature = "otel")]
+        if let Some(otel) = &self.meter.otel {
+            otel.response_bytes(n);
+        }
     }
 
     /// The call ended with `code`.
@@ -188,6 +223,10 @@ impl CallMeter<'_> {
 impl Drop for CallMeter<'_> {
     fn drop(&mut self) {
         self.meter.in_flight.dec();
+        #[cfg(feature = "otel")]
+        if let Some(otel) = &self.meter.otel {
+            otel.end();
+        }
         if !self.done {
             self.meter.record(Code::Cancelled, self.start.elapsed());
         }
@@ -200,7 +239,7 @@ mod tests {
 
     #[test]
     fn calls_are_counted_by_method_and_code_with_buckets() {
-        let metrics = Metrics::new("method");
+        let mut metrics = Metrics::new("method");
         let mut registry = Registry::default();
         metrics.register_server(&mut registry);
         let meter = metrics.method("kv.Store/Get");

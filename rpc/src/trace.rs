@@ -120,18 +120,74 @@ impl TraceContext {
         CURRENT.scope(self, fut)
     }
 
-    /// Records this span's ids, and its parent's, on a `tracing` span
-    /// (fields `trace_id`, `span_id`, `parent_id`, in hex).
-    pub(crate) fn record_on(&self, span: &tracing::Span, parent: &TraceContext) {
-        span.record("trace_id", format!("{:032x}", self.trace_id));
-        span.record("span_id", format!("{:016x}", self.span_id));
-        span.record("parent_id", format!("{:016x}", parent.span_id));
+    /// A span from its ids (OpenTelemetry's).
+    #[cfg(feature = "otel")]
+    pub(crate) fn from_ids(trace_id: u128, span_id: u64, sampled: bool) -> Self {
+        Self {
+            trace_id,
+            span_id,
+            sampled,
+        }
+    }
+
+    /// Records this span's ids, and its parent's if known, on a `tracing`
+    /// span (fields `trace_id`, `span_id`, `parent_id`, in hex).
+    pub(crate) fn record_on(&self, span: &tracing::Span, parent: Option<&TraceContext>) {
+        span.record("trace_id", tracing::field::display(Hex128(self.trace_id)));
+        span.record("span_id", tracing::field::display(Hex64(self.span_id)));
+        if let Some(parent) = parent {
+            span.record("parent_id", tracing::field::display(Hex64(parent.span_id)));
+        }
     }
 
     /// Runs `f` with `self` as the current trace (the synchronous part of
     /// a handler, which makes its future).
     pub(crate) fn enter<R>(self, f: impl FnOnce() -> R) -> R {
         CURRENT.sync_scope(self, f)
+    }
+}
+
+/// The span a call is made or served as, a child of `parent` (the trace
+/// the caller is in): with OpenTelemetry's ids when its layer records the
+/// call's `span` (feature `otel`), so that exported spans and the
+/// `traceparent` sent on agree; otherwise a new span id, and nothing
+/// outside a trace. `inherit`: a client's span may take its parent from
+/// the program's OpenTelemetry span instead of `parent`.
+pub(crate) fn own_span(
+    span: Option<&tracing::Span>,
+    parent: Option<TraceContext>,
+    inherit: bool,
+) -> Option<TraceContext> {
+    #[cfg(feature = "otel")]
+    if let Some((span, Some((own, linked)))) =
+        span.map(|span| (span, crate::otel::link(span, parent, inherit)))
+    {
+        own.record_on(span, linked.as_ref());
+        return Some(own);
+    }
+    let _ = inherit;
+    let own = parent.map(|parent| parent.child())?;
+    if let Some(span) = span {
+        own.record_on(span, parent.as_ref());
+    }
+    Some(own)
+}
+
+/// A trace id in hex, formatted only if a subscriber records it.
+struct Hex128(u128);
+
+impl fmt::Display for Hex128 {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:032x}", self.0)
+    }
+}
+
+/// A span id in hex.
+struct Hex64(u64);
+
+impl fmt::Display for Hex64 {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:016x}", self.0)
     }
 }
 

@@ -39,6 +39,14 @@ pub struct Args {
     /// this address (host:port), for Prometheus to scrape.
     #[arg(long)]
     metrics: Option<String>,
+    /// Export traces (the `quicall.serve` span of every call, continuing
+    /// the caller's trace) and metrics over OTLP/gRPC to this collector
+    /// (`http://127.0.0.1:4317`), as service `quicall` unless
+    /// OTEL_SERVICE_NAME says otherwise; metrics every 60 s unless
+    /// OTEL_METRIC_EXPORT_INTERVAL (ms) says otherwise.
+    #[cfg(feature = "otel")]
+    #[arg(long, value_name = "URL")]
+    pub otlp: Option<String>,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {

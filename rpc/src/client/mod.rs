@@ -420,9 +420,8 @@ where
     Req: Message + ?Sized,
     Resp: Message + ?Sized,
 {
-    let trace = TraceContext::current().map(|parent| (parent, parent.child()));
-    let span = call_span(method.name(), trace);
-    let own = trace.map(|(_, own)| own);
+    let span = call_span(method.name());
+    let own = crate::trace::own_span(span.as_deref(), TraceContext::current(), true);
     let framed = frame_call(
         method,
         request,
@@ -438,10 +437,7 @@ where
 /// A call's `tracing` span (when a subscriber wants it: boxed, so that
 /// futures stay small without one): the method and, in a trace, the trace
 /// and span ids; status and latency are recorded by [`end_span`].
-pub(crate) fn call_span(
-    method: &'static str,
-    trace: Option<(TraceContext, TraceContext)>,
-) -> Option<Box<tracing::Span>> {
+pub(crate) fn call_span(method: &'static str) -> Option<Box<tracing::Span>> {
     use tracing::field::Empty;
     if !tracing::enabled!(target: "quicall", tracing::Level::DEBUG) {
         return None;
@@ -455,10 +451,9 @@ pub(crate) fn call_span(
         parent_id = Empty,
         status = Empty,
         latency_us = Empty,
+        otel.kind = "client",
+        otel.status_code = Empty,
     );
-    if let Some((parent, own)) = trace {
-        own.record_on(&span, &parent);
-    }
     Some(Box::new(span))
 }
 
@@ -467,7 +462,13 @@ pub(crate) fn end_span(span: Option<Box<tracing::Span>>, code: Code, start: Inst
     if let Some(span) = span {
         span.record("status", code.name());
         span.record("latency_us", start.elapsed().as_micros() as u64);
+        span.record("otel.status_code", otel_status(code));
     }
+}
+
+/// The OpenTelemetry status of a span that ended with `code`.
+pub(crate) fn otel_status(code: Code) -> &'static str {
+    if code == Code::Ok { "ok" } else { "error" }
 }
 
 /// A call's bytes: its metadata (after the interceptors'), header and body.

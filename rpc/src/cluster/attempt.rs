@@ -283,6 +283,8 @@ fn attempt_span(member: &Member) -> Option<Box<tracing::Span>> {
         server = %member.slot.addr(),
         status = Empty,
         latency_us = Empty,
+        otel.kind = "client",
+        otel.status_code = Empty,
     )))
 }
 

@@ -165,8 +165,8 @@ impl Cluster {
         let endpoint = ClientEndpoint::new(tls, options.client.transport.clone())
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
         let pool = Pool::new(endpoint.clone(), options.pool.clone());
-        let method_metrics = crate::meter::Metrics::new("method");
-        let server_metrics = crate::meter::Metrics::new("server");
+        let mut method_metrics = crate::meter::Metrics::new("method");
+        let mut server_metrics = crate::meter::Metrics::new("server");
         let mut registry = prometheus_client::registry::Registry::default();
         method_metrics.register_client(&mut registry, "call");
         server_metrics.register_client(&mut registry, "attempt");

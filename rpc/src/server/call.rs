@@ -233,15 +233,16 @@ pub(super) async fn serve(
     let observed = (!interceptors.is_empty()).then(|| ctx.peer.clone());
     // A caller's trace continues in a span of its own, current while the
     // handler runs (the calls it makes are its children).
-    let trace = traced(&ctx);
-    let span = serve_span(&ctx, trace);
+    let span = serve_span(&ctx);
+    let parent = TraceContext::parse(ctx.metadata().get(TRACEPARENT).unwrap_or_default());
+    let trace = crate::trace::own_span(span.as_deref(), parent, false);
     // The timer still says `deadline.min(body_by)`: moved to the deadline
     // only if it fires first (a handler running past the body's time), so
     // that the common call resets it no more often than it must.
     let ended = {
         let max = options.max_response_size;
         let handler = match trace {
-            Some((_, own)) => Box::pin(own.scope(own.enter(|| route.call(ctx, body, max)))),
+            Some(own) => Box::pin(own.scope(own.enter(|| route.call(ctx, body, max)))),
             None => route.call(ctx, body, max),
         };
         let handler = match &span {
@@ -276,6 +277,7 @@ pub(super) async fn serve(
         tracing::debug!(%remote, method = route.name, "caller cancelled; handler dropped");
         if let Some(span) = span {
             span.record("status", Code::Cancelled.name());
+            span.record("otel.status_code", "error");
         }
         return;
     };
@@ -290,6 +292,7 @@ pub(super) async fn serve(
         let code = reply.as_ref().err().map_or(Code::Ok, Status::code);
         span.record("status", code.name());
         span.record("latency_us", received.elapsed().as_micros() as u64);
+        span.record("otel.status_code", crate::client::otel_status(code));
     }
     if let Some(peer) = observed {
         let outcome = Outcome {
@@ -356,20 +359,10 @@ async fn intercept(
     })
 }
 
-/// The caller's trace (from its `traceparent` metadata) and the span this
-/// server serves the call as, if the caller sent one.
-fn traced(ctx: &Context) -> Option<(TraceContext, TraceContext)> {
-    let parent = TraceContext::parse(ctx.metadata().get(TRACEPARENT)?)?;
-    Some((parent, parent.child()))
-}
-
 /// The call's `tracing` span, when a subscriber wants it (boxed, so that
 /// the call's future stays small without one): method, peer, trace ids;
 /// status and latency are recorded when it ends.
-fn serve_span(
-    ctx: &Context,
-    trace: Option<(TraceContext, TraceContext)>,
-) -> Option<Box<tracing::Span>> {
+fn serve_span(ctx: &Context) -> Option<Box<tracing::Span>> {
     use tracing::field::Empty;
     if !tracing::enabled!(target: "quicall", tracing::Level::DEBUG) {
         return None;
@@ -384,12 +377,11 @@ fn serve_span(
         parent_id = Empty,
         status = Empty,
         latency_us = Empty,
+        otel.kind = "server",
+        otel.status_code = Empty,
     );
     if let Some(peer) = ctx.peer() {
         span.record("peer", peer.name());
-    }
-    if let Some((parent, own)) = trace {
-        own.record_on(&span, &parent);
     }
     Some(Box::new(span))
 }

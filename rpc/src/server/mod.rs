@@ -110,10 +110,10 @@ impl Server {
             connections: options.max_connections_per_peer,
         });
         let mut router = router;
-        let metrics = crate::meter::Metrics::new("method");
-        router.attach_meters(&metrics);
+        let mut metrics = crate::meter::Metrics::new("method");
         let mut registry = prometheus_client::registry::Registry::default();
         metrics.register_server(&mut registry);
+        router.attach_meters(&metrics);
         let shared = Arc::new(Shared {
             registry,
             router,
