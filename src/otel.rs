@@ -45,18 +45,38 @@ use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider, Temporality};
 use opentelemetry_sdk::trace::{SdkTracer, SdkTracerProvider, SpanData, SpanExporter};
 use tracing_subscriber::registry::LookupSpan;
 
-/// Why OpenTelemetry export could not be set up or shut down.
+/// Why OpenTelemetry export could not be set up or shut down. Each says
+/// what went wrong in its message (no separate source, so that an error
+/// chain does not say it twice).
 #[derive(Debug, thiserror::Error)]
 pub enum OtelError {
     /// An exporter could not be built (a malformed endpoint ...).
     #[error("OTLP exporter: {0}")]
-    Build(#[from] opentelemetry_otlp::ExporterBuildError),
+    Build(opentelemetry_otlp::ExporterBuildError),
     /// The exporters' runtime could not be started.
     #[error("OpenTelemetry export runtime: {0}")]
-    Runtime(#[from] std::io::Error),
+    Runtime(std::io::Error),
     /// Flushing or shutting down failed (the collector did not answer ...).
     #[error("OpenTelemetry shutdown: {0}")]
-    Shutdown(#[from] opentelemetry_sdk::error::OTelSdkError),
+    Shutdown(opentelemetry_sdk::error::OTelSdkError),
+}
+
+impl From<opentelemetry_otlp::ExporterBuildError> for OtelError {
+    fn from(e: opentelemetry_otlp::ExporterBuildError) -> Self {
+        Self::Build(e)
+    }
+}
+
+impl From<std::io::Error> for OtelError {
+    fn from(e: std::io::Error) -> Self {
+        Self::Runtime(e)
+    }
+}
+
+impl From<opentelemetry_sdk::error::OTelSdkError> for OtelError {
+    fn from(e: opentelemetry_sdk::error::OTelSdkError) -> Self {
+        Self::Shutdown(e)
+    }
 }
 
 /// Traces and metrics exported through OpenTelemetry: the tracer provider

@@ -10,7 +10,8 @@
 //! `Proto` messages (feature `prost`). Calls carry [`Metadata`] both
 //! ways; [`Interceptor`]s and [`ClientInterceptor`]s run around them, a
 //! [`TraceContext`] follows them across services, and servers and
-//! clusters keep metrics for Prometheus. Failures are [`Status`]es with a
+//! clusters keep metrics for Prometheus (and OpenTelemetry, with feature
+//! `otel`). Failures are [`Status`]es with a
 //! [`Code`].
 //!
 //! ```no_run

@@ -3,13 +3,21 @@
 //!
 //! A server reads the caller's `traceparent` metadata (W3C Trace Context:
 //! `00-<trace id>-<parent span id>-<flags>`) and serves the call as a new
-//! span of that trace (a new root when there is none); its handler runs
+//! span of that trace (a call without one is in no trace, or with
+//! OpenTelemetry below the root of a new one); its handler runs
 //! with that span as the current trace, so that every call the handler
 //! makes, through any [`Client`](crate::Client) or
 //! [`Cluster`](crate::cluster::Cluster), sends `traceparent` naming its own
 //! new span, a child of the handler's. Both sides record a `tracing` span
 //! per call with the trace and span ids, the method, the peer, the status
 //! and the latency, so that logs and traces from every service line up.
+//!
+//! With feature `otel`, when the program's subscriber has a
+//! `tracing-opentelemetry` layer, those spans are OpenTelemetry spans with
+//! the very ids sent in `traceparent` (the server's span is the remote
+//! child of the caller's; a client's span inside one of the program's own
+//! OpenTelemetry spans is its child), so that exported traces cross
+//! services; without such a layer nothing changes.
 
 use std::fmt;
 use std::future::Future;
