@@ -93,12 +93,24 @@ impl TraceContext {
 
     /// The W3C `traceparent` value naming this span.
     pub fn traceparent(&self) -> String {
-        format!(
-            "00-{:032x}-{:016x}-{:02x}",
-            self.trace_id,
-            self.span_id,
-            u8::from(self.sampled)
-        )
+        let bytes = self.traceparent_bytes();
+        // Only ASCII digits, letters and dashes.
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+
+    /// The `traceparent` value as bytes, made without formatting or
+    /// allocating (every traced call sends one).
+    pub(crate) fn traceparent_bytes(&self) -> [u8; 55] {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut out = *b"00-00000000000000000000000000000000-0000000000000000-00";
+        for (i, slot) in out[3..35].iter_mut().enumerate() {
+            *slot = HEX[(self.trace_id >> (124 - 4 * i) & 0xf) as usize];
+        }
+        for (i, slot) in out[36..52].iter_mut().enumerate() {
+            *slot = HEX[(self.span_id >> (60 - 4 * i) & 0xf) as usize];
+        }
+        out[54] = b'0' + u8::from(self.sampled);
+        out
     }
 
     /// The trace's id.
@@ -227,6 +239,15 @@ mod tests {
         let spec = b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
         let parsed = TraceContext::parse(spec).unwrap();
         assert_eq!(parsed.traceparent().as_bytes(), spec);
+        assert_eq!(
+            parsed.traceparent(),
+            format!("00-{:032x}-{:016x}-01", parsed.trace_id(), parsed.span_id())
+        );
+        let unsampled = b"00-00000000000000000000000000000001-8000000000000000-00";
+        assert_eq!(
+            &TraceContext::parse(unsampled).unwrap().traceparent_bytes(),
+            unsampled
+        );
         assert!(parsed.is_sampled());
         for bad in [
             &b"00-00000000000000000000000000000000-00f067aa0ba902b7-01"[..],

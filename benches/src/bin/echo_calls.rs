@@ -36,6 +36,48 @@ struct Args {
     /// own work.
     #[arg(long)]
     tracing: bool,
+    /// OpenTelemetry on: quicall's spans through `tracing-opentelemetry`
+    /// into the SDK's batch processor, and its metrics into the SDK's
+    /// aggregation, exported to nowhere (the SDK's cost, not an exporter's).
+    #[arg(long, conflicts_with = "tracing")]
+    otel: bool,
+}
+
+/// An exporter that drops what it is given.
+#[derive(Debug)]
+struct Discard;
+
+impl opentelemetry_sdk::trace::SpanExporter for Discard {
+    async fn export(
+        &self,
+        _batch: Vec<opentelemetry_sdk::trace::SpanData>,
+    ) -> opentelemetry_sdk::error::OTelSdkResult {
+        Ok(())
+    }
+}
+
+impl opentelemetry_sdk::metrics::exporter::PushMetricExporter for Discard {
+    async fn export(
+        &self,
+        _metrics: &opentelemetry_sdk::metrics::data::ResourceMetrics,
+    ) -> opentelemetry_sdk::error::OTelSdkResult {
+        Ok(())
+    }
+
+    fn force_flush(&self) -> opentelemetry_sdk::error::OTelSdkResult {
+        Ok(())
+    }
+
+    fn shutdown_with_timeout(
+        &self,
+        _timeout: std::time::Duration,
+    ) -> opentelemetry_sdk::error::OTelSdkResult {
+        Ok(())
+    }
+
+    fn temporality(&self) -> opentelemetry_sdk::metrics::Temporality {
+        opentelemetry_sdk::metrics::Temporality::Cumulative
+    }
 }
 
 /// `n` entries: an authorization token, a tenant, a traceparent, then
@@ -67,6 +109,17 @@ fn main() -> anyhow::Result<()> {
             .with(tracing_subscriber::EnvFilter::new("quicall=debug"));
         tracing::subscriber::set_global_default(subscriber)?;
     }
+    let _otel = if args.otel {
+        use tracing_subscriber::layer::SubscriberExt;
+        let otel = quicall::otel::Otel::with_exporters(Discard, Discard, "echo_calls", None);
+        let subscriber = tracing_subscriber::registry()
+            .with(tracing_subscriber::EnvFilter::new("quicall=debug"))
+            .with(otel.layer());
+        tracing::subscriber::set_global_default(subscriber)?;
+        Some(otel)
+    } else {
+        None
+    };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;

@@ -494,7 +494,7 @@ where
     };
     if let Some(trace) = trace.filter(|_| metadata.get(TRACEPARENT).is_none()) {
         metadata
-            .insert(TRACEPARENT, trace.traceparent())
+            .insert(TRACEPARENT, trace.traceparent_bytes())
             .map_err(|e| Status::internal(e.to_string()))?;
     }
     let metadata = (read_metadata || !metadata.is_empty()).then_some(&metadata);
