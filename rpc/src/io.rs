@@ -154,6 +154,20 @@ pub(crate) async fn read_fin(recv: &mut RecvStream) -> Result<bool, ReadError> {
 }
 
 /// Writes `head` (header and inline body) and then `tail` (a body chunk
+/// passed on without a copy), leaving the stream open.
+pub(crate) async fn write_chunks(
+    send: &mut SendStream,
+    head: Bytes,
+    tail: Option<Bytes>,
+) -> Result<(), WriteError> {
+    match tail {
+        Some(tail) if !tail.is_empty() => send.write_all_chunks(&mut [head, tail]).await?,
+        _ => send.write_chunk(head).await?,
+    }
+    Ok(())
+}
+
+/// Writes `head` (header and inline body) and then `tail` (a body chunk
 /// passed on without a copy), and finishes the stream.
 pub(crate) async fn write_message(
     send: &mut SendStream,

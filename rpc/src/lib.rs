@@ -56,11 +56,14 @@ pub mod metrics;
 mod otel;
 mod server;
 mod status;
+pub mod stream;
 pub mod trace;
 pub mod wire;
 
 pub use caller::Caller;
-pub use client::{CallOptions, Client, ClientInterceptor, ClientOptions, Interceptors, Response};
+pub use client::{
+    CallOptions, Client, ClientInterceptor, ClientOptions, Interceptors, Response, ResponseStream,
+};
 #[cfg(feature = "prost")]
 pub use message::Proto;
 pub use message::{

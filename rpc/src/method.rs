@@ -36,6 +36,7 @@ pub struct Method<Req: ?Sized, Resp: ?Sized> {
     idempotent: bool,
     exact: bool,
     hedge: Option<Hedge>,
+    server_streaming: bool,
     _types: PhantomData<fn(*const Req) -> *const Resp>,
 }
 
@@ -48,8 +49,30 @@ impl<Req: Message + ?Sized, Resp: Message + ?Sized> Method<Req, Resp> {
             idempotent: false,
             exact: false,
             hedge: None,
+            server_streaming: false,
             _types: PhantomData,
         }
+    }
+
+    /// Declares a server-streaming method: one request, then any number of
+    /// responses on the same stream, ended by a status (docs/wire.md,
+    /// section 15). Served with [`Router::route_server_stream`](crate::Router::route_server_stream),
+    /// called with [`Client::server_stream`](crate::Client::server_stream).
+    ///
+    /// ```
+    /// use quicall_rpc::Method;
+    /// const LIST: Method<[u8], [u8]> = Method::new("kv.Store/List").server_streaming();
+    /// assert!(LIST.is_server_streaming());
+    /// ```
+    pub const fn server_streaming(mut self) -> Self {
+        assert!(self.hedge.is_none(), "a stream cannot be hedged");
+        self.server_streaming = true;
+        self
+    }
+
+    /// Whether the method answers with a stream of responses.
+    pub const fn is_server_streaming(&self) -> bool {
+        self.server_streaming
     }
 
     /// Refuses bodies that do not have exactly their type's size, on both
@@ -107,6 +130,7 @@ impl<Req: Message + ?Sized, Resp: Message + ?Sized> Method<Req, Resp> {
     /// ```
     pub const fn hedged(mut self, hedge: Hedge) -> Self {
         assert!(self.idempotent, "only idempotent methods can be hedged");
+        assert!(!self.server_streaming, "a stream cannot be hedged");
         self.hedge = Some(hedge);
         self
     }

@@ -2,6 +2,7 @@
 //! deadlines and cancellation on drop.
 
 mod stream;
+mod streaming;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -18,6 +19,7 @@ use crate::{
     Code, Encode, Message, Metadata, MetadataError, Method, Msg, Status, TRACEPARENT, TraceContext,
 };
 use stream::CallStream;
+pub use streaming::ResponseStream;
 
 pub(crate) use stream::{Answer, connection_status, transport_status};
 

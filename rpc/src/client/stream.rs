@@ -9,6 +9,14 @@ use crate::{Code, Metadata, Status};
 /// Most entries a response's metadata may have.
 const MAX_RESPONSE_METADATA_ENTRIES: usize = 1024;
 
+/// A part of a server stream.
+pub(super) enum StreamPart {
+    /// A message's body.
+    Message(Bytes),
+    /// The end, OK, with the response metadata if any.
+    End(Option<Box<Metadata>>),
+}
+
 /// A response: its body and the metadata sent with it.
 pub(crate) struct Answer {
     pub(crate) body: Bytes,
@@ -84,6 +92,74 @@ impl CallStream {
         let status = Status::new(
             Code::from_u16(head.status),
             String::from_utf8_lossy(&body).into_owned(),
+        )
+        .with_metadata(metadata.map(|m| *m).unwrap_or_default());
+        Err(if head.flags.contains(ResponseFlags::NOT_PROCESSED) {
+            status.not_processed()
+        } else {
+            status
+        })
+    }
+
+    /// The next part of a server stream, `pending` being what was read
+    /// past the previous one: a message's body, or the end of the stream
+    /// (Ok with its metadata, or the status it ended with).
+    pub(super) async fn read_stream_part(
+        &mut self,
+        pending: &mut Bytes,
+        max_body: u32,
+    ) -> Result<StreamPart, Status> {
+        let first = std::mem::take(pending);
+        let (header, first) = io::read_prefix(&mut self.recv, RESPONSE_HEADER_LEN, first, |_| true)
+            .await
+            .map_err(|e| read_status(e, "stream message header"))?;
+        let head = wire::decode_response(&header, max_body).map_err(|e| match e {
+            WireError::TooLarge { len, max } => Status::new(
+                Code::OutOfRange,
+                format!("stream message of {len} bytes exceeds the client's limit of {max}"),
+            ),
+            e => Status::internal(format!("malformed stream message header: {e}")),
+        })?;
+        if head.flags.contains(ResponseFlags::MESSAGE) {
+            if head.status != Code::Ok.as_u16()
+                || head.flags.contains(ResponseFlags::METADATA)
+                || head.flags.contains(ResponseFlags::NOT_PROCESSED)
+            {
+                return Err(Status::internal(
+                    "malformed stream message header: a message with a status or flags",
+                ));
+            }
+            let (body, rest) =
+                io::read_prefix(&mut self.recv, head.body_len as usize, first, |_| true)
+                    .await
+                    .map_err(|e| read_status(e, "stream message"))?;
+            *pending = rest;
+            return Ok(StreamPart::Message(body));
+        }
+        // The end: the status, as a unary response's.
+        let (metadata, first) = if head.flags.contains(ResponseFlags::METADATA) {
+            let (metadata, first) = Box::pin(self.read_metadata(first)).await?;
+            (Some(Box::new(metadata)), first)
+        } else {
+            (None, first)
+        };
+        let body = io::read_body(&mut self.recv, head.body_len as usize, first, |_| true)
+            .await
+            .map_err(|e| read_status(e, "end of the stream"))?;
+        let fin = io::read_fin(&mut self.recv).await;
+        if body.excess || !matches!(fin, Ok(true)) {
+            return Err(Status::internal("bytes after the end of the stream"));
+        }
+        self.complete();
+        if head.status == Code::Ok.as_u16() {
+            if !body.bytes.is_empty() {
+                return Err(Status::internal("a body after the end of the stream"));
+            }
+            return Ok(StreamPart::End(metadata));
+        }
+        let status = Status::new(
+            Code::from_u16(head.status),
+            String::from_utf8_lossy(&body.bytes).into_owned(),
         )
         .with_metadata(metadata.map(|m| *m).unwrap_or_default());
         Err(if head.flags.contains(ResponseFlags::NOT_PROCESSED) {

@@ -288,6 +288,46 @@ pub(super) async fn serve(
             Err(Status::internal("handler panicked"))
         }
     };
+    // A server stream: its messages, then the status.
+    let reply = match reply {
+        Ok(super::router::Reply {
+            head,
+            tail,
+            stream: Some(messages),
+        }) => {
+            let out = stream_out(
+                &mut send,
+                messages,
+                timer.as_mut(),
+                (deadline, budget),
+                options,
+                meter.as_ref(),
+            );
+            let streamed = match (trace, &span) {
+                (Some(own), Some(span)) => own.scope(out.instrument((**span).clone())).await,
+                (Some(own), None) => own.scope(out).await,
+                (None, Some(span)) => out.instrument((**span).clone()).await,
+                (None, None) => out.await,
+            };
+            match streamed {
+                Some(Ok(())) => Ok(super::router::Reply {
+                    head,
+                    tail,
+                    stream: None,
+                }),
+                Some(Err(status)) => Err(status),
+                None => {
+                    let _ = send.reset(ErrorCode::CANCELLED.into());
+                    if let Some(span) = span {
+                        span.record("status", Code::Cancelled.name());
+                        span.record("otel.status_code", "error");
+                    }
+                    return;
+                }
+            }
+        }
+        reply => reply,
+    };
     if let Some(span) = span {
         let code = reply.as_ref().err().map_or(Code::Ok, Status::code);
         span.record("status", code.name());
@@ -537,6 +577,66 @@ async fn reject(send: &mut SendStream, recv: &mut RecvStream, status: Status) {
         .is_err()
     {
         let _ = send.reset(ErrorCode::REJECTED.into());
+    }
+}
+
+/// Sends a server stream's messages as the handler's stream yields them,
+/// each within the response timeout plus its size at the minimum transfer
+/// rate, all within the call's deadline: `Some(Ok)` when the stream ended,
+/// `Some(Err)` with the status to end the call with (the stream's own error,
+/// DEADLINE_EXCEEDED, a message too large), `None` when the caller went
+/// away (the stream is dropped: its producer sees the call end).
+async fn stream_out(
+    send: &mut SendStream,
+    mut messages: super::router::MessageStream,
+    mut timer: Pin<&mut Sleep>,
+    (deadline, budget): (Instant, std::time::Duration),
+    options: &ServerOptions,
+    meter: Option<&CallMeter<'_>>,
+) -> Option<Result<(), Status>> {
+    let caller_gone = send.stopped();
+    tokio::pin!(caller_gone);
+    let expired = || {
+        Some(Err(Status::deadline_exceeded(format!(
+            "deadline of {budget:?} passed in the stream"
+        ))))
+    };
+    loop {
+        timer.as_mut().reset(deadline);
+        let next = std::future::poll_fn(|cx| messages.as_mut().poll_next(cx));
+        let message = tokio::select! {
+            biased;
+            _ = &mut caller_gone => return None,
+            message = next => message,
+            () = timer.as_mut() => return expired(),
+        };
+        let message = match message {
+            None => return Some(Ok(())),
+            Some(Err(status)) => return Some(Err(status)),
+            Some(Ok(message)) => message,
+        };
+        let len = message.head.len() + message.tail.as_ref().map_or(0, Bytes::len);
+        let by = Instant::now() + options.transfer_time(options.response_timeout, len);
+        timer.as_mut().reset(by.min(deadline));
+        let written = tokio::select! {
+            biased;
+            written = io::write_chunks(send, message.head, message.tail) => written,
+            () = timer.as_mut() => {
+                if Instant::now() >= deadline {
+                    return expired();
+                }
+                tracing::debug!("stream message not taken in time; stream reset");
+                let _ = send.reset(ErrorCode::TIMEOUT.into());
+                return None;
+            }
+        };
+        if written.is_err() {
+            // Stopped or lost: nobody reads the rest.
+            return None;
+        }
+        if let Some(meter) = meter {
+            meter.response_bytes(len);
+        }
     }
 }
 

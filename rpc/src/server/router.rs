@@ -5,6 +5,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 use std::pin::Pin;
 
 use bytes::Bytes;
+use futures_core::Stream;
 
 use crate::message::frame;
 use crate::wire::{RESPONSE_HEADER_LEN, ResponseFlags, ResponseHead};
@@ -18,9 +19,15 @@ use crate::{Code, Context, Encode, Message, Method, Msg, Status};
 pub(crate) struct Reply {
     pub(crate) head: Bytes,
     pub(crate) tail: Option<Bytes>,
+    /// A server stream's messages, each framed (a header with the MESSAGE
+    /// flag and the body), sent before `head` (then the final status).
+    pub(crate) stream: Option<MessageStream>,
 }
 
 pub(crate) type HandlerFuture = Pin<Box<dyn Future<Output = Result<Reply, Status>> + Send>>;
+
+/// A server stream's framed messages, or the status that ends it early.
+pub(crate) type MessageStream = Pin<Box<dyn Stream<Item = Result<Reply, Status>> + Send>>;
 
 trait Handler: Send + Sync {
     fn call(&self, ctx: Context, body: Bytes, max_response: u32) -> HandlerFuture;
@@ -76,7 +83,130 @@ where
                 ));
             }
             let (head, tail) = (framed.head, framed.tail);
-            Ok(Reply { head, tail })
+            Ok(Reply {
+                head,
+                tail,
+                stream: None,
+            })
+        })
+    }
+}
+
+/// The response body of `value` framed as a message of a stream, if it
+/// fits `max_response`.
+fn frame_message<Resp: Message + ?Sized>(
+    value: impl Encode<Resp>,
+    method: &'static str,
+    max_response: u32,
+) -> Result<Reply, Status> {
+    let header = |body_len: usize| {
+        ResponseHead {
+            status: Code::Ok.as_u16(),
+            flags: ResponseFlags::MESSAGE,
+            body_len: u32::try_from(body_len).unwrap_or(u32::MAX),
+        }
+        .encode()
+    };
+    let framed = frame::<Resp, RESPONSE_HEADER_LEN>(value, header, &[])
+        .map_err(|e| Status::internal(format!("message of {method}: {e}")))?;
+    if u32::try_from(framed.body_len).map_or(true, |len| len > max_response) {
+        return Err(Status::new(
+            Code::OutOfRange,
+            format!(
+                "message of {} bytes exceeds the server's limit of {max_response}",
+                framed.body_len
+            ),
+        ));
+    }
+    Ok(Reply {
+        head: framed.head,
+        tail: framed.tail,
+        stream: None,
+    })
+}
+
+/// The end of a stream that ended well: status OK, no body.
+fn stream_end() -> Bytes {
+    Bytes::copy_from_slice(
+        &ResponseHead {
+            status: Code::Ok.as_u16(),
+            flags: ResponseFlags::NONE,
+            body_len: 0,
+        }
+        .encode(),
+    )
+}
+
+struct StreamHandler<Req: ?Sized, Resp: ?Sized, F> {
+    f: F,
+    method: Method<Req, Resp>,
+}
+
+impl<Req, Resp, F, Fut, S, R, E> Handler for StreamHandler<Req, Resp, F>
+where
+    Req: Message + ?Sized,
+    Resp: Message + ?Sized,
+    F: Fn(Context, Msg<Req>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<S, E>> + Send + 'static,
+    S: Stream<Item = Result<R, E>> + Send + 'static,
+    R: Encode<Resp> + Send + 'static,
+    E: Into<Status> + 'static,
+{
+    fn call(&self, ctx: Context, body: Bytes, max_response: u32) -> HandlerFuture {
+        let method = ctx.method;
+        let request = self.method.request(body);
+        let fut = request.map(|request| (self.f)(ctx, request));
+        Box::pin(async move {
+            let fut = fut.map_err(|e| {
+                Status::invalid_argument(format!(
+                    "request body of {} bytes is not a valid request of {method}: {}",
+                    e.len, e.reason
+                ))
+                .not_processed()
+            })?;
+            let stream = fut.await.map_err(Into::into)?;
+            let messages: MessageStream = Box::pin(Framed::<S, Resp> {
+                stream: Box::pin(stream),
+                method,
+                max_response,
+                _resp: std::marker::PhantomData,
+            });
+            Ok(Reply {
+                head: stream_end(),
+                tail: None,
+                stream: Some(messages),
+            })
+        })
+    }
+}
+
+/// A handler's stream of responses, each framed as it is taken.
+struct Framed<S, Resp: ?Sized> {
+    stream: Pin<Box<S>>,
+    method: &'static str,
+    max_response: u32,
+    _resp: std::marker::PhantomData<fn() -> *const Resp>,
+}
+
+impl<S, Resp, R, E> Stream for Framed<S, Resp>
+where
+    S: Stream<Item = Result<R, E>>,
+    Resp: Message + ?Sized,
+    R: Encode<Resp>,
+    E: Into<Status>,
+{
+    type Item = Result<Reply, Status>;
+
+    fn poll_next(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        this.stream.as_mut().poll_next(cx).map(|item| {
+            item.map(|item| {
+                item.map_err(Into::into)
+                    .and_then(|value| frame_message::<Resp>(value, this.method, this.max_response))
+            })
         })
     }
 }
@@ -148,6 +278,15 @@ pub enum RouteError {
         /// Their shared identifier.
         id: u64,
     },
+    /// A method registered with the wrong kind of handler (a unary handler
+    /// for a streaming method, or the other way round).
+    #[error("method {name:?} is {expected}")]
+    Shape {
+        /// The method being registered.
+        name: &'static str,
+        /// What the method is, and how to register it.
+        expected: &'static str,
+    },
     /// An access policy was given for a method that is not registered.
     #[error("method {0:?} is not registered")]
     NotRegistered(&'static str),
@@ -214,27 +353,94 @@ impl Router {
         R: Encode<Resp> + Send + 'static,
         E: Into<Status> + 'static,
     {
-        if let Some(existing) = self.routes.get(&method.id()) {
-            return Err(RouteError::Duplicate {
+        if method.is_server_streaming() {
+            return Err(RouteError::Shape {
                 name: method.name(),
-                existing: existing.name,
-                id: method.id(),
+                expected: "server-streaming (Router::route_server_stream)",
             });
         }
+        self.check_free(method)?;
         let handler = TypedHandler::<Req, Resp, F> {
             f: handler,
             method: *method,
         };
-        self.routes.insert(
-            method.id(),
-            Route {
+        self.insert(method.name(), method.id(), Box::new(handler));
+        Ok(self)
+    }
+
+    /// Registers `handler` for the server-streaming `method`: it receives
+    /// the request and returns a [`Stream`] of responses (or fails at once
+    /// with a status). Each response is sent as it is taken from the
+    /// stream, and the next is taken only once QUIC's flow control has
+    /// accepted it, so a slow reader slows the producer and the server
+    /// buffers at most one message per call. An error from the stream ends
+    /// the call with that status after the messages before it; the end of
+    /// the stream ends it with OK. The call's deadline covers the whole
+    /// stream; a caller that goes away drops the stream.
+    ///
+    /// ```
+    /// use quicall_rpc::{Method, Router, Status, stream};
+    /// const COUNT: Method<[u8], [u8]> = Method::new("demo.Count/Up").server_streaming();
+    /// let router = Router::new().route_server_stream(&COUNT, |_ctx, _req| async move {
+    ///     Ok::<_, Status>(stream::iter((0..3u8).map(|n| Ok::<_, Status>(vec![n]))))
+    /// })?;
+    /// // A unary handler for it is refused.
+    /// assert!(Router::new().route(&COUNT, |_ctx, req| async move { Ok::<_, Status>(req) }).is_err());
+    /// # Ok::<(), quicall_rpc::RouteError>(())
+    /// ```
+    pub fn route_server_stream<Req, Resp, F, Fut, S, R, E>(
+        mut self,
+        method: &Method<Req, Resp>,
+        handler: F,
+    ) -> Result<Self, RouteError>
+    where
+        Req: Message + ?Sized,
+        Resp: Message + ?Sized,
+        F: Fn(Context, Msg<Req>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<S, E>> + Send + 'static,
+        S: Stream<Item = Result<R, E>> + Send + 'static,
+        R: Encode<Resp> + Send + 'static,
+        E: Into<Status> + 'static,
+    {
+        if !method.is_server_streaming() {
+            return Err(RouteError::Shape {
                 name: method.name(),
-                handler: Box::new(handler),
+                expected: "unary (Router::route)",
+            });
+        }
+        self.check_free(method)?;
+        let handler = StreamHandler::<Req, Resp, F> {
+            f: handler,
+            method: *method,
+        };
+        self.insert(method.name(), method.id(), Box::new(handler));
+        Ok(self)
+    }
+
+    fn check_free<Req: ?Sized, Resp: ?Sized>(
+        &self,
+        method: &Method<Req, Resp>,
+    ) -> Result<(), RouteError> {
+        match self.routes.get(&method.id()) {
+            Some(existing) => Err(RouteError::Duplicate {
+                name: method.name(),
+                existing: existing.name,
+                id: method.id(),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    fn insert(&mut self, name: &'static str, id: u64, handler: Box<dyn Handler>) {
+        self.routes.insert(
+            id,
+            Route {
+                name,
+                handler,
                 access: None,
                 meter: None,
             },
         );
-        Ok(self)
     }
 
     /// Sets who may call every method that has no policy of its own

@@ -41,9 +41,13 @@ impl ResponseFlags {
     /// and the block, then the body. Sent only to a caller whose request
     /// had the METADATA flag.
     pub const METADATA: ResponseFlags = ResponseFlags(2);
+    /// One message of a server stream follows (`body_len` bytes), and more
+    /// headers after it; `status` is 0. The stream's last header, without
+    /// this flag, carries its status (section 15 of docs/wire.md).
+    pub const MESSAGE: ResponseFlags = ResponseFlags(4);
     /// No flag.
     pub const NONE: ResponseFlags = ResponseFlags(0);
-    const KNOWN: u8 = 3;
+    const KNOWN: u8 = 7;
 
     /// These flags and `other`'s.
     pub fn with(self, other: ResponseFlags) -> ResponseFlags {

@@ -1,0 +1,184 @@
+//! Server-streaming calls over real QUIC: every message in order, a status
+//! after the messages, cancellation by the caller reaching the producer, a
+//! deadline that passes mid-stream, and the server back to its baseline
+//! after each.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Pki, bounded, connect, serve, settles};
+use quicall::rpc::stream;
+use quicall::{CallOptions, Code, Method, Router, Status};
+use zerocopy::little_endian::U64;
+
+const COUNT: Method<U64, U64> = Method::new("test.Stream/Count").server_streaming();
+const FAIL_AFTER: Method<U64, U64> = Method::new("test.Stream/FailAfter").server_streaming();
+const FOREVER: Method<[u8], U64> = Method::new("test.Stream/Forever").server_streaming();
+const UNARY: Method<[u8], [u8]> = Method::new("test.Stream/Unary");
+
+fn router(ended: tokio::sync::mpsc::UnboundedSender<u64>) -> Router {
+    Router::new()
+        .route_server_stream(&COUNT, |_ctx, n| async move {
+            let n = n.get();
+            Ok::<_, Status>(stream::iter((0..n).map(|i| Ok::<_, Status>(U64::new(i)))))
+        })
+        .unwrap()
+        .route_server_stream(&FAIL_AFTER, |_ctx, n| async move {
+            let n = n.get();
+            Ok::<_, Status>(stream::iter((0..=n).map(move |i| {
+                if i < n {
+                    Ok(U64::new(i))
+                } else {
+                    Err(Status::not_found(format!("nothing after {n}")))
+                }
+            })))
+        })
+        .unwrap()
+        .route_server_stream(&FOREVER, move |_ctx, _req| {
+            let ended = ended.clone();
+            async move {
+                // A producer task of its own, as real ones are: it learns
+                // that the call ended when its send fails.
+                let (sender, messages) = stream::channel(4);
+                tokio::spawn(async move {
+                    // Bounded by the caller's reading (and the test's
+                    // deadlines): each send waits for room.
+                    let mut sent = 0u64;
+                    while sender.send(Ok::<_, Status>(U64::new(sent))).await.is_ok() {
+                        sent += 1;
+                    }
+                    let _ = ended.send(sent);
+                });
+                Ok::<_, Status>(messages)
+            }
+        })
+        .unwrap()
+        .route(&UNARY, |_ctx, req| async move { Ok::<_, Status>(req) })
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_stream_delivers_every_message_in_order() {
+    let pki = Pki::new();
+    let (ended, _) = tokio::sync::mpsc::unbounded_channel();
+    let server = serve(&pki, router(ended));
+    let client = connect(&pki, &server).await;
+    let total = 200_000u64;
+    let mut messages =
+        bounded(client.server_stream(&COUNT, &U64::new(total), CallOptions::default()))
+            .await
+            .unwrap();
+    let mut next = 0u64;
+    bounded(async {
+        while let Some(message) = messages.message().await.unwrap() {
+            assert_eq!(message.get(), next);
+            next += 1;
+        }
+    })
+    .await;
+    assert_eq!(next, total);
+    // After the end: nothing more, and the server is back to its baseline.
+    assert!(messages.message().await.unwrap().is_none());
+    // An empty stream ends at once, OK.
+    let mut empty = client
+        .server_stream(&COUNT, &U64::new(0), CallOptions::default())
+        .await
+        .unwrap();
+    assert!(bounded(empty.message()).await.unwrap().is_none());
+    settles(&server, 1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_error_from_the_stream_ends_the_call_after_the_messages_before_it() {
+    let pki = Pki::new();
+    let (ended, _) = tokio::sync::mpsc::unbounded_channel();
+    let server = serve(&pki, router(ended));
+    let client = connect(&pki, &server).await;
+    let mut messages = client
+        .server_stream(&FAIL_AFTER, &U64::new(3), CallOptions::default())
+        .await
+        .unwrap();
+    for i in 0..3 {
+        assert_eq!(bounded(messages.message()).await.unwrap().unwrap().get(), i);
+    }
+    let status = bounded(messages.message()).await.unwrap_err();
+    assert_eq!(status.code(), Code::NotFound);
+    assert_eq!(status.message(), "nothing after 3");
+    assert!(!status.was_not_processed());
+    settles(&server, 1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_the_stream_cancels_the_call_and_its_producer() {
+    let pki = Pki::new();
+    let (ended, mut ended_rx) = tokio::sync::mpsc::unbounded_channel();
+    let server = serve(&pki, router(ended));
+    let client = connect(&pki, &server).await;
+    let mut messages = client
+        .server_stream(&FOREVER, "", CallOptions::default())
+        .await
+        .unwrap();
+    for i in 0..3 {
+        assert_eq!(bounded(messages.message()).await.unwrap().unwrap().get(), i);
+    }
+    drop(messages);
+    // The server drops the handler's stream: the producer's send fails.
+    let sent = bounded(ended_rx.recv()).await.unwrap();
+    assert!(sent >= 3, "{sent}");
+    settles(&server, 1).await;
+    // The other calls on the connection are unaffected.
+    let echo = bounded(client.call(&UNARY, "still here")).await.unwrap();
+    assert_eq!(&echo[..], b"still here");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deadline_that_passes_mid_stream_ends_it_on_both_sides() {
+    let pki = Pki::new();
+    let (ended, mut ended_rx) = tokio::sync::mpsc::unbounded_channel();
+    let server = serve(&pki, router(ended));
+    let client = connect(&pki, &server).await;
+    let options = CallOptions::deadline(Duration::from_millis(500));
+    let mut messages = client.server_stream(&FOREVER, "", options).await.unwrap();
+    let mut got = 0;
+    let status = bounded(async {
+        loop {
+            match messages.message().await {
+                Ok(Some(_)) => got += 1,
+                Ok(None) => panic!("the stream ended well"),
+                Err(status) => break status,
+            }
+        }
+    })
+    .await;
+    assert!(got > 0);
+    assert_eq!(status.code(), Code::DeadlineExceeded, "{status}");
+    // The producer learns that the call ended.
+    bounded(ended_rx.recv()).await.unwrap();
+    settles(&server, 1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_and_a_unary_call_are_not_confused() {
+    let pki = Pki::new();
+    let (ended, _) = tokio::sync::mpsc::unbounded_channel();
+    let server = serve(&pki, router(ended));
+    let client = connect(&pki, &server).await;
+    const NOT_A_STREAM: Method<[u8], [u8]> = Method::new("test.Stream/Unary").server_streaming();
+    // Streaming a unary method from the client: refused before sending.
+    let refused = client
+        .server_stream(&UNARY, "x", CallOptions::default())
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(refused.code(), Code::InvalidArgument);
+    // A server that answers a unary response to a stream's request: the
+    // stream ends with the body taken as a malformed end, not a hang.
+    let mut confused = client
+        .server_stream(&NOT_A_STREAM, "x", CallOptions::default())
+        .await
+        .unwrap();
+    let status = bounded(confused.message()).await.unwrap_err();
+    assert_eq!(status.code(), Code::Internal, "{status}");
+    settles(&server, 1).await;
+}
