@@ -155,12 +155,13 @@ mod tests {
             Err(WireError::TooLarge { len: 64, max: 63 })
         );
         let mut bad = bytes;
-        bad[1] = 0x86;
+        // Bit 2 is MESSAGE (a server stream's); bits 3 to 7 are reserved.
+        bad[1] = 0x8e;
         assert_eq!(
             decode_response(&bad, 64),
             Err(WireError::Reserved {
                 field: "flags",
-                value: 0x84
+                value: 0x88
             })
         );
         bad = bytes;
