@@ -174,10 +174,7 @@ pub(crate) async fn write_message(
     head: Bytes,
     tail: Option<Bytes>,
 ) -> Result<(), WriteError> {
-    match tail {
-        Some(tail) if !tail.is_empty() => send.write_all_chunks(&mut [head, tail]).await?,
-        _ => send.write_chunk(head).await?,
-    }
+    write_chunks(send, head, tail).await?;
     // Finishing fails only if the stream was reset or stopped meanwhile, in
     // which case the peer does not want the rest anyway.
     let _ = send.finish();

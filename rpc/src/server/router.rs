@@ -63,57 +63,34 @@ where
                 .not_processed()
             })?;
             let value = fut.await.map_err(Into::into)?;
-            let header = |body_len: usize| {
-                ResponseHead {
-                    status: Code::Ok.as_u16(),
-                    flags: ResponseFlags::NONE,
-                    body_len: u32::try_from(body_len).unwrap_or(u32::MAX),
-                }
-                .encode()
-            };
-            let framed = frame::<Resp, RESPONSE_HEADER_LEN>(value, header, &[])
-                .map_err(|e| Status::internal(format!("response of {method}: {e}")))?;
-            if u32::try_from(framed.body_len).map_or(true, |len| len > max_response) {
-                return Err(Status::new(
-                    Code::OutOfRange,
-                    format!(
-                        "response body of {} bytes exceeds the server's limit of {max_response}",
-                        framed.body_len
-                    ),
-                ));
-            }
-            let (head, tail) = (framed.head, framed.tail);
-            Ok(Reply {
-                head,
-                tail,
-                stream: None,
-            })
+            frame_body::<Resp>(value, ResponseFlags::NONE, method, max_response)
         })
     }
 }
 
-/// The response body of `value` framed as a message of a stream, if it
-/// fits `max_response`.
-fn frame_message<Resp: Message + ?Sized>(
+/// `value` framed as a response body (`flags` NONE) or a stream's message
+/// (MESSAGE), if it fits `max_response`.
+fn frame_body<Resp: Message + ?Sized>(
     value: impl Encode<Resp>,
+    flags: ResponseFlags,
     method: &'static str,
     max_response: u32,
 ) -> Result<Reply, Status> {
     let header = |body_len: usize| {
         ResponseHead {
             status: Code::Ok.as_u16(),
-            flags: ResponseFlags::MESSAGE,
+            flags,
             body_len: u32::try_from(body_len).unwrap_or(u32::MAX),
         }
         .encode()
     };
     let framed = frame::<Resp, RESPONSE_HEADER_LEN>(value, header, &[])
-        .map_err(|e| Status::internal(format!("message of {method}: {e}")))?;
+        .map_err(|e| Status::internal(format!("response of {method}: {e}")))?;
     if u32::try_from(framed.body_len).map_or(true, |len| len > max_response) {
         return Err(Status::new(
             Code::OutOfRange,
             format!(
-                "message of {} bytes exceeds the server's limit of {max_response}",
+                "response body of {} bytes exceeds the server's limit of {max_response}",
                 framed.body_len
             ),
         ));
@@ -204,8 +181,14 @@ where
         let this = self.get_mut();
         this.stream.as_mut().poll_next(cx).map(|item| {
             item.map(|item| {
-                item.map_err(Into::into)
-                    .and_then(|value| frame_message::<Resp>(value, this.method, this.max_response))
+                item.map_err(Into::into).and_then(|value| {
+                    frame_body::<Resp>(
+                        value,
+                        ResponseFlags::MESSAGE,
+                        this.method,
+                        this.max_response,
+                    )
+                })
             })
         })
     }
