@@ -459,7 +459,8 @@ pub(crate) fn call_span(method: &'static str) -> Option<Box<tracing::Span>> {
     Some(Box::new(span))
 }
 
-/// Records a call's status and latency on its span.
+/// Records a call's status and latency on its span (a client's or a
+/// server's).
 pub(crate) fn end_span(span: Option<Box<tracing::Span>>, code: Code, start: Instant) {
     if let Some(span) = span {
         span.record("status", code.name());
@@ -469,7 +470,7 @@ pub(crate) fn end_span(span: Option<Box<tracing::Span>>, code: Code, start: Inst
 }
 
 /// The OpenTelemetry status of a span that ended with `code`.
-pub(crate) fn otel_status(code: Code) -> &'static str {
+fn otel_status(code: Code) -> &'static str {
     if code == Code::Ok { "ok" } else { "error" }
 }
 
@@ -564,7 +565,6 @@ pub(crate) async fn exchange(
         let mut stream = CallStream::new(send, recv);
         stream.send_request(head, tail).await?;
         let answer = stream.read_response(max_response_size).await?;
-        stream.complete();
         Ok(answer)
     };
     call.await.map_err(|status| silenced(conn, status))

@@ -3,7 +3,7 @@ use quicall_transport::quinn::{ConnectionError, ReadError, RecvStream, SendStrea
 use quicall_transport::{Failure, TransportError, describe};
 
 use crate::io::{self, ReadFail};
-use crate::wire::{self, ErrorCode, RESPONSE_HEADER_LEN, ResponseFlags, WireError};
+use crate::wire::{self, ErrorCode, RESPONSE_HEADER_LEN, ResponseFlags, ResponseHead, WireError};
 use crate::{Code, Metadata, Status};
 
 /// Most entries a response's metadata may have.
@@ -61,13 +61,14 @@ impl CallStream {
         let (header, first) = io::read_header::<RESPONSE_HEADER_LEN>(&mut self.recv)
             .await
             .map_err(|e| read_status(e, "response header"))?;
-        let head = wire::decode_response(&header, max_body).map_err(|e| match e {
-            WireError::TooLarge { len, max } => Status::new(
-                Code::OutOfRange,
-                format!("response body of {len} bytes exceeds the client's limit of {max}"),
-            ),
-            e => Status::internal(format!("malformed response header: {e}")),
-        })?;
+        let head = decode_head(&header, max_body, "response body", "response header")?;
+        self.read_end(head, first).await
+    }
+
+    /// What follows a response header that ends the call (a unary
+    /// response, or a stream's last header): its metadata, its body or
+    /// status message, and the FIN; the exchange is then complete.
+    async fn read_end(&mut self, head: ResponseHead, first: Bytes) -> Result<Answer, Status> {
         let (metadata, first) = if head.flags.contains(ResponseFlags::METADATA) {
             let (metadata, first) = Box::pin(self.read_metadata(first)).await?;
             (Some(Box::new(metadata)), first)
@@ -86,6 +87,7 @@ impl CallStream {
             Ok(false) => return Err(Status::internal("bytes after the response body")),
             Err(e) => return Err(read_status(ReadFail::Read(e), "end of response")),
         }
+        self.complete();
         if head.status == Code::Ok.as_u16() {
             return Ok(Answer { body, metadata });
         }
@@ -113,60 +115,28 @@ impl CallStream {
         let (header, first) = io::read_prefix(&mut self.recv, RESPONSE_HEADER_LEN, first, |_| true)
             .await
             .map_err(|e| read_status(e, "stream message header"))?;
-        let head = wire::decode_response(&header, max_body).map_err(|e| match e {
-            WireError::TooLarge { len, max } => Status::new(
-                Code::OutOfRange,
-                format!("stream message of {len} bytes exceeds the client's limit of {max}"),
-            ),
-            e => Status::internal(format!("malformed stream message header: {e}")),
-        })?;
-        if head.flags.contains(ResponseFlags::MESSAGE) {
-            if head.status != Code::Ok.as_u16()
-                || head.flags.contains(ResponseFlags::METADATA)
-                || head.flags.contains(ResponseFlags::NOT_PROCESSED)
-            {
-                return Err(Status::internal(
-                    "malformed stream message header: a message with a status or flags",
-                ));
-            }
-            let (body, rest) =
-                io::read_prefix(&mut self.recv, head.body_len as usize, first, |_| true)
-                    .await
-                    .map_err(|e| read_status(e, "stream message"))?;
-            *pending = rest;
-            return Ok(StreamPart::Message(body));
-        }
-        // The end: the status, as a unary response's.
-        let (metadata, first) = if head.flags.contains(ResponseFlags::METADATA) {
-            let (metadata, first) = Box::pin(self.read_metadata(first)).await?;
-            (Some(Box::new(metadata)), first)
-        } else {
-            (None, first)
-        };
-        let body = io::read_body(&mut self.recv, head.body_len as usize, first, |_| true)
-            .await
-            .map_err(|e| read_status(e, "end of the stream"))?;
-        let fin = io::read_fin(&mut self.recv).await;
-        if body.excess || !matches!(fin, Ok(true)) {
-            return Err(Status::internal("bytes after the end of the stream"));
-        }
-        self.complete();
-        if head.status == Code::Ok.as_u16() {
-            if !body.bytes.is_empty() {
+        let head = decode_head(&header, max_body, "stream message", "stream message header")?;
+        if !head.flags.contains(ResponseFlags::MESSAGE) {
+            // The end: the status, as a unary response's.
+            let answer = self.read_end(head, first).await?;
+            if !answer.body.is_empty() {
                 return Err(Status::internal("a body after the end of the stream"));
             }
-            return Ok(StreamPart::End(metadata));
+            return Ok(StreamPart::End(answer.metadata));
         }
-        let status = Status::new(
-            Code::from_u16(head.status),
-            String::from_utf8_lossy(&body.bytes).into_owned(),
-        )
-        .with_metadata(metadata.map(|m| *m).unwrap_or_default());
-        Err(if head.flags.contains(ResponseFlags::NOT_PROCESSED) {
-            status.not_processed()
-        } else {
-            status
-        })
+        if head.status != Code::Ok.as_u16()
+            || head.flags.contains(ResponseFlags::METADATA)
+            || head.flags.contains(ResponseFlags::NOT_PROCESSED)
+        {
+            return Err(Status::internal(
+                "malformed stream message header: a message with a status or flags",
+            ));
+        }
+        let (body, rest) = io::read_prefix(&mut self.recv, head.body_len as usize, first, |_| true)
+            .await
+            .map_err(|e| read_status(e, "stream message"))?;
+        *pending = rest;
+        Ok(StreamPart::Message(body))
     }
 
     /// The response's metadata block (after its 2-byte length), and what
@@ -187,7 +157,7 @@ impl CallStream {
     }
 
     /// Marks the exchange finished: dropping no longer resets the stream.
-    pub(super) fn complete(&mut self) {
+    fn complete(&mut self) {
         self.complete = true;
     }
 }
@@ -199,6 +169,23 @@ impl Drop for CallStream {
             let _ = self.recv.stop(ErrorCode::CANCELLED.into());
         }
     }
+}
+
+/// A response header, decoded: a body over the client's limit is
+/// OUT_OF_RANGE (`body` names it), anything malformed INTERNAL (`header`).
+fn decode_head(
+    header: &[u8],
+    max_body: u32,
+    body: &str,
+    header_name: &str,
+) -> Result<ResponseHead, Status> {
+    wire::decode_response(header, max_body).map_err(|e| match e {
+        WireError::TooLarge { len, max } => Status::new(
+            Code::OutOfRange,
+            format!("{body} of {len} bytes exceeds the client's limit of {max}"),
+        ),
+        e => Status::internal(format!("malformed {header_name}: {e}")),
+    })
 }
 
 fn read_status(fail: ReadFail, what: &str) -> Status {

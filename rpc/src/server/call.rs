@@ -328,12 +328,8 @@ pub(super) async fn serve(
         }
         reply => reply,
     };
-    if let Some(span) = span {
-        let code = reply.as_ref().err().map_or(Code::Ok, Status::code);
-        span.record("status", code.name());
-        span.record("latency_us", received.elapsed().as_micros() as u64);
-        span.record("otel.status_code", crate::client::otel_status(code));
-    }
+    let code = reply.as_ref().err().map_or(Code::Ok, Status::code);
+    crate::client::end_span(span, code, received);
     if let Some(peer) = observed {
         let outcome = Outcome {
             method: route.name,

@@ -53,19 +53,22 @@ where
         let request = self.method.request(body);
         let fut = request.map(|request| (self.f)(ctx, request));
         Box::pin(async move {
-            // Named by the method, not by the Rust type (callers need not
-            // know the server's type paths); the handler never ran.
-            let fut = fut.map_err(|e| {
-                Status::invalid_argument(format!(
-                    "request body of {} bytes is not a valid request of {method}: {}",
-                    e.len, e.reason
-                ))
-                .not_processed()
-            })?;
+            let fut = fut.map_err(|e| invalid_request(method, &e))?;
             let value = fut.await.map_err(Into::into)?;
             frame_body::<Resp>(value, ResponseFlags::NONE, method, max_response)
         })
     }
+}
+
+/// The answer to a request body that is not a valid request of `method`:
+/// named by the method, not by the Rust type (callers need not know the
+/// server's type paths); the handler never ran.
+fn invalid_request(method: &'static str, e: &crate::BodyError) -> Status {
+    Status::invalid_argument(format!(
+        "request body of {} bytes is not a valid request of {method}: {}",
+        e.len, e.reason
+    ))
+    .not_processed()
 }
 
 /// `value` framed as a response body (`flags` NONE) or a stream's message
@@ -134,13 +137,7 @@ where
         let request = self.method.request(body);
         let fut = request.map(|request| (self.f)(ctx, request));
         Box::pin(async move {
-            let fut = fut.map_err(|e| {
-                Status::invalid_argument(format!(
-                    "request body of {} bytes is not a valid request of {method}: {}",
-                    e.len, e.reason
-                ))
-                .not_processed()
-            })?;
+            let fut = fut.map_err(|e| invalid_request(method, &e))?;
             let stream = fut.await.map_err(Into::into)?;
             let messages: MessageStream = Box::pin(Framed::<S, Resp> {
                 stream: Box::pin(stream),
@@ -336,13 +333,7 @@ impl Router {
         R: Encode<Resp> + Send + 'static,
         E: Into<Status> + 'static,
     {
-        if method.is_server_streaming() {
-            return Err(RouteError::Shape {
-                name: method.name(),
-                expected: "server-streaming (Router::route_server_stream)",
-            });
-        }
-        self.check_free(method)?;
+        self.check_new(method, false)?;
         let handler = TypedHandler::<Req, Resp, F> {
             f: handler,
             method: *method,
@@ -385,13 +376,7 @@ impl Router {
         R: Encode<Resp> + Send + 'static,
         E: Into<Status> + 'static,
     {
-        if !method.is_server_streaming() {
-            return Err(RouteError::Shape {
-                name: method.name(),
-                expected: "unary (Router::route)",
-            });
-        }
-        self.check_free(method)?;
+        self.check_new(method, true)?;
         let handler = StreamHandler::<Req, Resp, F> {
             f: handler,
             method: *method,
@@ -400,10 +385,23 @@ impl Router {
         Ok(self)
     }
 
-    fn check_free<Req: ?Sized, Resp: ?Sized>(
+    /// Whether `method` may be registered with a handler of its kind (a
+    /// stream's, or a unary one) under an identifier not taken yet.
+    fn check_new<Req: Message + ?Sized, Resp: Message + ?Sized>(
         &self,
         method: &Method<Req, Resp>,
+        stream_handler: bool,
     ) -> Result<(), RouteError> {
+        if method.is_server_streaming() != stream_handler {
+            return Err(RouteError::Shape {
+                name: method.name(),
+                expected: if stream_handler {
+                    "unary (Router::route)"
+                } else {
+                    "server-streaming (Router::route_server_stream)"
+                },
+            });
+        }
         match self.routes.get(&method.id()) {
             Some(existing) => Err(RouteError::Duplicate {
                 name: method.name(),
