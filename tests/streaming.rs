@@ -1,7 +1,7 @@
-//! Server-streaming calls over real QUIC: every message in order, a status
-//! after the messages, cancellation by the caller reaching the producer, a
-//! deadline that passes mid-stream, and the server back to its baseline
-//! after each.
+//! Server-streaming calls over real QUIC: every message in order, a reader
+//! that stops stopping the producer (QUIC flow control), a status after the
+//! messages, cancellation by the caller reaching the producer, a deadline
+//! that passes mid-stream, and the server back to its baseline after each.
 
 mod common;
 
@@ -16,6 +16,10 @@ const COUNT: Method<U64, U64> = Method::new("test.Stream/Count").server_streamin
 const FAIL_AFTER: Method<U64, U64> = Method::new("test.Stream/FailAfter").server_streaming();
 const FOREVER: Method<[u8], U64> = Method::new("test.Stream/Forever").server_streaming();
 const UNARY: Method<[u8], [u8]> = Method::new("test.Stream/Unary");
+const LARGE: Method<U64, [u8]> = Method::new("test.Stream/Large").server_streaming();
+
+/// Size of each message of LARGE.
+const KIB: usize = 1024;
 
 fn router(ended: tokio::sync::mpsc::UnboundedSender<u64>) -> Router {
     Router::new()
@@ -86,6 +90,76 @@ async fn a_server_stream_delivers_every_message_in_order() {
         .await
         .unwrap();
     assert!(bounded(empty.message()).await.unwrap().is_none());
+    settles(&server, 1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_that_stops_stops_the_producer_and_everything_arrives_once_it_reads_again() {
+    let pki = Pki::new();
+    let (ended, _) = tokio::sync::mpsc::unbounded_channel();
+    let sent = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counter = sent.clone();
+    let router = router(ended)
+        .route_server_stream(&LARGE, move |_ctx, n| {
+            let counter = counter.clone();
+            async move {
+                let n = n.get();
+                let (sender, messages) = stream::channel(4);
+                tokio::spawn(async move {
+                    for i in 0..n {
+                        let mut message = vec![0u8; KIB];
+                        message[..8].copy_from_slice(&i.to_le_bytes());
+                        if sender.send(Ok::<_, Status>(message)).await.is_err() {
+                            break;
+                        }
+                        counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    }
+                });
+                Ok::<_, Status>(messages)
+            }
+        })
+        .unwrap();
+    let server = serve(&pki, router);
+    let client = connect(&pki, &server).await;
+    // 20 MiB wanted: ten times the stream's 2 MiB receive window.
+    let total = 20 * 1024u64;
+    let mut messages = client
+        .server_stream(&LARGE, &U64::new(total), CallOptions::default())
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        bounded(messages.message()).await.unwrap().unwrap();
+    }
+    // The reader stops: the producer stops too, once the window, the
+    // server's one message in hand and the channel's 4 are full.
+    let stalled = bounded(async {
+        let mut last = u64::MAX;
+        loop {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let now = sent.load(std::sync::atomic::Ordering::SeqCst);
+            if now == last {
+                break now;
+            }
+            last = now;
+        }
+    })
+    .await;
+    let window = (2 << 20) / (KIB as u64 + 8);
+    assert!(
+        stalled <= 3 + window + 4 + 2,
+        "{stalled} messages produced for a reader that took 3 (window {window})"
+    );
+    // Reading again: every message arrives, in order.
+    let mut next = 3u64;
+    bounded(async {
+        while let Some(message) = messages.message().await.unwrap() {
+            assert_eq!(message[..8], next.to_le_bytes());
+            assert_eq!(message.len(), KIB);
+            next += 1;
+        }
+    })
+    .await;
+    assert_eq!(next, total);
     settles(&server, 1).await;
 }
 
