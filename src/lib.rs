@@ -192,5 +192,6 @@ pub use quicall_rpc::{
     ClientInterceptor, Interceptor, Interceptors, Metadata, MetadataError, Outcome, Response,
     TraceContext,
 };
+pub use quicall_rpc::{ClientStream, RequestSink, Requests, ResponseStream, Shape, stream};
 pub use quicall_rpc::{Hedge, metrics};
 pub use quicall_transport::{ClientAuth, ClientTls, Limits, PeerIdentity, PoolOptions, ServerTls};

@@ -50,6 +50,7 @@ fn header(method_id: u64, body_len: u32) -> [u8; REQUEST_HEADER_LEN] {
         body_len,
         deadline: None,
         metadata_len: None,
+        stream: false,
     }
     .encode()
 }

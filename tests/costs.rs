@@ -83,6 +83,7 @@ async fn what_connections_and_streams_cost_a_server() {
             body_len: 64 << 10,
             deadline: Some(Duration::from_secs(300)),
             metadata_len: None,
+            stream: false,
         };
         send.write_all(&head.encode()).await.unwrap();
         send.write_all(&[5u8; 1024]).await.unwrap();
@@ -130,6 +131,7 @@ async fn what_connections_and_streams_cost_a_server() {
             body_len: 6 << 10,
             deadline: None,
             metadata_len: None,
+            stream: false,
         };
         // The server may stop the stream (REJECTED) before the body is
         // written: that write then fails, as it should.

@@ -53,6 +53,7 @@ fn add_header(body_len: u32) -> [u8; wire::REQUEST_HEADER_LEN] {
         body_len,
         deadline: None,
         metadata_len: None,
+        stream: false,
     }
     .encode()
 }

@@ -50,6 +50,7 @@ fn echo_header(len: u32) -> [u8; quicall::wire::REQUEST_HEADER_LEN] {
         body_len: len,
         deadline: Some(Duration::from_secs(300)),
         metadata_len: None,
+        stream: false,
     }
     .encode()
 }

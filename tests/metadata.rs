@@ -124,6 +124,7 @@ fn request(metadata: Option<&[u8]>, body: &[u8]) -> Vec<u8> {
         body_len: body.len() as u32,
         deadline: None,
         metadata_len: metadata.map(|m| m.len() as u16),
+        stream: false,
     };
     [&head.encode()[..], metadata.unwrap_or_default(), body].concat()
 }

@@ -14,6 +14,7 @@ fn headers(c: &mut Criterion) {
         body_len: 16,
         deadline: Some(Duration::from_millis(250)),
         metadata_len: None,
+        stream: false,
     };
     let response = ResponseHead {
         status: 0,

@@ -54,6 +54,7 @@ mod method;
 pub mod metrics;
 #[cfg(feature = "otel")]
 mod otel;
+mod pull;
 mod server;
 mod status;
 pub mod stream;
@@ -62,7 +63,8 @@ pub mod wire;
 
 pub use caller::Caller;
 pub use client::{
-    CallOptions, Client, ClientInterceptor, ClientOptions, Interceptors, Response, ResponseStream,
+    CallOptions, Client, ClientInterceptor, ClientOptions, ClientStream, Interceptors, RequestSink,
+    Response, ResponseStream,
 };
 #[cfg(feature = "prost")]
 pub use message::Proto;
@@ -74,10 +76,10 @@ pub use metadata::{
     DEFAULT_MAX_METADATA_BYTES, DEFAULT_MAX_METADATA_ENTRIES, Metadata, MetadataError, TRACEPARENT,
     TRACESTATE,
 };
-pub use method::{Hedge, Method, method_id};
+pub use method::{Hedge, Method, Shape, method_id};
 pub use server::{
-    Access, Context, Gauges, InterceptFuture, Interceptor, Outcome, RouteError, Router, Server,
-    ServerOptions, ShutdownReport,
+    Access, Context, Gauges, InterceptFuture, Interceptor, Outcome, Requests, RouteError, Router,
+    Server, ServerOptions, ShutdownReport,
 };
 pub use status::{Code, Status};
 pub use trace::TraceContext;

@@ -36,7 +36,7 @@ pub struct Method<Req: ?Sized, Resp: ?Sized> {
     idempotent: bool,
     exact: bool,
     hedge: Option<Hedge>,
-    server_streaming: bool,
+    shape: Shape,
     _types: PhantomData<fn(*const Req) -> *const Resp>,
 }
 
@@ -49,7 +49,7 @@ impl<Req: Message + ?Sized, Resp: Message + ?Sized> Method<Req, Resp> {
             idempotent: false,
             exact: false,
             hedge: None,
-            server_streaming: false,
+            shape: Shape::Unary,
             _types: PhantomData,
         }
     }
@@ -64,15 +64,54 @@ impl<Req: Message + ?Sized, Resp: Message + ?Sized> Method<Req, Resp> {
     /// const LIST: Method<[u8], [u8]> = Method::new("kv.Store/List").server_streaming();
     /// assert!(LIST.is_server_streaming());
     /// ```
-    pub const fn server_streaming(mut self) -> Self {
+    pub const fn server_streaming(self) -> Self {
+        self.shaped(Shape::ServerStreaming)
+    }
+
+    /// Declares a client-streaming method: any number of requests on the
+    /// same stream, then one response (docs/wire.md, section 16). Served
+    /// with [`Router::route_client_stream`](crate::Router::route_client_stream),
+    /// called with [`Client::client_stream`](crate::Client::client_stream).
+    ///
+    /// ```
+    /// use quicall_rpc::{Method, Shape};
+    /// const UPLOAD: Method<[u8], [u8]> = Method::new("kv.Store/Load").client_streaming();
+    /// assert_eq!(UPLOAD.shape(), Shape::ClientStreaming);
+    /// ```
+    pub const fn client_streaming(self) -> Self {
+        self.shaped(Shape::ClientStreaming)
+    }
+
+    /// Declares a bidirectional method: a stream of requests and a stream
+    /// of responses on the same QUIC stream, at the same time (docs/wire.md,
+    /// section 16). Served with [`Router::route_bidi_stream`](crate::Router::route_bidi_stream),
+    /// called with [`Client::bidi_stream`](crate::Client::bidi_stream).
+    ///
+    /// ```
+    /// use quicall_rpc::{Method, Shape};
+    /// const CHAT: Method<[u8], [u8]> = Method::new("chat.Room/Talk").bidi_streaming();
+    /// assert_eq!(CHAT.shape(), Shape::Bidirectional);
+    /// assert!(CHAT.shape().streams_requests() && CHAT.shape().streams_responses());
+    /// ```
+    pub const fn bidi_streaming(self) -> Self {
+        self.shaped(Shape::Bidirectional)
+    }
+
+    const fn shaped(mut self, shape: Shape) -> Self {
         assert!(self.hedge.is_none(), "a stream cannot be hedged");
-        self.server_streaming = true;
+        self.shape = shape;
         self
     }
 
-    /// Whether the method answers with a stream of responses.
+    /// Whether the method is server-streaming (one request, a stream of
+    /// responses).
     pub const fn is_server_streaming(&self) -> bool {
-        self.server_streaming
+        matches!(self.shape, Shape::ServerStreaming)
+    }
+
+    /// The method's shape: unary, or which sides stream.
+    pub const fn shape(&self) -> Shape {
+        self.shape
     }
 
     /// Refuses bodies that do not have exactly their type's size, on both
@@ -130,9 +169,48 @@ impl<Req: Message + ?Sized, Resp: Message + ?Sized> Method<Req, Resp> {
     /// ```
     pub const fn hedged(mut self, hedge: Hedge) -> Self {
         assert!(self.idempotent, "only idempotent methods can be hedged");
-        assert!(!self.server_streaming, "a stream cannot be hedged");
+        assert!(
+            matches!(self.shape, Shape::Unary),
+            "a stream cannot be hedged"
+        );
         self.hedge = Some(hedge);
         self
+    }
+}
+
+/// Which sides of a method's call are streams of messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Shape {
+    /// One request, one response.
+    Unary,
+    /// One request, a stream of responses.
+    ServerStreaming,
+    /// A stream of requests, one response.
+    ClientStreaming,
+    /// A stream each way.
+    Bidirectional,
+}
+
+impl Shape {
+    /// Whether the requests are a stream of messages (the request header's
+    /// STREAM flag).
+    pub const fn streams_requests(self) -> bool {
+        matches!(self, Shape::ClientStreaming | Shape::Bidirectional)
+    }
+
+    /// Whether the responses are a stream of messages.
+    pub const fn streams_responses(self) -> bool {
+        matches!(self, Shape::ServerStreaming | Shape::Bidirectional)
+    }
+
+    /// Its name in messages: `unary`, `server-streaming` ...
+    pub const fn name(self) -> &'static str {
+        match self {
+            Shape::Unary => "unary",
+            Shape::ServerStreaming => "server-streaming",
+            Shape::ClientStreaming => "client-streaming",
+            Shape::Bidirectional => "bidirectional",
+        }
     }
 }
 

@@ -66,7 +66,7 @@ proptest! {
 
     #[test]
     fn request_headers_round_trip(method_id in any::<u64>(), body_len in any::<u32>(), deadline in deadline()) {
-        let head = RequestHead { method_id, body_len, deadline, metadata_len: None };
+        let head = RequestHead { method_id, body_len, deadline, metadata_len: None, stream: false };
         let decoded = decode_request(&head.encode(), u32::MAX).unwrap();
         prop_assert_eq!(decoded.method_id, method_id);
         prop_assert_eq!(decoded.body_len, body_len);
@@ -94,7 +94,7 @@ proptest! {
 
     #[test]
     fn every_truncation_of_a_header_is_reported(method_id in any::<u64>(), body_len in any::<u32>(), cut in 0usize..REQUEST_HEADER_LEN) {
-        let bytes = RequestHead { method_id, body_len, deadline: None, metadata_len: None }.encode();
+        let bytes = RequestHead { method_id, body_len, deadline: None, metadata_len: None, stream: false }.encode();
         prop_assert_eq!(
             decode_request(&bytes[..cut], u32::MAX),
             Err(WireError::Truncated { got: cut, need: REQUEST_HEADER_LEN })

@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use quicall_transport::{ClientEndpoint, ClientTls, Connection, Limits};
 use tokio::time::{Instant, timeout_at};
 
@@ -19,7 +19,7 @@ use crate::{
     Code, Encode, Message, Metadata, MetadataError, Method, Msg, Status, TRACEPARENT, TraceContext,
 };
 use stream::CallStream;
-pub use streaming::ResponseStream;
+pub use streaming::{ClientStream, RequestSink, ResponseStream};
 
 pub(crate) use stream::{Answer, connection_status, transport_status};
 
@@ -422,17 +422,52 @@ where
     Req: Message + ?Sized,
     Resp: Message + ?Sized,
 {
-    let span = call_span(method.name());
+    begin(method.name(), metadata, interceptors, |metadata| {
+        let metadata = (read_metadata || !metadata.is_empty()).then_some(metadata);
+        frame_request(method, request, budget, metadata)
+    })
+}
+
+/// The span and the header of a call whose requests are a stream: the
+/// header (with the STREAM flag) and the metadata block; the messages
+/// follow. The caller always reads the response's metadata.
+pub(crate) fn begin_stream<Req, Resp>(
+    method: &Method<Req, Resp>,
+    budget: Option<Duration>,
+    metadata: Metadata,
+    interceptors: &Interceptors,
+) -> (Option<Box<tracing::Span>>, Result<Bytes, Status>)
+where
+    Req: Message + ?Sized,
+    Resp: Message + ?Sized,
+{
+    begin(method.name(), metadata, interceptors, |metadata| {
+        let block = metadata.as_bytes();
+        let head = RequestHead {
+            method_id: method.id(),
+            body_len: 0,
+            deadline: budget,
+            metadata_len: Some(metadata_len(block)?),
+            stream: true,
+        };
+        let mut out = BytesMut::with_capacity(REQUEST_HEADER_LEN + block.len());
+        out.extend_from_slice(&head.encode());
+        out.extend_from_slice(block);
+        Ok(out.freeze())
+    })
+}
+
+/// The span, then the metadata after the interceptors' and with the
+/// trace's `traceparent`, then `frame` of it.
+fn begin<T>(
+    method: &'static str,
+    metadata: Metadata,
+    interceptors: &Interceptors,
+    frame: impl FnOnce(&Metadata) -> Result<T, Status>,
+) -> (Option<Box<tracing::Span>>, Result<T, Status>) {
+    let span = call_span(method);
     let own = crate::trace::own_span(span.as_deref(), TraceContext::current(), true);
-    let framed = frame_call(
-        method,
-        request,
-        budget,
-        metadata,
-        interceptors,
-        read_metadata,
-        own,
-    );
+    let framed = call_metadata(method, metadata, interceptors, own).and_then(|m| frame(&m));
     (span, framed)
 }
 
@@ -474,34 +509,37 @@ fn otel_status(code: Code) -> &'static str {
     if code == Code::Ok { "ok" } else { "error" }
 }
 
-/// A call's bytes: its metadata (after the interceptors'), header and body.
-/// The metadata is sent when there is any, or when the caller reads the
-/// response's (`read_metadata`).
-pub(crate) fn frame_call<Req, Resp>(
-    method: &Method<Req, Resp>,
-    request: impl Encode<Req>,
-    budget: Option<Duration>,
+/// A call's metadata: the caller's, after the interceptors', with the
+/// trace's `traceparent` unless it has one.
+fn call_metadata(
+    method: &'static str,
     metadata: Metadata,
     interceptors: &Interceptors,
-    read_metadata: bool,
     trace: Option<TraceContext>,
-) -> Result<(Bytes, Option<Bytes>), Status>
-where
-    Req: Message + ?Sized,
-    Resp: Message + ?Sized,
-{
+) -> Result<Metadata, Status> {
     let mut metadata = if interceptors.is_empty() {
         metadata
     } else {
-        interceptors.before(method.name(), &metadata)?
+        interceptors.before(method, &metadata)?
     };
     if let Some(trace) = trace.filter(|_| metadata.get(TRACEPARENT).is_none()) {
         metadata
             .insert(TRACEPARENT, trace.traceparent_bytes())
             .map_err(|e| Status::internal(e.to_string()))?;
     }
-    let metadata = (read_metadata || !metadata.is_empty()).then_some(&metadata);
-    frame_request(method, request, budget, metadata)
+    Ok(metadata)
+}
+
+/// A metadata block's length for the request header, or the status that
+/// refuses a block too large for it.
+fn metadata_len(block: &[u8]) -> Result<u16, Status> {
+    u16::try_from(block.len()).map_err(|_| {
+        Status::invalid_argument(format!(
+            "request metadata of {} bytes (the protocol's limit is 65535)",
+            block.len()
+        ))
+        .not_processed()
+    })
 }
 
 /// The request header of a call of `method` with time budget `budget`,
@@ -518,22 +556,14 @@ where
     Resp: Message + ?Sized,
 {
     let block = metadata.map(Metadata::as_bytes);
-    let metadata_len = match block {
-        Some(block) => Some(u16::try_from(block.len()).map_err(|_| {
-            Status::invalid_argument(format!(
-                "request metadata of {} bytes (the protocol's limit is 65535)",
-                block.len()
-            ))
-            .not_processed()
-        })?),
-        None => None,
-    };
+    let metadata_len = block.map(|b| metadata_len(b)).transpose()?;
     let header = |body_len: usize| {
         RequestHead {
             method_id: method.id(),
             body_len: u32::try_from(body_len).unwrap_or(u32::MAX),
             deadline: budget,
             metadata_len,
+            stream: false,
         }
         .encode()
     };
@@ -563,7 +593,7 @@ pub(crate) async fn exchange(
             .await
             .map_err(|e| connection_status(&e).not_processed())?;
         let mut stream = CallStream::new(send, recv);
-        stream.send_request(head, tail).await?;
+        stream.send_request(head, tail, true).await?;
         let answer = stream.read_response(max_response_size).await?;
         Ok(answer)
     };

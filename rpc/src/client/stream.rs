@@ -24,11 +24,12 @@ pub(crate) struct Answer {
     pub(crate) metadata: Option<Box<Metadata>>,
 }
 
-/// The two halves of a call's stream. Dropped before [`CallStream::complete`]
-/// (the caller dropped the call, or it failed), it resets its send side and
-/// stops its receive side with CANCELLED, which cancels the server's handler.
+/// The two halves of a call's stream (the send half until a request
+/// stream takes it). Dropped before [`CallStream::complete`] (the caller
+/// dropped the call, or it failed), it resets its send side and stops its
+/// receive side with CANCELLED, which cancels the server's handler.
 pub(super) struct CallStream {
-    send: SendStream,
+    send: Option<SendStream>,
     recv: RecvStream,
     complete: bool,
 }
@@ -36,24 +37,38 @@ pub(super) struct CallStream {
 impl CallStream {
     pub(super) fn new(send: SendStream, recv: RecvStream) -> Self {
         Self {
-            send,
+            send: Some(send),
             recv,
             complete: false,
         }
     }
 
+    /// The send half, for a request stream of its own.
+    pub(super) fn take_send(&mut self) -> Option<SendStream> {
+        self.send.take()
+    }
+
+    /// Writes the request (`finish`: and ends the send side).
     pub(super) async fn send_request(
         &mut self,
         head: Bytes,
         tail: Option<Bytes>,
+        finish: bool,
     ) -> Result<(), Status> {
-        match io::write_message(&mut self.send, head, tail).await {
+        let Some(send) = self.send.as_mut() else {
+            return Err(Status::internal("request side already taken"));
+        };
+        let written = if finish {
+            io::write_message(send, head, tail).await
+        } else {
+            io::write_chunks(send, head, tail).await
+        };
+        match written {
             Ok(()) => Ok(()),
             // The server answered without reading everything (unknown
             // method, too large ...): its answer says why.
             Err(WriteError::Stopped(_)) => Ok(()),
-            Err(WriteError::ConnectionLost(e)) => Err(connection_status(&e)),
-            Err(e) => Err(Status::unavailable(format!("request not sent: {e}"))),
+            Err(e) => Err(write_status(e)),
         }
     }
 
@@ -165,9 +180,22 @@ impl CallStream {
 impl Drop for CallStream {
     fn drop(&mut self) {
         if !self.complete {
-            let _ = self.send.reset(ErrorCode::CANCELLED.into());
+            if let Some(send) = self.send.as_mut() {
+                let _ = send.reset(ErrorCode::CANCELLED.into());
+            }
             let _ = self.recv.stop(ErrorCode::CANCELLED.into());
         }
+    }
+}
+
+/// The status of a request that could not be written.
+pub(super) fn write_status(e: WriteError) -> Status {
+    match e {
+        WriteError::ConnectionLost(e) => connection_status(&e),
+        WriteError::Stopped(_) => {
+            Status::cancelled("the server stopped reading the requests; its answer says why")
+        }
+        e => Status::unavailable(format!("request not sent: {e}")),
     }
 }
 

@@ -1,34 +1,123 @@
-//! Server-streaming calls on the client: the request, then a stream of
-//! responses read as the caller asks for them.
+//! Streaming calls on the client: a server stream's responses read as the
+//! caller asks for them, a request stream written message by message, and
+//! both at once.
 
+use std::future::Future;
 use std::marker::PhantomData;
+use std::pin::Pin;
+use std::sync::LazyLock;
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_core::Stream;
+use quicall_transport::quinn::{SendStream, WriteError};
 use tokio::time::{Instant, timeout_at};
 
-use super::stream::{CallStream, StreamPart, connection_status};
-use super::{CallOptions, Client, begin_call, end_span};
-use crate::{Code, Encode, Message, Metadata, Method, Msg, Status};
+use super::stream::{Answer, CallStream, StreamPart, connection_status, write_status};
+use super::{CallOptions, Client, Response, begin_call, begin_stream, end_span};
+use crate::io;
+use crate::message::frame;
+use crate::pull::{Pulled, Source};
+use crate::wire::{ErrorCode, MESSAGE_HEADER_LEN, message_header};
+use crate::{Code, Encode, Message, Metadata, Method, Msg, Shape, Status};
 
-/// The responses of a server-streaming call, read in order with
-/// [`ResponseStream::message`]. Reading slowly slows the server (QUIC flow
-/// control): nothing is buffered beyond the connection's receive window.
-/// Dropping it before the end cancels the call (the stream is reset, and
-/// the server drops the handler's stream). The call's deadline covers the
-/// whole stream.
-pub struct ResponseStream<Resp: ?Sized> {
+/// A call's time: when it began, and its deadline with its budget.
+#[derive(Clone, Copy)]
+struct Timing {
+    start: Instant,
+    deadline: Option<(Instant, Duration)>,
+}
+
+impl Timing {
+    /// `work`, cut at the deadline with DEADLINE_EXCEEDED (`what` says
+    /// what did not finish).
+    async fn within<T>(
+        &self,
+        what: impl FnOnce() -> String,
+        work: impl Future<Output = Result<T, Status>>,
+    ) -> Result<T, Status> {
+        match self.deadline {
+            Some((deadline, budget)) => timeout_at(deadline, work).await.unwrap_or_else(|_| {
+                Err(Status::deadline_exceeded(format!(
+                    "{} not done within {budget:?}",
+                    what()
+                )))
+            }),
+            None => work.await,
+        }
+    }
+}
+
+/// A stream's reading side: the call, what was read past the last message,
+/// and the span ended with the stream.
+struct Responses {
     call: CallStream,
-    /// Bytes read past the last message.
     pending: Bytes,
     method: &'static str,
-    exact: bool,
     max_message: u32,
-    deadline: Option<(Instant, Duration)>,
-    start: Instant,
+    timing: Timing,
     span: Option<Box<tracing::Span>>,
     metadata: Metadata,
     done: bool,
+}
+
+impl Responses {
+    async fn read(&mut self) -> Result<Option<Bytes>, Status> {
+        if self.done {
+            return Ok(None);
+        }
+        // A reader that always finds a message waiting still lets other
+        // tasks run.
+        tokio::task::consume_budget().await;
+        let method = self.method;
+        let read = self
+            .call
+            .read_stream_part(&mut self.pending, self.max_message);
+        let what = || format!("stream of {method}");
+        let result = match self.timing.within(what, read).await {
+            Ok(StreamPart::Message(body)) => return Ok(Some(body)),
+            Ok(StreamPart::End(metadata)) => {
+                self.metadata = metadata.map(|m| *m).unwrap_or_default();
+                Ok(None)
+            }
+            Err(status) => Err(status),
+        };
+        self.end(result.as_ref().err().map_or(Code::Ok, Status::code));
+        result
+    }
+
+    fn end(&mut self, code: Code) {
+        self.done = true;
+        end_span(self.span.take(), code, self.timing.start);
+    }
+}
+
+impl Source for Responses {
+    fn next(&mut self) -> impl Future<Output = Result<Option<Bytes>, Status>> + Send {
+        self.read()
+    }
+}
+
+impl Drop for Responses {
+    fn drop(&mut self) {
+        if !self.done {
+            end_span(self.span.take(), Code::Cancelled, self.timing.start);
+        }
+    }
+}
+
+static NO_METADATA: LazyLock<Metadata> = LazyLock::new(Metadata::new);
+
+/// The responses of a server-streaming or bidirectional call, in order:
+/// read with [`ResponseStream::message`] or as a [`Stream`]. Reading slowly
+/// slows the server (QUIC flow control): nothing is buffered beyond the
+/// connection's receive window. Dropping it before the end cancels the call
+/// (the stream is reset, and the server drops the handler's stream). The
+/// call's deadline covers the whole stream.
+pub struct ResponseStream<Resp: ?Sized> {
+    responses: Pulled<Responses>,
+    exact: bool,
     _resp: PhantomData<fn() -> *const Resp>,
 }
 
@@ -37,50 +126,229 @@ impl<Resp: Message + ?Sized> ResponseStream<Resp> {
     /// server's metadata is then in [`ResponseStream::metadata`]), or the
     /// status the call ended with. After the end or a failure, `None`.
     pub async fn message(&mut self) -> Result<Option<Msg<Resp>>, Status> {
-        if self.done {
-            return Ok(None);
-        }
-        let read = self
-            .call
-            .read_stream_part(&mut self.pending, self.max_message);
-        let part = match self.deadline {
-            Some((deadline, budget)) => match timeout_at(deadline, read).await {
-                Ok(part) => part,
-                Err(_) => Err(Status::deadline_exceeded(format!(
-                    "stream of {} not ended within {budget:?}",
-                    self.method
-                ))),
-            },
-            None => read.await,
-        };
-        let result = match part {
-            Ok(StreamPart::Message(body)) => match Msg::receive(body, self.exact) {
-                Ok(message) => return Ok(Some(message)),
-                Err(e) => Err(Status::internal(format!("bad stream message: {e}"))),
-            },
-            Ok(StreamPart::End(metadata)) => {
-                self.metadata = metadata.map(|m| *m).unwrap_or_default();
-                Ok(None)
-            }
-            Err(status) => Err(status),
-        };
-        self.done = true;
-        let code = result.as_ref().err().map_or(Code::Ok, Status::code);
-        end_span(self.span.take(), code, self.start);
-        result
+        let body = self.responses.next().await;
+        self.decode(body)
     }
 
     /// The metadata the server sent with the end of the stream (empty
     /// before the end, or if it sent none).
     pub fn metadata(&self) -> &Metadata {
-        &self.metadata
+        self.responses.get().map_or(&NO_METADATA, |r| &r.metadata)
+    }
+
+    fn decode(&mut self, body: Result<Option<Bytes>, Status>) -> Result<Option<Msg<Resp>>, Status> {
+        let Some(body) = body? else {
+            return Ok(None);
+        };
+        Msg::receive(body, self.exact).map(Some).map_err(|e| {
+            let status = Status::internal(format!("bad stream message: {e}"));
+            if let Some(responses) = self.responses.source() {
+                responses.end(status.code());
+            }
+            status
+        })
     }
 }
 
-impl<Resp: ?Sized> Drop for ResponseStream<Resp> {
+impl<Resp: Message + ?Sized> Stream for ResponseStream<Resp> {
+    type Item = Result<Msg<Resp>, Status>;
+
+    /// Each message read through this costs one allocation (the read's
+    /// future); [`ResponseStream::message`] costs none.
+    fn poll_next(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        this.responses
+            .poll_next(cx)
+            .map(|body| this.decode(body).transpose())
+    }
+}
+
+/// How writing a request message failed.
+enum SendFail {
+    /// The server stopped reading the requests: its answer says why.
+    Stopped,
+    Other(Status),
+}
+
+/// The requests of a client-streaming or bidirectional call, sent one
+/// message at a time. [`RequestSink::send`] returns once QUIC has taken the
+/// message (flow control: a server that reads slowly slows the sender);
+/// [`RequestSink::finish`] ends the requests. Dropped without `finish`, it
+/// resets its side: the server's handler sees the call cancelled.
+pub struct RequestSink<Req: ?Sized> {
+    send: Option<SendStream>,
+    method: &'static str,
+    timing: Timing,
+    sent: u64,
+    _req: PhantomData<fn(*const Req)>,
+}
+
+impl<Req: Message + ?Sized> RequestSink<Req> {
+    /// Sends one request. Fails with the status of the failure: the
+    /// deadline, a lost connection, or CANCELLED when the server no longer
+    /// reads the requests (it has answered; the response says why).
+    pub async fn send(&mut self, request: impl Encode<Req>) -> Result<(), Status> {
+        match self.send_message(request).await {
+            Ok(()) => Ok(()),
+            Err(SendFail::Stopped) => Err(write_status(WriteError::Stopped(0u32.into()))),
+            Err(SendFail::Other(status)) => Err(status),
+        }
+    }
+
+    async fn send_message(&mut self, request: impl Encode<Req>) -> Result<(), SendFail> {
+        // A sender whose writes never wait (QUIC's buffers have room) still
+        // lets other tasks run.
+        tokio::task::consume_budget().await;
+        let Some(send) = self.send.as_mut() else {
+            return Err(SendFail::Other(Status::failed_precondition(format!(
+                "the requests of {} are finished",
+                self.method
+            ))));
+        };
+        let header = |len: usize| message_header(u32::try_from(len).unwrap_or(u32::MAX));
+        let framed = frame::<Req, MESSAGE_HEADER_LEN>(request, header, &[])
+            .map_err(|e| SendFail::Other(Status::invalid_argument(e.to_string())))?;
+        if u32::try_from(framed.body_len).is_err() {
+            return Err(SendFail::Other(Status::invalid_argument(
+                "request message exceeds the protocol's 4 GiB limit",
+            )));
+        }
+        let write = async {
+            match io::write_chunks(send, framed.head, framed.tail).await {
+                Ok(()) => Ok(Ok(())),
+                Err(WriteError::Stopped(_)) => Ok(Err(SendFail::Stopped)),
+                Err(e) => Err(write_status(e)),
+            }
+        };
+        let (n, method) = (self.sent + 1, self.method);
+        match self
+            .timing
+            .within(|| format!("request {n} of {method}"), write)
+            .await
+        {
+            Ok(Ok(())) => {
+                self.sent += 1;
+                Ok(())
+            }
+            Ok(Err(stopped)) => {
+                // Nothing more can be sent: dropping the stream is all.
+                self.send = None;
+                Err(stopped)
+            }
+            Err(status) => {
+                self.reset();
+                Err(SendFail::Other(status))
+            }
+        }
+    }
+
+    /// Ends the requests (the stream's FIN): the server's handler reads the
+    /// end after the last message. Later sends fail.
+    pub fn finish(&mut self) {
+        if let Some(mut send) = self.send.take() {
+            // Fails only if the server stopped the side already.
+            let _ = send.finish();
+        }
+    }
+
+    /// How many requests were sent.
+    pub fn count(&self) -> u64 {
+        self.sent
+    }
+
+    fn reset(&mut self) {
+        if let Some(mut send) = self.send.take() {
+            let _ = send.reset(ErrorCode::CANCELLED.into());
+        }
+    }
+}
+
+impl<Req: ?Sized> Drop for RequestSink<Req> {
+    fn drop(&mut self) {
+        if let Some(mut send) = self.send.take() {
+            let _ = send.reset(ErrorCode::CANCELLED.into());
+        }
+    }
+}
+
+/// A client-streaming call: [`send`](ClientStream::send) the requests,
+/// then [`finish`](ClientStream::finish) for the one response. Dropping it
+/// before the answer cancels the call.
+pub struct ClientStream<Req: ?Sized, Resp: ?Sized> {
+    sink: RequestSink<Req>,
+    call: CallStream,
+    max_response: u32,
+    exact: bool,
+    span: Option<Box<tracing::Span>>,
+    /// The answer, when it came before the last request.
+    early: Option<Result<Answer, Status>>,
+    done: bool,
+    _resp: PhantomData<fn() -> *const Resp>,
+}
+
+impl<Req: Message + ?Sized, Resp: Message + ?Sized> ClientStream<Req, Resp> {
+    /// Sends one request. When the server has answered already (it stopped
+    /// reading), fails with the status it answered with, or with CANCELLED
+    /// if it answered OK ([`finish`](ClientStream::finish) returns that
+    /// answer).
+    pub async fn send(&mut self, request: impl Encode<Req>) -> Result<(), Status> {
+        match self.sink.send_message(request).await {
+            Ok(()) => Ok(()),
+            Err(SendFail::Other(status)) => Err(status),
+            Err(SendFail::Stopped) => {
+                let answer = self.answer().await;
+                let status = match &answer {
+                    Err(status) => status.clone(),
+                    Ok(_) => Status::cancelled(format!(
+                        "{} answered before the last request; finish() returns the answer",
+                        self.sink.method
+                    )),
+                };
+                self.early = Some(answer);
+                Err(status)
+            }
+        }
+    }
+
+    /// Ends the requests and waits for the response.
+    pub async fn finish(mut self) -> Result<Response<Resp>, Status> {
+        self.sink.finish();
+        let answer = match self.early.take() {
+            Some(answer) => answer,
+            None => self.answer().await,
+        };
+        let code = answer.as_ref().err().map_or(Code::Ok, Status::code);
+        self.done = true;
+        end_span(self.span.take(), code, self.sink.timing.start);
+        let answer = answer?;
+        let message = Msg::receive(answer.body, self.exact)
+            .map_err(|e| Status::internal(format!("bad response: {e}")))?;
+        Ok(Response {
+            message,
+            metadata: answer.metadata.map(|m| *m).unwrap_or_default(),
+        })
+    }
+
+    /// How many requests were sent.
+    pub fn count(&self) -> u64 {
+        self.sink.count()
+    }
+
+    async fn answer(&mut self) -> Result<Answer, Status> {
+        let method = self.sink.method;
+        let read = self.call.read_response(self.max_response);
+        let what = || format!("answer of {method}");
+        self.sink.timing.within(what, read).await
+    }
+}
+
+impl<Req: ?Sized, Resp: ?Sized> Drop for ClientStream<Req, Resp> {
     fn drop(&mut self) {
         if !self.done {
-            end_span(self.span.take(), Code::Cancelled, self.start);
+            end_span(self.span.take(), Code::Cancelled, self.sink.timing.start);
         }
     }
 }
@@ -111,30 +379,149 @@ impl Client {
         Req: Message + ?Sized,
         Resp: Message + ?Sized,
     {
-        if !method.is_server_streaming() {
-            return Err(Status::invalid_argument(format!(
-                "{} is not a server-streaming method: call it with Client::call",
-                method.name()
-            ))
-            .not_processed());
-        }
-        let budget = options.deadline.or(self.options.default_deadline);
-        let start = Instant::now();
-        let (span, framed) = begin_call(
+        check_shape(method, Shape::ServerStreaming)?;
+        let timing = self.timing(&options);
+        let (mut span, framed) = begin_call(
             method,
             request,
-            budget,
+            timing.deadline.map(|(_, budget)| budget),
             options.metadata,
             &self.options.interceptors,
             false,
         );
-        let (head, tail) = match framed {
-            Ok(framed) => framed,
-            Err(status) => {
-                end_span(span, status.code(), start);
-                return Err(status);
-            }
+        let call = self.open(method.name(), framed, true, timing).await;
+        let call = ended_on_error(call, &mut span, timing)?;
+        Ok(self.responses(method, call, timing, span))
+    }
+
+    /// Calls the client-streaming `method`: send the requests with
+    /// [`ClientStream::send`], then [`ClientStream::finish`] for the
+    /// response. The deadline covers the whole call.
+    ///
+    /// ```no_run
+    /// # use quicall_rpc::{CallOptions, Client, Method, Status};
+    /// # async fn run(client: Client) -> Result<(), Status> {
+    /// const LOAD: Method<[u8], [u8]> = Method::new("kv.Store/Load").client_streaming();
+    /// let mut load = client.client_stream(&LOAD, CallOptions::default()).await?;
+    /// for line in ["a=1", "b=2"] {
+    ///     load.send(line).await?;
+    /// }
+    /// let answer = load.finish().await?;
+    /// println!("{}", String::from_utf8_lossy(&answer.message));
+    /// # Ok(()) }
+    /// ```
+    pub async fn client_stream<Req, Resp>(
+        &self,
+        method: &Method<Req, Resp>,
+        options: CallOptions,
+    ) -> Result<ClientStream<Req, Resp>, Status>
+    where
+        Req: Message + ?Sized,
+        Resp: Message + ?Sized,
+    {
+        check_shape(method, Shape::ClientStreaming)?;
+        let timing = self.timing(&options);
+        let (span, call, send) = self.open_requests(method, options, timing).await?;
+        Ok(ClientStream {
+            sink: RequestSink {
+                send,
+                method: method.name(),
+                timing,
+                sent: 0,
+                _req: PhantomData,
+            },
+            call,
+            max_response: self.options.max_response_size,
+            exact: method.is_exact(),
+            span,
+            early: None,
+            done: false,
+            _resp: PhantomData,
+        })
+    }
+
+    /// Calls the bidirectional `method`: requests go through the
+    /// [`RequestSink`] while responses come from the [`ResponseStream`],
+    /// both at once (each may be moved to a task of its own). The call ends
+    /// with the response stream's end; the deadline covers it all.
+    ///
+    /// ```no_run
+    /// # use quicall_rpc::{CallOptions, Client, Method, Status};
+    /// # async fn run(client: Client) -> Result<(), Status> {
+    /// const CHAT: Method<[u8], [u8]> = Method::new("chat.Room/Talk").bidi_streaming();
+    /// let (mut say, mut hear) = client.bidi_stream(&CHAT, CallOptions::default()).await?;
+    /// say.send("hello").await?;
+    /// say.finish();
+    /// while let Some(line) = hear.message().await? {
+    ///     println!("{}", String::from_utf8_lossy(&line));
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn bidi_stream<Req, Resp>(
+        &self,
+        method: &Method<Req, Resp>,
+        options: CallOptions,
+    ) -> Result<(RequestSink<Req>, ResponseStream<Resp>), Status>
+    where
+        Req: Message + ?Sized,
+        Resp: Message + ?Sized,
+    {
+        check_shape(method, Shape::Bidirectional)?;
+        let timing = self.timing(&options);
+        let (span, call, send) = self.open_requests(method, options, timing).await?;
+        let sink = RequestSink {
+            send,
+            method: method.name(),
+            timing,
+            sent: 0,
+            _req: PhantomData,
         };
+        Ok((sink, self.responses(method, call, timing, span)))
+    }
+
+    fn timing(&self, options: &CallOptions) -> Timing {
+        let start = Instant::now();
+        let budget = options.deadline.or(self.options.default_deadline);
+        Timing {
+            start,
+            deadline: budget.map(|budget| (start + budget, budget)),
+        }
+    }
+
+    /// Opens a call whose requests are a stream: its header sent, its send
+    /// half apart.
+    async fn open_requests<Req, Resp>(
+        &self,
+        method: &Method<Req, Resp>,
+        options: CallOptions,
+        timing: Timing,
+    ) -> Result<(Option<Box<tracing::Span>>, CallStream, Option<SendStream>), Status>
+    where
+        Req: Message + ?Sized,
+        Resp: Message + ?Sized,
+    {
+        let (mut span, head) = begin_stream(
+            method,
+            timing.deadline.map(|(_, budget)| budget),
+            options.metadata,
+            &self.options.interceptors,
+        );
+        let framed = head.map(|head| (head, None));
+        let call = self.open(method.name(), framed, false, timing).await;
+        let mut call = ended_on_error(call, &mut span, timing)?;
+        let send = call.take_send();
+        Ok((span, call, send))
+    }
+
+    /// A new stream with the request (or a request stream's header) sent.
+    async fn open(
+        &self,
+        method: &'static str,
+        framed: Result<super::Framed, Status>,
+        finish: bool,
+        timing: Timing,
+    ) -> Result<CallStream, Status> {
+        let (head, tail) = framed?;
         let open = async {
             let (send, recv) = self
                 .conn
@@ -142,38 +529,66 @@ impl Client {
                 .await
                 .map_err(|e| connection_status(&e).not_processed())?;
             let mut call = CallStream::new(send, recv);
-            call.send_request(head, tail).await?;
+            call.send_request(head, tail, finish).await?;
             Ok::<_, Status>(call)
         };
-        let deadline = budget.map(|budget| (start + budget, budget));
-        let opened = match deadline {
-            Some((deadline, budget)) => timeout_at(deadline, open).await.unwrap_or_else(|_| {
-                Err(Status::deadline_exceeded(format!(
-                    "stream of {} not opened within {budget:?}",
-                    method.name()
-                )))
-            }),
-            None => open.await,
-        };
-        let call = match opened {
-            Ok(call) => call,
-            Err(status) => {
-                end_span(span, status.code(), start);
-                return Err(status);
-            }
-        };
-        Ok(ResponseStream {
-            call,
-            pending: Bytes::new(),
-            method: method.name(),
-            exact: method.is_exact(),
-            max_message: self.options.max_response_size,
-            deadline,
-            start,
-            span,
-            metadata: Metadata::new(),
-            done: false,
-            _resp: PhantomData,
-        })
+        timing
+            .within(|| format!("stream of {method} opened"), open)
+            .await
     }
+
+    fn responses<Req: Message + ?Sized, Resp: Message + ?Sized>(
+        &self,
+        method: &Method<Req, Resp>,
+        call: CallStream,
+        timing: Timing,
+        span: Option<Box<tracing::Span>>,
+    ) -> ResponseStream<Resp> {
+        ResponseStream {
+            responses: Pulled::new(Responses {
+                call,
+                pending: Bytes::new(),
+                method: method.name(),
+                max_message: self.options.max_response_size,
+                timing,
+                span,
+                metadata: Metadata::new(),
+                done: false,
+            }),
+            exact: method.is_exact(),
+            _resp: PhantomData,
+        }
+    }
+}
+
+/// `opened`, or its status with the call's span ended.
+fn ended_on_error(
+    opened: Result<CallStream, Status>,
+    span: &mut Option<Box<tracing::Span>>,
+    timing: Timing,
+) -> Result<CallStream, Status> {
+    opened.inspect_err(|status| end_span(span.take(), status.code(), timing.start))
+}
+
+/// Refuses, before anything is sent, a call made with the wrong shape's
+/// function.
+fn check_shape<Req: Message + ?Sized, Resp: Message + ?Sized>(
+    method: &Method<Req, Resp>,
+    called: Shape,
+) -> Result<(), Status> {
+    if method.shape() == called {
+        return Ok(());
+    }
+    let how = match method.shape() {
+        Shape::Unary => "Client::call",
+        Shape::ServerStreaming => "Client::server_stream",
+        Shape::ClientStreaming => "Client::client_stream",
+        Shape::Bidirectional => "Client::bidi_stream",
+    };
+    Err(Status::invalid_argument(format!(
+        "{} is a {} method: call it with {how}",
+        method.name(),
+        method.shape().name()
+    ))
+    .not_processed())
 }

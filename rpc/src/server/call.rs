@@ -14,7 +14,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::context::Extras;
 use super::intercept::{self, Outcome};
-use super::router::Route;
+use super::requests::Reader;
+use super::router::{Input, Route};
 use super::shares::{CallSlot, Charge, Peer, Refusal};
 use super::unwind::{CatchUnwind, panic_message};
 use super::{Context, ServerOptions, Shared};
@@ -105,7 +106,7 @@ pub(super) async fn serve(
     timer.as_mut().reset(deadline.min(body_by));
     let body = tokio::select! {
         biased;
-        body = read_request_body(&mut recv, meta_len + len, first, |n| match charge.add(n) {
+        body = read_request(&mut recv, head.stream, meta_len + len, first, |n| match charge.add(n) {
             Ok(()) => true,
             Err(refusal) => {
                 refused = Some(refusal);
@@ -114,13 +115,14 @@ pub(super) async fn serve(
         }) => Ok(body),
         () = &mut timer => Err(()),
     };
-    let (metadata, body) = match body {
-        // The metadata block and the body, read as one.
-        Ok(Ok(mut body)) => {
+    let (metadata, body, rest) = match body {
+        // The metadata block and the body, read as one (a request stream's
+        // messages are read later, as the handler asks for them).
+        Ok(Ok((mut body, rest))) => {
             if let Some(meter) = &meter {
                 meter.request_bytes(body.len());
             }
-            (body.split_to(meta_len), body)
+            (body.split_to(meta_len), body, rest)
         }
         Ok(Err(BodyFail::Malformed(status))) => {
             let _ = recv.stop(ErrorCode::PROTOCOL.into());
@@ -190,6 +192,9 @@ pub(super) async fn serve(
     };
 
     let cancel = CancellationToken::new();
+    // A request stream's reader (which a handler may hand to a task of its
+    // own) stops reading when the call is over.
+    let _over = head.stream.then(|| cancel.clone().drop_guard());
     let mut ctx = Context {
         peer: identity,
         remote,
@@ -239,11 +244,23 @@ pub(super) async fn serve(
     // The timer still says `deadline.min(body_by)`: moved to the deadline
     // only if it fires first (a handler running past the body's time), so
     // that the common call resets it no more often than it must.
+    let input = if head.stream {
+        Input::Stream(Reader::new(
+            recv,
+            rest,
+            (shared.clone(), peer.clone()),
+            deadline,
+            cancel.clone(),
+            route.name,
+        ))
+    } else {
+        Input::Body(body)
+    };
     let ended = {
         let max = options.max_response_size;
         let handler = match trace {
-            Some(own) => Box::pin(own.scope(own.enter(|| route.call(ctx, body, max)))),
-            None => route.call(ctx, body, max),
+            Some(own) => Box::pin(own.scope(own.enter(|| route.call(ctx, input, max)))),
+            None => route.call(ctx, input, max),
         };
         let handler = match &span {
             Some(span) => Box::pin(handler.instrument((**span).clone())),
@@ -464,6 +481,18 @@ fn admit<'a>(
             head.method_id
         )));
     };
+    if route.shape.streams_requests() != head.stream {
+        return Err(Status::invalid_argument(format!(
+            "{} is {}: its requests {}",
+            route.name,
+            route.shape.name(),
+            if head.stream {
+                "are one body, not a stream"
+            } else {
+                "are a stream of messages (the STREAM flag)"
+            }
+        )));
+    }
     if !shared.router.allows(route, identity) {
         let who = identity.map_or("a caller without certificate", |p| p.name());
         return Err(Status::permission_denied(format!(
@@ -480,7 +509,11 @@ fn admit<'a>(
 }
 
 /// The status of a call refused for want of a slot or of request memory.
-fn refusal_status(refusal: Option<Refusal>, peer: &Peer, options: &ServerOptions) -> Status {
+pub(super) fn refusal_status(
+    refusal: Option<Refusal>,
+    peer: &Peer,
+    options: &ServerOptions,
+) -> Status {
     Status::resource_exhausted(match refusal {
         Some(Refusal::ServerCalls) => format!(
             "server busy: {} calls in flight",
@@ -518,13 +551,20 @@ enum BodyFail {
 }
 
 /// Reads the body and the end of the stream, telling `admit` of every
-/// chunk as it arrives.
-async fn read_request_body(
+/// chunk as it arrives; for a request stream (`stream`), only the `len`
+/// bytes before its messages (its metadata) and what came after them.
+async fn read_request(
     recv: &mut RecvStream,
+    stream: bool,
     len: usize,
     first: Bytes,
     admit: impl FnMut(usize) -> bool,
-) -> Result<Bytes, BodyFail> {
+) -> Result<(Bytes, Bytes), BodyFail> {
+    if stream {
+        return io::read_prefix(recv, len, first, admit)
+            .await
+            .map_err(|fail| body_fail(fail, len));
+    }
     let body = match io::read_body(recv, len, first, admit).await {
         Ok(body) if body.excess => {
             return Err(BodyFail::Malformed(Status::invalid_argument(format!(
@@ -532,25 +572,30 @@ async fn read_request_body(
             ))));
         }
         Ok(body) => body.bytes,
-        Err(ReadFail::Finished { got }) => {
-            return Err(BodyFail::Malformed(Status::invalid_argument(format!(
-                "request body truncated: {got} of {len} bytes"
-            ))));
-        }
-        Err(ReadFail::Refused) => return Err(BodyFail::Refused),
-        Err(ReadFail::Read(e)) => {
-            tracing::debug!("stream failed inside the request body: {e}");
-            return Err(BodyFail::Broken);
-        }
+        Err(fail) => return Err(body_fail(fail, len)),
     };
     match io::read_fin(recv).await {
-        Ok(true) => Ok(body),
+        Ok(true) => Ok((body, Bytes::new())),
         Ok(false) => Err(BodyFail::Malformed(Status::invalid_argument(format!(
             "bytes after the {len}-byte request body"
         )))),
         Err(e) => {
             tracing::debug!("stream failed after the request body: {e}");
             Err(BodyFail::Broken)
+        }
+    }
+}
+
+/// How reading `len` bytes of a request failed.
+fn body_fail(fail: ReadFail, len: usize) -> BodyFail {
+    match fail {
+        ReadFail::Finished { got } => BodyFail::Malformed(Status::invalid_argument(format!(
+            "request body truncated: {got} of {len} bytes"
+        ))),
+        ReadFail::Refused => BodyFail::Refused,
+        ReadFail::Read(e) => {
+            tracing::debug!("stream failed inside the request body: {e}");
+            BodyFail::Broken
         }
     }
 }
@@ -598,6 +643,9 @@ async fn stream_out(
         ))))
     };
     loop {
+        // A stream that is always ready, written to a window that always
+        // has room, still lets other tasks run.
+        tokio::task::consume_budget().await;
         timer.as_mut().reset(deadline);
         let next = std::future::poll_fn(|cx| messages.as_mut().poll_next(cx));
         let message = tokio::select! {

@@ -6,6 +6,7 @@ mod call;
 mod context;
 mod intercept;
 mod options;
+mod requests;
 mod router;
 mod shares;
 mod unwind;
@@ -23,6 +24,7 @@ pub use access::Access;
 pub use context::Context;
 pub use intercept::{InterceptFuture, Interceptor, Outcome};
 pub use options::ServerOptions;
+pub use requests::Requests;
 pub use router::{RouteError, Router};
 use shares::{PeerKey, PeerLimits, Peers};
 

@@ -12,7 +12,8 @@ use crate::wire::{RESPONSE_HEADER_LEN, ResponseFlags, ResponseHead};
 use quicall_transport::PeerIdentity;
 
 use super::Access;
-use crate::{Code, Context, Encode, Message, Method, Msg, Status};
+use super::requests::{Reader, Requests};
+use crate::{Code, Context, Encode, Message, Method, Msg, Shape, Status};
 
 /// A handler's answer, laid out for the wire: the response header followed
 /// by any inline body, and a body chunk sent without a copy.
@@ -29,8 +30,67 @@ pub(crate) type HandlerFuture = Pin<Box<dyn Future<Output = Result<Reply, Status
 /// A server stream's framed messages, or the status that ends it early.
 pub(crate) type MessageStream = Pin<Box<dyn Stream<Item = Result<Reply, Status>> + Send>>;
 
+/// What a handler is given: a unary request's body, or the reader of a
+/// request stream.
+pub(crate) enum Input {
+    Body(Bytes),
+    Stream(Reader),
+}
+
 trait Handler: Send + Sync {
-    fn call(&self, ctx: Context, body: Bytes, max_response: u32) -> HandlerFuture;
+    fn call(&self, ctx: Context, input: Input, max_response: u32) -> HandlerFuture;
+}
+
+/// A unary request of `method`, or the status that refuses it (the handler
+/// never runs).
+fn one_request<Req: Message + ?Sized, Resp: Message + ?Sized>(
+    method: &Method<Req, Resp>,
+    input: Input,
+) -> Result<Msg<Req>, Status> {
+    match input {
+        Input::Body(body) => method
+            .request(body)
+            .map_err(|e| invalid_request(method.name(), &e)),
+        Input::Stream(_) => Err(shape_mismatch(method.name())),
+    }
+}
+
+/// The request stream of `method`, or the status that refuses it.
+fn request_stream<Req: Message + ?Sized, Resp: Message + ?Sized>(
+    method: &Method<Req, Resp>,
+    input: Input,
+) -> Result<Requests<Req>, Status> {
+    match input {
+        Input::Stream(reader) => Ok(Requests::new(reader, method.is_exact())),
+        Input::Body(_) => Err(shape_mismatch(method.name())),
+    }
+}
+
+/// Unreachable in a server (the shape is checked at admission): kept as a
+/// status rather than a panic.
+fn shape_mismatch(method: &'static str) -> Status {
+    Status::internal(format!("{method} called with the wrong shape")).not_processed()
+}
+
+/// A handler's stream of responses, framed as it is taken.
+fn response_stream<S, Resp, R, E>(stream: S, method: &'static str, max_response: u32) -> Reply
+where
+    S: Stream<Item = Result<R, E>> + Send + 'static,
+    Resp: Message + ?Sized,
+    R: Encode<Resp> + Send + 'static,
+    E: Into<Status> + 'static,
+{
+    let messages: MessageStream = Box::pin(Framed::<S, Resp> {
+        stream: Box::pin(stream),
+        method,
+        max_response,
+        _resp: std::marker::PhantomData,
+    });
+    Reply {
+        head: stream_end(),
+        tail: None,
+        stream: Some(messages),
+    }
 }
 
 struct TypedHandler<Req: ?Sized, Resp: ?Sized, F> {
@@ -48,13 +108,11 @@ where
     R: Encode<Resp> + Send + 'static,
     E: Into<Status>,
 {
-    fn call(&self, ctx: Context, body: Bytes, max_response: u32) -> HandlerFuture {
+    fn call(&self, ctx: Context, input: Input, max_response: u32) -> HandlerFuture {
         let method = ctx.method;
-        let request = self.method.request(body);
-        let fut = request.map(|request| (self.f)(ctx, request));
+        let fut = one_request(&self.method, input).map(|request| (self.f)(ctx, request));
         Box::pin(async move {
-            let fut = fut.map_err(|e| invalid_request(method, &e))?;
-            let value = fut.await.map_err(Into::into)?;
+            let value = fut?.await.map_err(Into::into)?;
             frame_body::<Resp>(value, ResponseFlags::NONE, method, max_response)
         })
     }
@@ -132,24 +190,71 @@ where
     R: Encode<Resp> + Send + 'static,
     E: Into<Status> + 'static,
 {
-    fn call(&self, ctx: Context, body: Bytes, max_response: u32) -> HandlerFuture {
+    fn call(&self, ctx: Context, input: Input, max_response: u32) -> HandlerFuture {
         let method = ctx.method;
-        let request = self.method.request(body);
-        let fut = request.map(|request| (self.f)(ctx, request));
+        let fut = one_request(&self.method, input).map(|request| (self.f)(ctx, request));
         Box::pin(async move {
-            let fut = fut.map_err(|e| invalid_request(method, &e))?;
-            let stream = fut.await.map_err(Into::into)?;
-            let messages: MessageStream = Box::pin(Framed::<S, Resp> {
-                stream: Box::pin(stream),
+            let stream = fut?.await.map_err(Into::into)?;
+            Ok(response_stream::<S, Resp, R, E>(
+                stream,
                 method,
                 max_response,
-                _resp: std::marker::PhantomData,
-            });
-            Ok(Reply {
-                head: stream_end(),
-                tail: None,
-                stream: Some(messages),
-            })
+            ))
+        })
+    }
+}
+
+/// A client-streaming handler: a stream of requests, one response.
+struct ClientStreamHandler<Req: ?Sized, Resp: ?Sized, F> {
+    f: F,
+    method: Method<Req, Resp>,
+}
+
+impl<Req, Resp, F, Fut, R, E> Handler for ClientStreamHandler<Req, Resp, F>
+where
+    Req: Message + ?Sized,
+    Resp: Message + ?Sized,
+    F: Fn(Context, Requests<Req>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<R, E>> + Send + 'static,
+    R: Encode<Resp> + Send + 'static,
+    E: Into<Status>,
+{
+    fn call(&self, ctx: Context, input: Input, max_response: u32) -> HandlerFuture {
+        let method = ctx.method;
+        let fut = request_stream(&self.method, input).map(|requests| (self.f)(ctx, requests));
+        Box::pin(async move {
+            let value = fut?.await.map_err(Into::into)?;
+            frame_body::<Resp>(value, ResponseFlags::NONE, method, max_response)
+        })
+    }
+}
+
+/// A bidirectional handler: a stream of requests, a stream of responses.
+struct BidiHandler<Req: ?Sized, Resp: ?Sized, F> {
+    f: F,
+    method: Method<Req, Resp>,
+}
+
+impl<Req, Resp, F, Fut, S, R, E> Handler for BidiHandler<Req, Resp, F>
+where
+    Req: Message + ?Sized,
+    Resp: Message + ?Sized,
+    F: Fn(Context, Requests<Req>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<S, E>> + Send + 'static,
+    S: Stream<Item = Result<R, E>> + Send + 'static,
+    R: Encode<Resp> + Send + 'static,
+    E: Into<Status> + 'static,
+{
+    fn call(&self, ctx: Context, input: Input, max_response: u32) -> HandlerFuture {
+        let method = ctx.method;
+        let fut = request_stream(&self.method, input).map(|requests| (self.f)(ctx, requests));
+        Box::pin(async move {
+            let stream = fut?.await.map_err(Into::into)?;
+            Ok(response_stream::<S, Resp, R, E>(
+                stream,
+                method,
+                max_response,
+            ))
         })
     }
 }
@@ -193,6 +298,7 @@ where
 
 pub(crate) struct Route {
     pub(crate) name: &'static str,
+    pub(crate) shape: Shape,
     handler: Box<dyn Handler>,
     access: Option<Access>,
     /// Its metrics, made when a server starts serving the router.
@@ -200,8 +306,8 @@ pub(crate) struct Route {
 }
 
 impl Route {
-    pub(crate) fn call(&self, ctx: Context, body: Bytes, max_response: u32) -> HandlerFuture {
-        self.handler.call(ctx, body, max_response)
+    pub(crate) fn call(&self, ctx: Context, input: Input, max_response: u32) -> HandlerFuture {
+        self.handler.call(ctx, input, max_response)
     }
 }
 
@@ -333,12 +439,12 @@ impl Router {
         R: Encode<Resp> + Send + 'static,
         E: Into<Status> + 'static,
     {
-        self.check_new(method, false)?;
+        self.check_new(method, Shape::Unary)?;
         let handler = TypedHandler::<Req, Resp, F> {
             f: handler,
             method: *method,
         };
-        self.insert(method.name(), method.id(), Box::new(handler));
+        self.insert(method, Box::new(handler));
         Ok(self)
     }
 
@@ -376,29 +482,122 @@ impl Router {
         R: Encode<Resp> + Send + 'static,
         E: Into<Status> + 'static,
     {
-        self.check_new(method, true)?;
+        self.check_new(method, Shape::ServerStreaming)?;
         let handler = StreamHandler::<Req, Resp, F> {
             f: handler,
             method: *method,
         };
-        self.insert(method.name(), method.id(), Box::new(handler));
+        self.insert(method, Box::new(handler));
         Ok(self)
     }
 
-    /// Whether `method` may be registered with a handler of its kind (a
-    /// stream's, or a unary one) under an identifier not taken yet.
+    /// Registers `handler` for the client-streaming `method`: it reads the
+    /// caller's requests from [`Requests`] (one at a time, as it asks for
+    /// them: a handler that reads slowly slows the caller) and returns one
+    /// response. A handler that answers before the caller's last request
+    /// stops the caller's side; the caller gets the answer.
+    ///
+    /// ```
+    /// use quicall_rpc::{Method, Router, Status};
+    /// const COUNT: Method<[u8], [u8]> = Method::new("demo.Bytes/Count").client_streaming();
+    /// let router = Router::new().route_client_stream(&COUNT, |_ctx, mut chunks| async move {
+    ///     let mut total = 0usize;
+    ///     while let Some(chunk) = chunks.message().await? {
+    ///         total += chunk.len();
+    ///     }
+    ///     Ok::<_, Status>(total.to_string().into_bytes())
+    /// })?;
+    /// # Ok::<(), quicall_rpc::RouteError>(())
+    /// ```
+    pub fn route_client_stream<Req, Resp, F, Fut, R, E>(
+        mut self,
+        method: &Method<Req, Resp>,
+        handler: F,
+    ) -> Result<Self, RouteError>
+    where
+        Req: Message + ?Sized,
+        Resp: Message + ?Sized,
+        F: Fn(Context, Requests<Req>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<R, E>> + Send + 'static,
+        R: Encode<Resp> + Send + 'static,
+        E: Into<Status> + 'static,
+    {
+        self.check_new(method, Shape::ClientStreaming)?;
+        let handler = ClientStreamHandler::<Req, Resp, F> {
+            f: handler,
+            method: *method,
+        };
+        self.insert(method, Box::new(handler));
+        Ok(self)
+    }
+
+    /// Registers `handler` for the bidirectional `method`: it is given the
+    /// caller's [`Requests`] and returns a [`Stream`] of responses, usually
+    /// one that reads the requests as it goes (or a
+    /// [`stream::channel`](crate::stream::channel) fed by a task that owns
+    /// them). Both directions flow at once, each under QUIC flow control;
+    /// the call ends with the response stream's end (OK) or error.
+    ///
+    /// ```
+    /// use quicall_rpc::{Method, Router, Status, stream};
+    /// const ECHO: Method<[u8], [u8]> = Method::new("demo.Echo/Chat").bidi_streaming();
+    /// let router = Router::new().route_bidi_stream(&ECHO, |_ctx, mut requests| async move {
+    ///     let (replies, out) = stream::channel(4);
+    ///     tokio::spawn(async move {
+    ///         loop {
+    ///             let reply = match requests.message().await {
+    ///                 Ok(Some(message)) => Ok(message),
+    ///                 Ok(None) => break,
+    ///                 Err(status) => Err(status),
+    ///             };
+    ///             let failed = reply.is_err();
+    ///             if replies.send(reply).await.is_err() || failed {
+    ///                 break;
+    ///             }
+    ///         }
+    ///     });
+    ///     Ok::<_, Status>(out)
+    /// })?;
+    /// # Ok::<(), quicall_rpc::RouteError>(())
+    /// ```
+    pub fn route_bidi_stream<Req, Resp, F, Fut, S, R, E>(
+        mut self,
+        method: &Method<Req, Resp>,
+        handler: F,
+    ) -> Result<Self, RouteError>
+    where
+        Req: Message + ?Sized,
+        Resp: Message + ?Sized,
+        F: Fn(Context, Requests<Req>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<S, E>> + Send + 'static,
+        S: Stream<Item = Result<R, E>> + Send + 'static,
+        R: Encode<Resp> + Send + 'static,
+        E: Into<Status> + 'static,
+    {
+        self.check_new(method, Shape::Bidirectional)?;
+        let handler = BidiHandler::<Req, Resp, F> {
+            f: handler,
+            method: *method,
+        };
+        self.insert(method, Box::new(handler));
+        Ok(self)
+    }
+
+    /// Whether `method` may be registered with a handler of the `handler`
+    /// shape under an identifier not taken yet.
     fn check_new<Req: Message + ?Sized, Resp: Message + ?Sized>(
         &self,
         method: &Method<Req, Resp>,
-        stream_handler: bool,
+        handler: Shape,
     ) -> Result<(), RouteError> {
-        if method.is_server_streaming() != stream_handler {
+        if method.shape() != handler {
             return Err(RouteError::Shape {
                 name: method.name(),
-                expected: if stream_handler {
-                    "unary (Router::route)"
-                } else {
-                    "server-streaming (Router::route_server_stream)"
+                expected: match method.shape() {
+                    Shape::Unary => "unary (Router::route)",
+                    Shape::ServerStreaming => "server-streaming (Router::route_server_stream)",
+                    Shape::ClientStreaming => "client-streaming (Router::route_client_stream)",
+                    Shape::Bidirectional => "bidirectional (Router::route_bidi_stream)",
                 },
             });
         }
@@ -412,11 +611,16 @@ impl Router {
         }
     }
 
-    fn insert(&mut self, name: &'static str, id: u64, handler: Box<dyn Handler>) {
+    fn insert<Req: Message + ?Sized, Resp: Message + ?Sized>(
+        &mut self,
+        method: &Method<Req, Resp>,
+        handler: Box<dyn Handler>,
+    ) {
         self.routes.insert(
-            id,
+            method.id(),
             Route {
-                name,
+                name: method.name(),
+                shape: method.shape(),
                 handler,
                 access: None,
                 meter: None,

@@ -231,20 +231,7 @@ impl<'a> Charge<'a> {
 
     /// Charges `n` more bytes.
     pub(crate) fn add(&mut self, n: usize) -> Result<(), Refusal> {
-        if n == 0 {
-            return Ok(());
-        }
-        if !try_add(&self.peer.bytes, n, self.peer.limits.bytes) {
-            return Err(Refusal::PeerBytes);
-        }
-        let permits = u32::try_from(n).unwrap_or(u32::MAX);
-        match self.server.try_acquire_many(permits) {
-            Ok(permit) => permit.forget(),
-            Err(_) => {
-                self.peer.bytes.fetch_sub(n, Ordering::AcqRel);
-                return Err(Refusal::ServerBytes);
-            }
-        }
+        charge(self.server, self.peer, n)?;
         self.held += n;
         Ok(())
     }
@@ -252,10 +239,35 @@ impl<'a> Charge<'a> {
 
 impl Drop for Charge<'_> {
     fn drop(&mut self) {
-        if self.held > 0 {
-            self.server.add_permits(self.held);
-            self.peer.bytes.fetch_sub(self.held, Ordering::AcqRel);
+        release(self.server, self.peer, self.held);
+    }
+}
+
+/// Charges `n` request bytes to the server's budget and `peer`'s, or
+/// neither.
+pub(crate) fn charge(server: &Semaphore, peer: &Peer, n: usize) -> Result<(), Refusal> {
+    if n == 0 {
+        return Ok(());
+    }
+    if !try_add(&peer.bytes, n, peer.limits.bytes) {
+        return Err(Refusal::PeerBytes);
+    }
+    let permits = u32::try_from(n).unwrap_or(u32::MAX);
+    match server.try_acquire_many(permits) {
+        Ok(permit) => permit.forget(),
+        Err(_) => {
+            peer.bytes.fetch_sub(n, Ordering::AcqRel);
+            return Err(Refusal::ServerBytes);
         }
+    }
+    Ok(())
+}
+
+/// Gives back `n` bytes charged with [`charge`].
+pub(crate) fn release(server: &Semaphore, peer: &Peer, n: usize) {
+    if n > 0 {
+        server.add_permits(n);
+        peer.bytes.fetch_sub(n, Ordering::AcqRel);
     }
 }
 

@@ -10,19 +10,22 @@
 //! use quicall_rpc::wire::{RequestHead, decode_request, REQUEST_HEADER_LEN};
 //! use std::time::Duration;
 //!
-//! let head = RequestHead { method_id: 7, body_len: 16, deadline: Some(Duration::from_millis(250)), metadata_len: None };
+//! let head = RequestHead { method_id: 7, body_len: 16, deadline: Some(Duration::from_millis(250)), metadata_len: None, stream: false };
 //! let bytes = head.encode();
 //! assert_eq!(bytes.len(), REQUEST_HEADER_LEN);
 //! assert_eq!(decode_request(&bytes, 1 << 20), Ok(head));
 //! ```
 
 mod error_code;
+mod message;
 mod request;
 mod response;
 
 pub use error_code::ErrorCode;
+pub use message::{MESSAGE_HEADER_LEN, decode_message, message_header};
 pub use request::{
-    REQUEST_HEADER_LEN, REQUEST_METADATA, RequestHead, RequestHeader, decode_request, set_deadline,
+    REQUEST_HEADER_LEN, REQUEST_METADATA, REQUEST_STREAM, RequestHead, RequestHeader,
+    decode_request, set_deadline,
 };
 pub use response::{
     RESPONSE_HEADER_LEN, ResponseFlags, ResponseHead, ResponseHeader, decode_response,

@@ -9,6 +9,13 @@ use super::{VERSION, WireError};
 /// header, before the body; its sender reads metadata in the response.
 pub const REQUEST_METADATA: u8 = 1;
 
+/// Request flag: the requests are a stream of messages (a client-streaming
+/// or bidirectional call, docs/wire.md section 16), each after a message
+/// header, ended by the stream's FIN; `body_len` is 0.
+pub const REQUEST_STREAM: u8 = 2;
+
+const KNOWN_FLAGS: u8 = REQUEST_METADATA | REQUEST_STREAM;
+
 /// Length of [`RequestHeader`] on the wire.
 pub const REQUEST_HEADER_LEN: usize = size_of::<RequestHeader>();
 
@@ -17,7 +24,7 @@ pub const REQUEST_HEADER_LEN: usize = size_of::<RequestHeader>();
 /// | offset | size | field |
 /// |---|---|---|
 /// | 0 | 1 | `version`: 1 |
-/// | 1 | 1 | `flags`: bit 0 = METADATA, others 0 |
+/// | 1 | 1 | `flags`: bit 0 = METADATA, bit 1 = STREAM, others 0 |
 /// | 2 | 2 | `metadata_len`: with METADATA, the length of the metadata block that follows the header (before the body); otherwise 0 |
 /// | 4 | 4 | `body_len`: bytes of request body that follow |
 /// | 8 | 8 | `method_id`: FNV-1a 64 of the method name |
@@ -29,7 +36,7 @@ pub const REQUEST_HEADER_LEN: usize = size_of::<RequestHeader>();
 pub struct RequestHeader {
     /// Protocol version, [`VERSION`](super::VERSION).
     pub version: u8,
-    /// Flags: [`REQUEST_METADATA`] or 0.
+    /// Flags: [`REQUEST_METADATA`], [`REQUEST_STREAM`], or 0.
     pub flags: u8,
     /// With [`REQUEST_METADATA`], the metadata block's length; otherwise 0.
     pub reserved: U16,
@@ -54,6 +61,9 @@ pub struct RequestHead {
     /// header and the body (0 for a caller that sends none but reads the
     /// response's); `None` without the flag.
     pub metadata_len: Option<u16>,
+    /// The STREAM flag: the requests follow as a stream of messages
+    /// (`body_len` is then 0).
+    pub stream: bool,
 }
 
 impl RequestHead {
@@ -68,7 +78,7 @@ impl RequestHead {
                 REQUEST_METADATA
             } else {
                 0
-            },
+            } | if self.stream { REQUEST_STREAM } else { 0 },
             reserved: U16::new(self.metadata_len.unwrap_or(0)),
             body_len: U32::new(self.body_len),
             method_id: U64::new(self.method_id),
@@ -86,7 +96,7 @@ impl RequestHead {
 /// ```
 /// use quicall_rpc::wire::{RequestHead, decode_request, set_deadline};
 /// use std::time::Duration;
-/// let mut bytes = RequestHead { method_id: 1, body_len: 0, deadline: None, metadata_len: None }.encode();
+/// let mut bytes = RequestHead { method_id: 1, body_len: 0, deadline: None, metadata_len: None, stream: false }.encode();
 /// set_deadline(&mut bytes, Some(Duration::from_millis(3)));
 /// assert_eq!(decode_request(&bytes, 0).unwrap().deadline, Some(Duration::from_millis(3)));
 /// ```
@@ -116,10 +126,10 @@ pub fn decode_request(bytes: &[u8], max_body: u32) -> Result<RequestHead, WireEr
     if header.version != VERSION {
         return Err(WireError::UnsupportedVersion(header.version));
     }
-    if header.flags & !REQUEST_METADATA != 0 {
+    if header.flags & !KNOWN_FLAGS != 0 {
         return Err(WireError::Reserved {
             field: "flags",
-            value: u32::from(header.flags & !REQUEST_METADATA),
+            value: u32::from(header.flags & !KNOWN_FLAGS),
         });
     }
     let metadata_len = if header.flags & REQUEST_METADATA != 0 {
@@ -133,6 +143,13 @@ pub fn decode_request(bytes: &[u8], max_body: u32) -> Result<RequestHead, WireEr
         None
     };
     let body_len = header.body_len.get();
+    let stream = header.flags & REQUEST_STREAM != 0;
+    if stream && body_len != 0 {
+        return Err(WireError::Reserved {
+            field: "body_len",
+            value: body_len,
+        });
+    }
     if body_len > max_body {
         return Err(WireError::TooLarge {
             len: body_len,
@@ -145,6 +162,7 @@ pub fn decode_request(bytes: &[u8], max_body: u32) -> Result<RequestHead, WireEr
         body_len,
         deadline: (deadline_us != 0).then(|| Duration::from_micros(deadline_us)),
         metadata_len,
+        stream,
     })
 }
 
@@ -158,6 +176,7 @@ mod tests {
             body_len: 300,
             deadline: Some(Duration::from_micros(1_500_000)),
             metadata_len: None,
+            stream: false,
         }
     }
 
@@ -186,14 +205,37 @@ mod tests {
             })
         ));
         bad = head().encode();
-        bad[1] = 2;
+        bad[1] = 4;
         assert!(matches!(
             decode_request(&bad, 300),
             Err(WireError::Reserved {
                 field: "flags",
-                value: 2
+                value: 4
             })
         ));
+    }
+
+    #[test]
+    fn stream_flag_and_empty_body() {
+        let stream = RequestHead {
+            stream: true,
+            body_len: 0,
+            metadata_len: Some(5),
+            ..head()
+        };
+        let bytes = stream.encode();
+        assert_eq!(&bytes[..8], &[1, 3, 5, 0, 0, 0, 0, 0]);
+        assert_eq!(decode_request(&bytes, 0), Ok(stream));
+        // A stream's requests come as messages, never as a body.
+        let mut bad = bytes;
+        bad[4] = 1;
+        assert_eq!(
+            decode_request(&bad, 300),
+            Err(WireError::Reserved {
+                field: "body_len",
+                value: 1
+            })
+        );
     }
 
     #[test]

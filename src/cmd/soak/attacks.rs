@@ -289,6 +289,7 @@ fn header(method_id: u64, body_len: u32) -> [u8; REQUEST_HEADER_LEN] {
         body_len,
         deadline: None,
         metadata_len: None,
+        stream: false,
     }
     .encode()
 }
@@ -307,6 +308,7 @@ async fn slow_bodies(conn: &Connection) {
             // The longest deadline the server grants.
             deadline: Some(Duration::from_secs(300)),
             metadata_len: None,
+            stream: false,
         };
         let _ = send.write_all(&head.encode()).await;
         held.push((send, recv));
@@ -396,6 +398,7 @@ async fn hostile_metadata(conn: &Connection) {
             body_len: 2,
             deadline: None,
             metadata_len: Some(announced),
+            stream: false,
         };
         let Ok(Ok((mut send, mut recv))) = tokio::time::timeout(LIMIT, conn.open_bi()).await else {
             return;
