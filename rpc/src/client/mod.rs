@@ -18,10 +18,13 @@ use crate::wire::{ErrorCode, REQUEST_HEADER_LEN, RequestHead};
 use crate::{
     Code, Encode, Message, Metadata, MetadataError, Method, Msg, Status, TRACEPARENT, TraceContext,
 };
-use stream::CallStream;
 pub use streaming::{ClientStream, RequestSink, ResponseStream};
 
-pub(crate) use stream::{Answer, connection_status, transport_status};
+pub(crate) use stream::{Answer, CallStream, connection_status, transport_status};
+pub(crate) use streaming::{
+    Responses, Timing, bidi_halves, check_shape, client_stream_on, first_part, open_on,
+    response_stream,
+};
 
 /// Client limits and defaults.
 ///

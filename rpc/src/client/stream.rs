@@ -10,7 +10,7 @@ use crate::{Code, Metadata, Status};
 const MAX_RESPONSE_METADATA_ENTRIES: usize = 1024;
 
 /// A part of a server stream.
-pub(super) enum StreamPart {
+pub(crate) enum StreamPart {
     /// A message's body.
     Message(Bytes),
     /// The end, OK, with the response metadata if any.
@@ -28,7 +28,7 @@ pub(crate) struct Answer {
 /// stream takes it). Dropped before [`CallStream::complete`] (the caller
 /// dropped the call, or it failed), it resets its send side and stops its
 /// receive side with CANCELLED, which cancels the server's handler.
-pub(super) struct CallStream {
+pub(crate) struct CallStream {
     send: Option<SendStream>,
     recv: RecvStream,
     complete: bool,

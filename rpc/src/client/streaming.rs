@@ -24,12 +24,29 @@ use crate::{Code, Encode, Message, Metadata, Method, Msg, Shape, Status};
 
 /// A call's time: when it began, and its deadline with its budget.
 #[derive(Clone, Copy)]
-struct Timing {
-    start: Instant,
+pub(crate) struct Timing {
+    pub(crate) start: Instant,
     deadline: Option<(Instant, Duration)>,
 }
 
 impl Timing {
+    /// A call beginning now, with `budget` if any.
+    pub(crate) fn new(budget: Option<Duration>) -> Self {
+        let start = Instant::now();
+        Timing {
+            start,
+            deadline: budget.map(|budget| (start + budget, budget)),
+        }
+    }
+
+    pub(crate) fn budget(&self) -> Option<Duration> {
+        self.deadline.map(|(_, budget)| budget)
+    }
+
+    pub(crate) fn deadline(&self) -> Option<Instant> {
+        self.deadline.map(|(deadline, _)| deadline)
+    }
+
     /// `work`, cut at the deadline with DEADLINE_EXCEEDED (`what` says
     /// what did not finish).
     async fn within<T>(
@@ -51,8 +68,11 @@ impl Timing {
 
 /// A stream's reading side: the call, what was read past the last message,
 /// and the span ended with the stream.
-struct Responses {
+pub(crate) struct Responses {
     call: CallStream,
+    /// The first message, read before it was asked for (by a cluster, to
+    /// know that the server answers before the call is pinned to it).
+    first: Option<Bytes>,
     pending: Bytes,
     method: &'static str,
     max_message: u32,
@@ -63,7 +83,24 @@ struct Responses {
 }
 
 impl Responses {
+    fn new(call: CallStream, method: &'static str, max_message: u32, timing: Timing) -> Self {
+        Responses {
+            call,
+            first: None,
+            pending: Bytes::new(),
+            method,
+            max_message,
+            timing,
+            span: None,
+            metadata: Metadata::new(),
+            done: false,
+        }
+    }
+
     async fn read(&mut self) -> Result<Option<Bytes>, Status> {
+        if let Some(first) = self.first.take() {
+            return Ok(Some(first));
+        }
         if self.done {
             return Ok(None);
         }
@@ -187,6 +224,16 @@ pub struct RequestSink<Req: ?Sized> {
 }
 
 impl<Req: Message + ?Sized> RequestSink<Req> {
+    fn new(send: Option<SendStream>, method: &'static str, timing: Timing) -> Self {
+        Self {
+            send,
+            method,
+            timing,
+            sent: 0,
+            _req: PhantomData,
+        }
+    }
+
     /// Sends one request. Fails with the status of the failure: the
     /// deadline, a lost connection, or CANCELLED when the server no longer
     /// reads the requests (it has answered; the response says why).
@@ -380,18 +427,21 @@ impl Client {
         Resp: Message + ?Sized,
     {
         check_shape(method, Shape::ServerStreaming)?;
-        let timing = self.timing(&options);
+        let timing = Timing::new(options.deadline.or(self.options.default_deadline));
         let (mut span, framed) = begin_call(
             method,
             request,
-            timing.deadline.map(|(_, budget)| budget),
+            timing.budget(),
             options.metadata,
             &self.options.interceptors,
             false,
         );
         let call = self.open(method.name(), framed, true, timing).await;
         let call = ended_on_error(call, &mut span, timing)?;
-        Ok(self.responses(method, call, timing, span))
+        let mut responses =
+            Responses::new(call, method.name(), self.options.max_response_size, timing);
+        responses.span = span;
+        Ok(response_stream(responses, method))
     }
 
     /// Calls the client-streaming `method`: send the requests with
@@ -420,24 +470,14 @@ impl Client {
         Resp: Message + ?Sized,
     {
         check_shape(method, Shape::ClientStreaming)?;
-        let timing = self.timing(&options);
-        let (span, call, send) = self.open_requests(method, options, timing).await?;
-        Ok(ClientStream {
-            sink: RequestSink {
-                send,
-                method: method.name(),
-                timing,
-                sent: 0,
-                _req: PhantomData,
-            },
+        let (span, call, timing) = self.open_requests(method, options).await?;
+        Ok(client_stream_on(
             call,
-            max_response: self.options.max_response_size,
-            exact: method.is_exact(),
+            method,
+            timing,
             span,
-            early: None,
-            done: false,
-            _resp: PhantomData,
-        })
+            self.options.max_response_size,
+        ))
     }
 
     /// Calls the bidirectional `method`: requests go through the
@@ -467,50 +507,37 @@ impl Client {
         Resp: Message + ?Sized,
     {
         check_shape(method, Shape::Bidirectional)?;
-        let timing = self.timing(&options);
-        let (span, call, send) = self.open_requests(method, options, timing).await?;
-        let sink = RequestSink {
-            send,
-            method: method.name(),
+        let (span, call, timing) = self.open_requests(method, options).await?;
+        Ok(bidi_halves(
+            call,
+            method,
             timing,
-            sent: 0,
-            _req: PhantomData,
-        };
-        Ok((sink, self.responses(method, call, timing, span)))
+            span,
+            self.options.max_response_size,
+        ))
     }
 
-    fn timing(&self, options: &CallOptions) -> Timing {
-        let start = Instant::now();
-        let budget = options.deadline.or(self.options.default_deadline);
-        Timing {
-            start,
-            deadline: budget.map(|budget| (start + budget, budget)),
-        }
-    }
-
-    /// Opens a call whose requests are a stream: its header sent, its send
-    /// half apart.
+    /// Opens a call whose requests are a stream, its header sent.
     async fn open_requests<Req, Resp>(
         &self,
         method: &Method<Req, Resp>,
         options: CallOptions,
-        timing: Timing,
-    ) -> Result<(Option<Box<tracing::Span>>, CallStream, Option<SendStream>), Status>
+    ) -> Result<(Option<Box<tracing::Span>>, CallStream, Timing), Status>
     where
         Req: Message + ?Sized,
         Resp: Message + ?Sized,
     {
+        let timing = Timing::new(options.deadline.or(self.options.default_deadline));
         let (mut span, head) = begin_stream(
             method,
-            timing.deadline.map(|(_, budget)| budget),
+            timing.budget(),
             options.metadata,
             &self.options.interceptors,
         );
         let framed = head.map(|head| (head, None));
         let call = self.open(method.name(), framed, false, timing).await;
-        let mut call = ended_on_error(call, &mut span, timing)?;
-        let send = call.take_send();
-        Ok((span, call, send))
+        let call = ended_on_error(call, &mut span, timing)?;
+        Ok((span, call, timing))
     }
 
     /// A new stream with the request (or a request stream's header) sent.
@@ -522,43 +549,102 @@ impl Client {
         timing: Timing,
     ) -> Result<CallStream, Status> {
         let (head, tail) = framed?;
-        let open = async {
-            let (send, recv) = self
-                .conn
-                .open_bi()
-                .await
-                .map_err(|e| connection_status(&e).not_processed())?;
-            let mut call = CallStream::new(send, recv);
-            call.send_request(head, tail, finish).await?;
-            Ok::<_, Status>(call)
-        };
         timing
-            .within(|| format!("stream of {method} opened"), open)
+            .within(
+                || format!("stream of {method} opened"),
+                open_on(&self.conn, head, tail, finish),
+            )
             .await
     }
+}
 
-    fn responses<Req: Message + ?Sized, Resp: Message + ?Sized>(
-        &self,
-        method: &Method<Req, Resp>,
-        call: CallStream,
-        timing: Timing,
-        span: Option<Box<tracing::Span>>,
-    ) -> ResponseStream<Resp> {
-        ResponseStream {
-            responses: Pulled::new(Responses {
-                call,
-                pending: Bytes::new(),
-                method: method.name(),
-                max_message: self.options.max_response_size,
-                timing,
-                span,
-                metadata: Metadata::new(),
-                done: false,
-            }),
-            exact: method.is_exact(),
-            _resp: PhantomData,
+/// A new stream on `conn` with `head` and `tail` written (`finish`: and
+/// the send side ended).
+pub(crate) async fn open_on(
+    conn: &quicall_transport::Connection,
+    head: Bytes,
+    tail: Option<Bytes>,
+    finish: bool,
+) -> Result<CallStream, Status> {
+    let (send, recv) = conn
+        .open_bi()
+        .await
+        .map_err(|e| connection_status(&e).not_processed())?;
+    let mut call = CallStream::new(send, recv);
+    call.send_request(head, tail, finish).await?;
+    Ok(call)
+}
+
+/// A server stream opened on `conn` and read up to its first message (or
+/// its end): what a cluster's attempt does before it pins the call.
+pub(crate) async fn first_part(
+    conn: &quicall_transport::Connection,
+    (head, tail): (Bytes, Option<Bytes>),
+    method: &'static str,
+    max_message: u32,
+    timing: Timing,
+) -> Result<Responses, Status> {
+    let call = open_on(conn, head, tail, true).await?;
+    let mut responses = Responses::new(call, method, max_message, timing);
+    responses.first = responses.read().await?;
+    Ok(responses)
+}
+
+impl Responses {
+    /// Gives the stream its span (ended with the stream).
+    pub(crate) fn with_span(mut self, span: Option<Box<tracing::Span>>) -> Self {
+        if self.done {
+            end_span(span, Code::Ok, self.timing.start);
+        } else {
+            self.span = span;
         }
+        self
     }
+}
+
+/// The typed stream of `responses`.
+pub(crate) fn response_stream<Req: Message + ?Sized, Resp: Message + ?Sized>(
+    responses: Responses,
+    method: &Method<Req, Resp>,
+) -> ResponseStream<Resp> {
+    ResponseStream {
+        responses: Pulled::new(responses),
+        exact: method.is_exact(),
+        _resp: PhantomData,
+    }
+}
+
+/// A client-streaming call on `call`, whose header is sent.
+pub(crate) fn client_stream_on<Req: Message + ?Sized, Resp: Message + ?Sized>(
+    mut call: CallStream,
+    method: &Method<Req, Resp>,
+    timing: Timing,
+    span: Option<Box<tracing::Span>>,
+    max_response: u32,
+) -> ClientStream<Req, Resp> {
+    ClientStream {
+        sink: RequestSink::new(call.take_send(), method.name(), timing),
+        call,
+        max_response,
+        exact: method.is_exact(),
+        span,
+        early: None,
+        done: false,
+        _resp: PhantomData,
+    }
+}
+
+/// The two halves of a bidirectional call on `call`, whose header is sent.
+pub(crate) fn bidi_halves<Req: Message + ?Sized, Resp: Message + ?Sized>(
+    mut call: CallStream,
+    method: &Method<Req, Resp>,
+    timing: Timing,
+    span: Option<Box<tracing::Span>>,
+    max_response: u32,
+) -> (RequestSink<Req>, ResponseStream<Resp>) {
+    let sink = RequestSink::new(call.take_send(), method.name(), timing);
+    let responses = Responses::new(call, method.name(), max_response, timing).with_span(span);
+    (sink, response_stream(responses, method))
 }
 
 /// `opened`, or its status with the call's span ended.
@@ -572,7 +658,7 @@ fn ended_on_error(
 
 /// Refuses, before anything is sent, a call made with the wrong shape's
 /// function.
-fn check_shape<Req: Message + ?Sized, Resp: Message + ?Sized>(
+pub(crate) fn check_shape<Req: Message + ?Sized, Resp: Message + ?Sized>(
     method: &Method<Req, Resp>,
     called: Shape,
 ) -> Result<(), Status> {

@@ -20,7 +20,40 @@ const MIN_HEDGE_SAMPLES: u64 = 20;
 /// Servers remembered as tried by one call (to retry elsewhere).
 const TRIED: usize = 8;
 
-pub(super) struct Call<'a> {
+/// What one attempt does on a server's connection with the request's
+/// bytes: a unary exchange, or a stream opened up to its first response.
+pub(super) trait Exchange: Sync {
+    /// What a successful attempt gives.
+    type Output: Send;
+
+    fn exchange<'a>(
+        &'a self,
+        conn: &'a Connection,
+        head: Bytes,
+        tail: Option<Bytes>,
+    ) -> impl std::future::Future<Output = Result<Self::Output, Status>> + Send + 'a;
+}
+
+/// A unary call's attempt: one request, one response.
+pub(super) struct Unary {
+    pub(super) max_response: u32,
+}
+
+impl Exchange for Unary {
+    type Output = Answer;
+
+    fn exchange<'a>(
+        &'a self,
+        conn: &'a Connection,
+        head: Bytes,
+        tail: Option<Bytes>,
+    ) -> impl std::future::Future<Output = Result<Answer, Status>> + Send + 'a {
+        exchange(conn, head, tail, self.max_response)
+    }
+}
+
+pub(super) struct Call<'a, X> {
+    pub(super) exchange: X,
     pub(super) inner: &'a Inner,
     pub(super) stats: &'a Stats,
     pub(super) idempotent: bool,
@@ -49,8 +82,8 @@ impl Tried {
     }
 }
 
-impl Call<'_> {
-    pub(super) async fn run(&self) -> Result<Answer, Status> {
+impl<X: Exchange> Call<'_, X> {
+    pub(super) async fn run(&self) -> Result<X::Output, Status> {
         let servers = self.inner.servers();
         let mut tried = Tried::default();
         let mut attempts = 0u32;
@@ -146,7 +179,7 @@ impl Call<'_> {
         head: Bytes,
         delay: Duration,
         tried: &mut Tried,
-    ) -> Result<Answer, Status> {
+    ) -> Result<X::Output, Status> {
         let a = self.attempt(&servers[first], head.clone());
         tokio::pin!(a);
         tokio::select! {
@@ -205,13 +238,19 @@ fn none_available(servers: &[Arc<Member>]) -> Status {
     status.not_processed()
 }
 
-impl Call<'_> {
+impl<X: Exchange> Call<'_, X> {
     fn attempt<'a>(
         &'a self,
         member: &'a Arc<Member>,
         head: Bytes,
-    ) -> impl std::future::Future<Output = Result<Answer, Status>> + 'a {
-        attempt(self.inner, member, head, self.tail.clone(), self.deadline)
+    ) -> impl std::future::Future<Output = Result<X::Output, Status>> + 'a {
+        attempt(
+            &self.exchange,
+            self.inner,
+            member,
+            (head, self.tail.clone()),
+            self.deadline,
+        )
     }
 }
 
@@ -224,13 +263,13 @@ fn exhausted(status: Status) -> Status {
 /// One attempt on one server. Whatever its end (an answer, a failure, or
 /// the future dropped by a hedge or a deadline), the server's latency
 /// estimate, health and stats learn from it.
-async fn attempt(
+async fn attempt<X: Exchange>(
+    exchange: &X,
     inner: &Inner,
     member: &Arc<Member>,
-    head: Bytes,
-    tail: Option<Bytes>,
+    (head, tail): (Bytes, Option<Bytes>),
     deadline: Option<Instant>,
-) -> Result<Answer, Status> {
+) -> Result<X::Output, Status> {
     if !member.health().try_admit(inner.now()) {
         return Err(Status::unavailable("server ejected").not_processed());
     }
@@ -258,7 +297,7 @@ async fn attempt(
     };
     let span = attempt_span(member);
     let meter = member.meter.begin(outcome.start.into_std());
-    let result = exchange(&conn, head, tail, inner.options.client.max_response_size).await;
+    let result = exchange.exchange(&conn, head, tail).await;
     let code = result.as_ref().err().map_or(Code::Ok, Status::code);
     meter.finish(code);
     crate::client::end_span(span, code, outcome.start);

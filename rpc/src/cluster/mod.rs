@@ -5,6 +5,7 @@
 mod attempt;
 mod discovery;
 mod member;
+mod streams;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -278,6 +279,9 @@ impl Cluster {
         let meter = entry.meter.begin(start.into_std());
         inner.lock_budget().deposit(inner.now());
         let call = attempt::Call {
+            exchange: attempt::Unary {
+                max_response: inner.options.client.max_response_size,
+            },
             inner,
             stats: &entry.stats,
             idempotent: method.is_idempotent(),
