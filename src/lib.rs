@@ -117,6 +117,16 @@
 //! - the client's method takes the arguments by value; it returns numbers,
 //!   `bool`, `char` and `()` as values and anything else as a
 //!   [`Msg<Rkyv<Response>>`](Msg), the archived response read in place;
+//! - `#[quicall(server_stream)]` makes a method answer with a stream: the
+//!   server's method returns `Result<stream::BoxStream<Response>, Status>`
+//!   ([`stream::boxed`] of any stream of `Result<Response, Status>`), the
+//!   client's returns a [`ResponseStream`];
+//!   `#[quicall(client_stream)]` and `#[quicall(bidi_stream)]` make the
+//!   requests a stream: the arguments become the fields of each request
+//!   message (`MethodRequest`), the server's method gets
+//!   [`Requests<Rkyv<MethodRequest>>`](Requests) in their place, and the
+//!   client's method takes no argument and returns a [`ClientStream`] (send,
+//!   then finish) or a [`RequestSink`] and a [`ResponseStream`];
 //! - `#[quicall(idempotent)]`, `#[quicall(hedge = Hedge::Percentile(0.95))]`,
 //!   `#[quicall(exact)]` and `#[quicall(name = "Sum")]` on a method; the
 //!   attribute takes `package = "..."`, `name = "..."` (the service's name,

@@ -5,7 +5,7 @@ use proc_macro2::TokenStream;
 use quote::{format_ident, quote};
 
 use crate::names;
-use crate::parse::{Method, Service, Value};
+use crate::parse::{Method, Service, Shape, Value};
 
 pub fn service(service: &Service) -> TokenStream {
     let Service {
@@ -118,12 +118,28 @@ fn output_type(method: &Method) -> TokenStream {
 fn server_fn(service: &Service, method: &Method) -> TokenStream {
     let krate = &service.krate;
     let Method { attrs, ident, .. } = method;
-    let args = method.args.iter().map(|arg| {
-        let name = &arg.ident;
-        let ty = server_type(service, &arg.value);
-        quote!(#name: #ty)
-    });
+    let args: Vec<TokenStream> = if method.shape.streams_requests() {
+        // The arguments are the fields of each request message.
+        let request = request_ident(method);
+        let module = &service.module;
+        vec![quote!(requests: #krate::Requests<#krate::Rkyv<#module::#request>>)]
+    } else {
+        method
+            .args
+            .iter()
+            .map(|arg| {
+                let name = &arg.ident;
+                let ty = server_type(service, &arg.value);
+                quote!(#name: #ty)
+            })
+            .collect()
+    };
     let output = output_type(method);
+    let output = if method.shape.streams_responses() {
+        quote!(#krate::stream::BoxStream<#output>)
+    } else {
+        output
+    };
     quote! {
         #(#attrs)*
         fn #ident(
@@ -184,6 +200,12 @@ fn method_const(service: &Service, method: &Method) -> TokenStream {
     if let Some(hedge) = &method.hedge {
         value = quote!(#value.hedged(#hedge));
     }
+    value = match method.shape {
+        Shape::Unary => value,
+        Shape::ServerStream => quote!(#value.server_streaming()),
+        Shape::ClientStream => quote!(#value.client_streaming()),
+        Shape::BidiStream => quote!(#value.bidi_streaming()),
+    };
     let doc = format!(
         "`{full}`: [`{}::{}`](super::{}::{}).",
         service.ident, method.ident, service.ident, method.ident
@@ -206,6 +228,44 @@ fn stub(service: &Service, method: &Method) -> TokenStream {
         let ty = &arg.value.ty;
         quote!(#name: #ty)
     });
+    let fields = method.args.iter().map(|arg| &arg.ident);
+    let output = output_type(method);
+    let stream = match method.shape {
+        Shape::Unary => None,
+        Shape::ServerStream => Some((
+            quote!(#krate::ResponseStream<#krate::Rkyv<#output>>),
+            quote! {
+                let request = #request { #(#fields),* };
+                #krate::Caller::server_stream(&self.caller, &#constant, &request, self.options.clone()).await
+            },
+        )),
+        Shape::ClientStream => Some((
+            quote!(#krate::ClientStream<#krate::Rkyv<#request>, #krate::Rkyv<#output>>),
+            quote!(#krate::Caller::client_stream(&self.caller, &#constant, self.options.clone()).await),
+        )),
+        Shape::BidiStream => Some((
+            quote! {
+                (#krate::RequestSink<#krate::Rkyv<#request>>, #krate::ResponseStream<#krate::Rkyv<#output>>)
+            },
+            quote!(#krate::Caller::bidi_stream(&self.caller, &#constant, self.options.clone()).await),
+        )),
+    };
+    if let Some((returns, body)) = stream {
+        // A request stream's arguments are the fields of each message sent.
+        let params = if method.shape.streams_requests() {
+            Vec::new()
+        } else {
+            params.collect()
+        };
+        return quote! {
+            #(#docs)*
+            #[doc = ""]
+            #[doc = #calls]
+            pub async fn #ident(&self, #(#params),*) -> ::core::result::Result<#returns, #krate::Status> {
+                #body
+            }
+        };
+    }
     let fields = method.args.iter().map(|arg| &arg.ident);
     let call = quote! {
         let request = #request { #(#fields),* };
@@ -244,6 +304,27 @@ fn stub(service: &Service, method: &Method) -> TokenStream {
 fn route(method: &Method) -> TokenStream {
     let ident = &method.ident;
     let constant = const_ident(method);
+    if method.shape.streams_requests() {
+        let register = if method.shape == Shape::BidiStream {
+            quote!(route_bidi_stream)
+        } else {
+            quote!(route_client_stream)
+        };
+        return quote! {
+            let router = {
+                let service = ::std::sync::Arc::clone(&service);
+                router.#register(&#constant, move |ctx, requests| {
+                    let service = ::std::sync::Arc::clone(&service);
+                    async move { service.#ident(ctx, requests).await }
+                })?
+            };
+        };
+    }
+    let register = if method.shape == Shape::ServerStream {
+        quote!(route_server_stream)
+    } else {
+        quote!(route)
+    };
     let args = method.args.iter().map(|arg| {
         let name = &arg.ident;
         if arg.value.scalar {
@@ -256,7 +337,7 @@ fn route(method: &Method) -> TokenStream {
     quote! {
         let router = {
             let service = ::std::sync::Arc::clone(&service);
-            router.route(&#constant, move |ctx, request| {
+            router.#register(&#constant, move |ctx, request| {
                 let service = ::std::sync::Arc::clone(&service);
                 async move {
                     let request = &*request;

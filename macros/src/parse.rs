@@ -70,6 +70,29 @@ pub struct Method {
     pub idempotent: bool,
     pub exact: bool,
     pub hedge: Option<Expr>,
+    pub shape: Shape,
+}
+
+/// Which sides of a method's call are streams.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Shape {
+    Unary,
+    /// `#[quicall(server_stream)]`: a stream of responses.
+    ServerStream,
+    /// `#[quicall(client_stream)]`: a stream of requests.
+    ClientStream,
+    /// `#[quicall(bidi_stream)]`: both.
+    BidiStream,
+}
+
+impl Shape {
+    pub fn streams_requests(self) -> bool {
+        matches!(self, Shape::ClientStream | Shape::BidiStream)
+    }
+
+    pub fn streams_responses(self) -> bool {
+        matches!(self, Shape::ServerStream | Shape::BidiStream)
+    }
 }
 
 /// An argument: a field of the method's request.
@@ -200,6 +223,7 @@ impl Method {
             idempotent: false,
             exact: false,
             hedge: None,
+            shape: Shape::Unary,
         };
         for attr in function.attrs {
             if attr.path().is_ident("quicall") {
@@ -212,10 +236,23 @@ impl Method {
         Ok(method)
     }
 
-    /// `#[quicall(idempotent, exact, name = "...", hedge = EXPR)]`.
+    /// `#[quicall(idempotent, exact, name = "...", hedge = EXPR,
+    /// server_stream | client_stream | bidi_stream)]`.
     fn options(&mut self, attr: &Attribute) -> syn::Result<()> {
         attr.parse_nested_meta(|meta| {
-            if meta.path.is_ident("idempotent") {
+            let shape = [
+                ("server_stream", Shape::ServerStream),
+                ("client_stream", Shape::ClientStream),
+                ("bidi_stream", Shape::BidiStream),
+            ]
+            .into_iter()
+            .find(|(name, _)| meta.path.is_ident(name));
+            if let Some((_, shape)) = shape {
+                if self.shape != Shape::Unary {
+                    return Err(meta.error("a method has one shape"));
+                }
+                self.shape = shape;
+            } else if meta.path.is_ident("idempotent") {
                 self.idempotent = true;
             } else if meta.path.is_ident("exact") {
                 self.exact = true;
@@ -224,7 +261,10 @@ impl Method {
             } else if meta.path.is_ident("hedge") {
                 self.hedge = Some(meta.value()?.parse::<Expr>()?);
             } else {
-                return Err(meta.error("expected `idempotent`, `exact`, `name` or `hedge`"));
+                return Err(meta.error(
+                    "expected `idempotent`, `exact`, `name`, `hedge`, `server_stream`, \
+                     `client_stream` or `bidi_stream`",
+                ));
             }
             Ok(())
         })?;
@@ -233,6 +273,9 @@ impl Method {
                 attr.span(),
                 "only idempotent methods can be hedged: add `idempotent`",
             ));
+        }
+        if self.hedge.is_some() && self.shape != Shape::Unary {
+            return Err(Error::new(attr.span(), "a stream cannot be hedged"));
         }
         Ok(())
     }

@@ -4,7 +4,10 @@
 use std::future::Future;
 
 use crate::cluster::Cluster;
-use crate::{CallOptions, Client, Encode, Message, Method, Msg, Status};
+use crate::{
+    CallOptions, Client, ClientStream, Encode, Message, Method, Msg, RequestSink, ResponseStream,
+    Status,
+};
 
 /// Something that makes calls: a [`Client`] (one server) or a [`Cluster`]
 /// (many). Code written against `Caller` (a typed stub, a helper) works with
@@ -49,6 +52,38 @@ pub trait Caller: Send + Sync {
     {
         self.call_with(method, request, CallOptions::default())
     }
+
+    /// Calls the server-streaming `method` (see [`Client::server_stream`]).
+    fn server_stream<Req, Resp, E>(
+        &self,
+        method: &Method<Req, Resp>,
+        request: E,
+        options: CallOptions,
+    ) -> impl Future<Output = Result<ResponseStream<Resp>, Status>> + Send
+    where
+        Req: Message + ?Sized,
+        Resp: Message + ?Sized,
+        E: Encode<Req> + Send;
+
+    /// Calls the client-streaming `method` (see [`Client::client_stream`]).
+    fn client_stream<Req, Resp>(
+        &self,
+        method: &Method<Req, Resp>,
+        options: CallOptions,
+    ) -> impl Future<Output = Result<ClientStream<Req, Resp>, Status>> + Send
+    where
+        Req: Message + ?Sized,
+        Resp: Message + ?Sized;
+
+    /// Calls the bidirectional `method` (see [`Client::bidi_stream`]).
+    fn bidi_stream<Req, Resp>(
+        &self,
+        method: &Method<Req, Resp>,
+        options: CallOptions,
+    ) -> impl Future<Output = Result<(RequestSink<Req>, ResponseStream<Resp>), Status>> + Send
+    where
+        Req: Message + ?Sized,
+        Resp: Message + ?Sized;
 }
 
 impl Caller for Client {
@@ -65,6 +100,44 @@ impl Caller for Client {
     {
         Client::call_with(self, method, request, options)
     }
+
+    fn server_stream<Req, Resp, E>(
+        &self,
+        method: &Method<Req, Resp>,
+        request: E,
+        options: CallOptions,
+    ) -> impl Future<Output = Result<ResponseStream<Resp>, Status>> + Send
+    where
+        Req: Message + ?Sized,
+        Resp: Message + ?Sized,
+        E: Encode<Req> + Send,
+    {
+        Client::server_stream(self, method, request, options)
+    }
+
+    fn client_stream<Req, Resp>(
+        &self,
+        method: &Method<Req, Resp>,
+        options: CallOptions,
+    ) -> impl Future<Output = Result<ClientStream<Req, Resp>, Status>> + Send
+    where
+        Req: Message + ?Sized,
+        Resp: Message + ?Sized,
+    {
+        Client::client_stream(self, method, options)
+    }
+
+    fn bidi_stream<Req, Resp>(
+        &self,
+        method: &Method<Req, Resp>,
+        options: CallOptions,
+    ) -> impl Future<Output = Result<(RequestSink<Req>, ResponseStream<Resp>), Status>> + Send
+    where
+        Req: Message + ?Sized,
+        Resp: Message + ?Sized,
+    {
+        Client::bidi_stream(self, method, options)
+    }
 }
 
 impl Caller for Cluster {
@@ -80,5 +153,43 @@ impl Caller for Cluster {
         E: Encode<Req> + Send,
     {
         Cluster::call_with(self, method, request, options)
+    }
+
+    fn server_stream<Req, Resp, E>(
+        &self,
+        method: &Method<Req, Resp>,
+        request: E,
+        options: CallOptions,
+    ) -> impl Future<Output = Result<ResponseStream<Resp>, Status>> + Send
+    where
+        Req: Message + ?Sized,
+        Resp: Message + ?Sized,
+        E: Encode<Req> + Send,
+    {
+        Cluster::server_stream(self, method, request, options)
+    }
+
+    fn client_stream<Req, Resp>(
+        &self,
+        method: &Method<Req, Resp>,
+        options: CallOptions,
+    ) -> impl Future<Output = Result<ClientStream<Req, Resp>, Status>> + Send
+    where
+        Req: Message + ?Sized,
+        Resp: Message + ?Sized,
+    {
+        Cluster::client_stream(self, method, options)
+    }
+
+    fn bidi_stream<Req, Resp>(
+        &self,
+        method: &Method<Req, Resp>,
+        options: CallOptions,
+    ) -> impl Future<Output = Result<(RequestSink<Req>, ResponseStream<Resp>), Status>> + Send
+    where
+        Req: Message + ?Sized,
+        Resp: Message + ?Sized,
+    {
+        Cluster::bidi_stream(self, method, options)
     }
 }

@@ -30,6 +30,24 @@ use std::task::{Context, Poll};
 pub use futures_core::Stream;
 use tokio::sync::mpsc;
 
+/// A boxed stream of responses (or the status that ends it): what a
+/// streaming method of a [`service`](../../quicall/attr.service.html)
+/// trait returns, whatever stream the implementation builds.
+pub type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, crate::Status>> + Send + 'static>>;
+
+/// `stream`, boxed as a [`BoxStream`].
+///
+/// ```
+/// use quicall_rpc::{Status, stream};
+/// let numbers: stream::BoxStream<u64> = stream::boxed(stream::iter((0..3).map(Ok::<u64, Status>)));
+/// # let _ = numbers;
+/// ```
+pub fn boxed<T>(
+    stream: impl Stream<Item = Result<T, crate::Status>> + Send + 'static,
+) -> BoxStream<T> {
+    Box::pin(stream)
+}
+
 /// A stream of the items of an iterator.
 pub fn iter<I: Iterator>(items: I) -> Iter<I> {
     Iter(items)
