@@ -35,22 +35,26 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let value = kv.get("user/00042".into()).await?;
     println!("get user/00042: {} bytes", value.len());
 
-    let all = kv.list("user/".into(), None).await?;
-    let (first, last) = (&all.entries[0], &all.entries[all.entries.len() - 1]);
+    // A stream of entries, read as they come: no page to ask for.
+    let mut all = kv.list("user/".into(), None).await?;
+    let (mut count, mut first, mut last) = (0, None, None);
+    while let Some(entry) = all.message().await? {
+        let seen = format!("{} ({} bytes)", entry.key, entry.size);
+        first.get_or_insert(seen.clone());
+        last = Some(seen);
+        count += 1;
+    }
     println!(
-        "list user/: {} entries, {} ({} bytes) .. {} ({} bytes)",
-        all.entries.len(),
-        first.key,
-        first.size,
-        last.key,
-        last.size
+        "list user/: {count} entries, {} .. {}",
+        first.unwrap_or_default(),
+        last.unwrap_or_default()
     );
-    let page = kv.list("user/01".into(), Some(10)).await?;
-    println!(
-        "list user/01, limit 10: {} entries, truncated: {}",
-        page.entries.len(),
-        page.truncated
-    );
+    let mut some = kv.list("user/01".into(), Some(10)).await?;
+    let mut count = 0;
+    while some.message().await?.is_some() {
+        count += 1;
+    }
+    println!("list user/01, limit 10: {count} entries");
 
     println!(
         "delete user/00042: {}",

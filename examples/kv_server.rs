@@ -14,18 +14,23 @@
 mod service;
 
 use std::collections::BTreeMap;
-use std::sync::RwLock;
+use std::ops::Bound;
+use std::sync::{Arc, RwLock};
 
 use quicall::certs::{CertificateAuthority, DEFAULT_VALIDITY, NodeSpec};
 use quicall::rkyv::Archived;
+use quicall::stream::{self, BoxStream};
 use quicall::{Bytes, ClientAuth, Context, Server, ServerOptions, ServerTls, Status};
-use service::{Entry, Listing, Stats, Store};
+use service::{Entry, Stats, Store};
 
 const MAX_KEY: usize = 1024;
+/// Keys a List takes from the map at a time: the lock is never held while
+/// the caller reads, and memory stays bounded however many keys match.
+const LIST_BATCH: usize = 256;
 
 #[derive(Default)]
 struct Memory {
-    map: RwLock<BTreeMap<String, Bytes>>,
+    map: Arc<RwLock<BTreeMap<String, Bytes>>>,
 }
 
 impl Memory {
@@ -69,25 +74,41 @@ impl Store for Memory {
         _: Context,
         prefix: &Archived<String>,
         limit: &Archived<Option<u32>>,
-    ) -> Result<Listing, Status> {
-        let limit = limit.as_ref().map_or(100_000, |l| l.to_native() as usize);
-        let map = self.map.read().unwrap();
-        let mut matching = map
-            .range::<str, _>((
-                std::ops::Bound::Included(prefix.as_str()),
-                std::ops::Bound::Unbounded,
-            ))
-            .take_while(|(key, _)| key.starts_with(prefix.as_str()));
-        let entries = matching
-            .by_ref()
-            .take(limit)
-            .map(|(key, value)| Entry {
-                key: key.clone(),
-                size: value.len() as u64,
-            })
-            .collect();
-        let truncated = matching.next().is_some();
-        Ok(Listing { entries, truncated })
+    ) -> Result<BoxStream<Entry>, Status> {
+        let limit = limit
+            .as_ref()
+            .map_or(usize::MAX, |l| l.to_native() as usize);
+        let prefix = prefix.to_string();
+        let map = self.map.clone();
+        // A producer of its own: batch after batch, each sent as the caller
+        // takes it (a slow reader slows it, one that goes away stops it).
+        let (entries, stream) = stream::channel(LIST_BATCH);
+        tokio::spawn(async move {
+            let mut from = Bound::Included(prefix.clone());
+            let mut left = limit;
+            while left > 0 {
+                let batch: Vec<Entry> = {
+                    let map = map.read().unwrap();
+                    map.range::<String, _>((from.clone(), Bound::Unbounded))
+                        .take_while(|(key, _)| key.starts_with(&prefix))
+                        .take(LIST_BATCH.min(left))
+                        .map(|(key, value)| Entry {
+                            key: key.clone(),
+                            size: value.len() as u64,
+                        })
+                        .collect()
+                };
+                let Some(last) = batch.last() else { break };
+                from = Bound::Excluded(last.key.clone());
+                left -= batch.len();
+                for entry in batch {
+                    if entries.send(Ok(entry)).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(stream::boxed(stream))
     }
 
     async fn stats(&self, _: Context) -> Result<Stats, Status> {

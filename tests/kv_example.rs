@@ -74,7 +74,7 @@ fn the_kv_client_runs_against_the_kv_server() {
     for expected in [
         "get user/00042: 42 bytes",
         "list user/: 5000 entries, user/00000 (0 bytes) .. user/04999 (99 bytes)",
-        "list user/01, limit 10: 10 entries, truncated: true",
+        "list user/01, limit 10: 10 entries\n",
         "delete user/00042: true",
         "get user/00042: NOT_FOUND: no key user/00042",
         "stats: 4999 keys, 297448 bytes",

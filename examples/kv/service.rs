@@ -11,15 +11,6 @@ pub struct Entry {
     pub size: u64,
 }
 
-/// The keys under a prefix, in order.
-#[derive(Archive, Serialize)]
-#[rkyv(crate = quicall::rkyv)]
-pub struct Listing {
-    pub entries: Vec<Entry>,
-    /// More keys matched than the limit let through.
-    pub truncated: bool,
-}
-
 /// What the store holds.
 #[derive(Archive, Serialize)]
 #[rkyv(crate = quicall::rkyv)]
@@ -39,9 +30,10 @@ pub trait Store {
     async fn get(&self, key: String) -> Vec<u8>;
     /// Removes `key`; whether it was there.
     async fn delete(&self, key: String) -> bool;
-    /// The keys starting with `prefix`, at most `limit` of them.
-    #[quicall(idempotent)]
-    async fn list(&self, prefix: String, limit: Option<u32>) -> Listing;
+    /// The keys starting with `prefix`, in order, at most `limit` of them:
+    /// a stream, as long as the store has keys (no page, no cursor).
+    #[quicall(server_stream, idempotent)]
+    async fn list(&self, prefix: String, limit: Option<u32>) -> Entry;
     /// How many keys and bytes the store holds.
     #[quicall(idempotent)]
     async fn stats(&self) -> Stats;
