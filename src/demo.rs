@@ -1,22 +1,22 @@
 //! The methods served by the demo cluster and by `quicall serve`: `add`,
-//! `sum`, `echo` and `whoami`. They show the shapes of a message: a
-//! fixed-layout struct, an rkyv archive of variable length, raw bytes, and
-//! the caller's identity from mTLS.
+//! `sum`, `echo`, `whoami` and `count`. They show the shapes of a message:
+//! a fixed-layout struct, an rkyv archive of variable length, raw bytes,
+//! the caller's identity from mTLS, and a server stream.
 //!
 //! ```
 //! use quicall::demo::{ADD, ECHO};
 //! assert_eq!(ADD.name(), "calc.Calc/Add");
 //! assert!(ECHO.is_idempotent());
 //! let router = quicall::demo::router();
-//! assert_eq!(router.methods().count(), 4);
+//! assert_eq!(router.methods().count(), 5);
 //! ```
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use quicall_rpc::{Context, Method, Msg, Rkyv, Router, Status};
-use zerocopy::little_endian::I64;
+use quicall_rpc::{Context, Method, Msg, Rkyv, Router, Status, stream};
+use zerocopy::little_endian::{I64, U64};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 
 /// Request of [`ADD`]: two signed 64-bit integers (16 bytes, little-endian).
@@ -53,6 +53,19 @@ pub const ECHO: Method<[u8], [u8]> = Method::new("demo.Echo/Echo")
 /// Returns the caller's certificate name, as the server verified it.
 pub const WHOAMI: Method<[u8], [u8]> = Method::new("demo.Echo/WhoAmI").idempotent();
 
+/// Streams the integers from 0 up to (not including) the request, each a
+/// little-endian `u64` message: a server-streaming method (docs/wire.md
+/// section 15).
+pub const COUNT: Method<U64, U64> = Method::new("demo.Count/Up").server_streaming().idempotent();
+
+/// The handler of [`COUNT`].
+pub async fn count(
+    _ctx: Context,
+    req: Msg<U64>,
+) -> Result<impl stream::Stream<Item = Result<U64, Status>> + Send + 'static, Status> {
+    Ok(stream::iter((0..req.get()).map(|n| Ok(U64::new(n)))))
+}
+
 /// The handler of [`ADD`].
 pub async fn add(_ctx: Context, req: Msg<AddRequest>) -> Result<AddResponse, Status> {
     let sum = req
@@ -88,13 +101,14 @@ pub async fn whoami(ctx: Context, _req: Msg<[u8]>) -> Result<String, Status> {
     }
 }
 
-/// A router serving [`ADD`], [`SUM`], [`ECHO`] and [`WHOAMI`].
+/// A router serving [`ADD`], [`SUM`], [`ECHO`], [`WHOAMI`] and [`COUNT`].
 pub fn router() -> Router {
     Router::new()
         .route(&ADD, add)
         .and_then(|r| r.route(&SUM, sum))
         .and_then(|r| r.route(&ECHO, echo))
         .and_then(|r| r.route(&WHOAMI, whoami))
+        .and_then(|r| r.route_server_stream(&COUNT, count))
         .expect("demo methods have distinct identifiers")
 }
 
@@ -133,8 +147,10 @@ impl Knobs {
     }
 }
 
-/// [`router`], with every call first spending the service time of `knobs`.
+/// [`router`], with every call first spending the service time of `knobs`
+/// (a stream, before its first message).
 pub fn router_with(knobs: Arc<Knobs>) -> Router {
+    let k5 = knobs.clone();
     let (k1, k2, k3, k4) = (knobs.clone(), knobs.clone(), knobs.clone(), knobs);
     Router::new()
         .route(&ADD, move |ctx, req| {
@@ -171,6 +187,15 @@ pub fn router_with(knobs: Arc<Knobs>) -> Router {
                 }
             })
         })
+        .and_then(|r| {
+            r.route_server_stream(&COUNT, move |ctx, req| {
+                let knobs = k5.clone();
+                async move {
+                    knobs.serve_time().await;
+                    count(ctx, req).await
+                }
+            })
+        })
         .expect("demo methods have distinct identifiers")
 }
 
@@ -185,6 +210,7 @@ mod tests {
         assert_eq!(ECHO.id(), 0xe016_e9c0_3b12_8d43);
         assert_eq!(WHOAMI.id(), 0x24a5_ffc5_4e15_aa5b);
         assert_eq!(SUM.id(), 0x4af9_1bd5_d354_a41f);
+        assert_eq!(COUNT.id(), 0x8cc8_3f87_4231_5d65);
     }
 
     /// The bytes docs/wire.md section 10 gives for a `calc.Calc/Sum` body.

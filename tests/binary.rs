@@ -55,11 +55,17 @@ fn demo_runs_to_completion_and_exits_zero() {
         9,
         "{stdout}"
     );
+    assert_eq!(
+        stdout.matches("count(5) streamed [0, 1, 2, 3, 4]").count(),
+        3,
+        "{stdout}"
+    );
     for phase in [
         "1. all three",
         "2. server-2 made 20x slower",
         "3. server-3 killed",
         "4. server-3 restarted",
+        "5. one server stream through the cluster: 1000000 messages in order",
     ] {
         assert!(stdout.contains(phase), "phase {phase:?} missing: {stdout}");
     }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::ensure;
 use quicall::certs::{read_certs, read_key};
-use quicall::demo::{ADD, ECHO};
+use quicall::demo::{ADD, COUNT, ECHO};
 use quicall::metrics::StatsSnapshot;
 use quicall::rpc::balance::EjectionConfig;
 use quicall::rpc::cluster::ClusterSnapshot;
@@ -16,6 +16,7 @@ use quicall::{
     CallOptions, ClientOptions, ClientTls, Cluster, ClusterOptions, Discovery, Limits, PoolOptions,
 };
 use tokio::time::Instant;
+use zerocopy::little_endian::U64;
 
 use super::tls::add_request;
 use super::{Args, CLIENT, DemoServer, fmt_latency};
@@ -125,6 +126,33 @@ pub async fn run(dir: &Path, servers: &mut [DemoServer], args: &Args) -> anyhow:
     );
     ensure!(restarted.errors() == 0, "calls failed after the restart");
     ensure!(back > 0.0, "the restarted server got no traffic");
+
+    // 5. A stream through the cluster: one call, a million messages.
+    let n = 1_000_000u64;
+    let began = Instant::now();
+    let mut numbers = cluster
+        .server_stream(
+            &COUNT,
+            &U64::new(n),
+            CallOptions::deadline(Duration::from_secs(60)),
+        )
+        .await?;
+    let (mut next, mut in_order) = (0u64, true);
+    while let Some(number) = numbers.message().await? {
+        in_order &= number.get() == next;
+        next += 1;
+    }
+    let took = began.elapsed();
+    println!(
+        "\n5. one server stream through the cluster: {next} messages in order in {:.2} s \
+         ({:.0} messages/s, one call)",
+        took.as_secs_f64(),
+        next as f64 / took.as_secs_f64()
+    );
+    ensure!(
+        in_order && next == n,
+        "the stream lost or reordered messages"
+    );
 
     let total = cluster.snapshot().total;
     println!("\nall phases: {}", summary(&total));

@@ -5,9 +5,9 @@ use std::path::Path;
 
 use anyhow::{Context as _, bail, ensure};
 use quicall::certs::{read_certs, read_key};
-use quicall::demo::{ADD, AddRequest, ECHO, WHOAMI};
-use quicall::{Client, ClientOptions, ClientTls, Code};
-use zerocopy::little_endian::I64;
+use quicall::demo::{ADD, AddRequest, COUNT, ECHO, WHOAMI};
+use quicall::{CallOptions, Client, ClientOptions, ClientTls, Code};
+use zerocopy::little_endian::{I64, U64};
 
 use super::{CLIENT, DemoServer};
 
@@ -50,6 +50,16 @@ pub async fn answers_and_refusals(dir: &Path, servers: &[DemoServer]) -> anyhow:
             &*who == CLIENT.as_bytes(),
             "the server saw another client name"
         );
+        // A server stream: five messages on one QUIC stream, then OK.
+        let mut numbers = client
+            .server_stream(&COUNT, &U64::new(5), CallOptions::default())
+            .await?;
+        let mut counted = Vec::new();
+        while let Some(n) = numbers.message().await? {
+            counted.push(n.get());
+        }
+        println!("  {server_name}: count(5) streamed {counted:?}");
+        ensure!(counted == [0, 1, 2, 3, 4], "count(5) streamed {counted:?}");
         client.close();
     }
 
