@@ -153,6 +153,45 @@ pub(crate) async fn read_fin(recv: &mut RecvStream) -> Result<bool, ReadError> {
     Ok(recv.read_chunk(1, true).await?.is_none())
 }
 
+/// Bytes of stream messages framed into one buffer before QUIC takes them
+/// (see [`COALESCE_BELOW`]).
+pub(crate) const BATCH: usize = 64 << 10;
+
+/// Bodies shorter than this are copied next to their headers into a batch
+/// buffer: QUIC keeps every chunk it is given as a segment until it is
+/// acknowledged, and walks them per packet, so thousands of tiny segments
+/// cost far more than copying them (a million 64-byte messages: 1.4 M/s as
+/// two chunks each, 4.4 M/s coalesced). Longer bodies go as they are.
+pub(crate) const COALESCE_BELOW: usize = 2048;
+
+/// Appends `bytes` to `batch`, which grows by [`BATCH`] at a time (the
+/// chunks split off it earlier stay with QUIC until acknowledged).
+pub(crate) fn append(batch: &mut BytesMut, bytes: &[u8]) {
+    if batch.capacity() - batch.len() < bytes.len() {
+        batch.reserve(BATCH.max(bytes.len()));
+    }
+    batch.extend_from_slice(bytes);
+}
+
+/// One message (`head`, and `tail` if any) as the chunks to write: header
+/// and a short body copied together into `batch`, a long body apart.
+pub(crate) fn coalesce(
+    batch: &mut BytesMut,
+    head: Bytes,
+    tail: Option<Bytes>,
+) -> (Bytes, Option<Bytes>) {
+    match tail {
+        Some(tail) if tail.len() >= COALESCE_BELOW => (head, Some(tail)),
+        tail => {
+            append(batch, &head);
+            if let Some(tail) = tail {
+                append(batch, &tail);
+            }
+            (batch.split().freeze(), None)
+        }
+    }
+}
+
 /// Writes `head` (header and inline body) and then `tail` (a body chunk
 /// passed on without a copy), leaving the stream open.
 pub(crate) async fn write_chunks(

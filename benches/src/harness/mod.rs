@@ -9,3 +9,13 @@ pub mod systems;
 
 pub use run::{Mode, Outcome, Workload, closed_loop, open_loop};
 pub use systems::{Echo, System};
+pub mod grpc_stream;
+
+static ORIGIN: std::sync::LazyLock<std::time::Instant> =
+    std::sync::LazyLock::new(std::time::Instant::now);
+
+/// Nanoseconds since the process's first stamp: a message's send time,
+/// written into it, read back by the receiver in the same process.
+pub fn stamp() -> u64 {
+    ORIGIN.elapsed().as_nanos() as u64
+}

@@ -1,4 +1,4 @@
-use bytes::Bytes;
+use bytes::{Buf, Bytes};
 use quicall_transport::quinn::{ConnectionError, ReadError, RecvStream, SendStream, WriteError};
 use quicall_transport::{Failure, TransportError, describe};
 
@@ -152,6 +152,23 @@ impl CallStream {
             .map_err(|e| read_status(e, "stream message"))?;
         *pending = rest;
         Ok(StreamPart::Message(body))
+    }
+
+    /// The next message of a server stream if all of it is in `pending`
+    /// already (no await, no timer); `None` when it is not, or when the
+    /// next header is anything but a valid message's (the reading that
+    /// waits tells what).
+    pub(crate) fn ready_message(pending: &mut Bytes, max_body: u32) -> Option<Bytes> {
+        let head = wire::decode_response(pending.get(..RESPONSE_HEADER_LEN)?, max_body).ok()?;
+        let len = head.body_len as usize;
+        if head.flags != ResponseFlags::MESSAGE
+            || head.status != Code::Ok.as_u16()
+            || pending.len() < RESPONSE_HEADER_LEN + len
+        {
+            return None;
+        }
+        pending.advance(RESPONSE_HEADER_LEN);
+        Some(pending.split_to(len))
     }
 
     /// The response's metadata block (after its 2-byte length), and what

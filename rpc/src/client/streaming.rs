@@ -9,7 +9,7 @@ use std::sync::LazyLock;
 use std::task::Poll;
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use futures_core::Stream;
 use quicall_transport::quinn::{SendStream, WriteError};
 use tokio::time::{Instant, timeout_at};
@@ -70,6 +70,8 @@ impl Timing {
 /// and the span ended with the stream.
 pub(crate) struct Responses {
     call: CallStream,
+    /// The deadline's timer, made at the first read that waits.
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
     /// The first message, read before it was asked for (by a cluster, to
     /// know that the server answers before the call is pinned to it).
     first: Option<Bytes>,
@@ -86,6 +88,7 @@ impl Responses {
     fn new(call: CallStream, method: &'static str, max_message: u32, timing: Timing) -> Self {
         Responses {
             call,
+            timer: None,
             first: None,
             pending: Bytes::new(),
             method,
@@ -107,12 +110,30 @@ impl Responses {
         // A reader that always finds a message waiting still lets other
         // tasks run.
         tokio::task::consume_budget().await;
-        let method = self.method;
+        if let Some(body) = CallStream::ready_message(&mut self.pending, self.max_message) {
+            return Ok(Some(body));
+        }
         let read = self
             .call
             .read_stream_part(&mut self.pending, self.max_message);
-        let what = || format!("stream of {method}");
-        let result = match self.timing.within(what, read).await {
+        // One timer for the whole stream, not one per message.
+        let part = match self.timing.deadline {
+            None => read.await,
+            Some((deadline, budget)) => {
+                let timer = self
+                    .timer
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+                tokio::select! {
+                    biased;
+                    part = read => part,
+                    () = timer.as_mut() => Err(Status::deadline_exceeded(format!(
+                        "stream of {} not done within {budget:?}",
+                        self.method
+                    ))),
+                }
+            }
+        };
+        let result = match part {
             Ok(StreamPart::Message(body)) => return Ok(Some(body)),
             Ok(StreamPart::End(metadata)) => {
                 self.metadata = metadata.map(|m| *m).unwrap_or_default();
@@ -217,6 +238,10 @@ enum SendFail {
 /// resets its side: the server's handler sees the call cancelled.
 pub struct RequestSink<Req: ?Sized> {
     send: Option<SendStream>,
+    /// Where short messages are framed, header and body together, before
+    /// QUIC takes them (one chunk per message, not two; one allocation per
+    /// [`crate::io::BATCH`] bytes, not per message).
+    batch: BytesMut,
     method: &'static str,
     timing: Timing,
     sent: u64,
@@ -227,6 +252,7 @@ impl<Req: Message + ?Sized> RequestSink<Req> {
     fn new(send: Option<SendStream>, method: &'static str, timing: Timing) -> Self {
         Self {
             send,
+            batch: BytesMut::new(),
             method,
             timing,
             sent: 0,
@@ -263,8 +289,9 @@ impl<Req: Message + ?Sized> RequestSink<Req> {
                 "request message exceeds the protocol's 4 GiB limit",
             )));
         }
+        let (head, tail) = io::coalesce(&mut self.batch, framed.head, framed.tail);
         let write = async {
-            match io::write_chunks(send, framed.head, framed.tail).await {
+            match io::write_chunks(send, head, tail).await {
                 Ok(()) => Ok(Ok(())),
                 Err(WriteError::Stopped(_)) => Ok(Err(SendFail::Stopped)),
                 Err(e) => Err(write_status(e)),

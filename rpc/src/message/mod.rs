@@ -344,3 +344,31 @@ pub(crate) fn frame<T: Message + ?Sized, const N: usize>(
         body_len,
     })
 }
+
+/// [`frame`] into `buf` (empty), which is kept for the next message: its
+/// allocation is shared by the messages framed in it (one per
+/// [`crate::io::BATCH`] bytes instead of one per message), as a stream's
+/// messages are.
+pub(crate) fn frame_into<T: Message + ?Sized, const N: usize>(
+    buf: &mut BytesMut,
+    value: impl Encode<T>,
+    header: impl Fn(usize) -> [u8; N],
+) -> Result<Framed, EncodeError> {
+    let known = value.known_len();
+    buf.clear();
+    let need = N + value.size_hint();
+    if buf.capacity() < need {
+        buf.reserve(need.max(crate::io::BATCH));
+    }
+    buf.extend_from_slice(&header(known.unwrap_or(0)));
+    let tail = value.encode(buf)?;
+    let body_len = buf.len() - N + tail.as_ref().map_or(0, Bytes::len);
+    if known != Some(body_len) {
+        buf[..N].copy_from_slice(&header(body_len));
+    }
+    Ok(Framed {
+        head: buf.split().freeze(),
+        tail,
+        body_len,
+    })
+}

@@ -10,7 +10,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::Poll;
 
-use bytes::Bytes;
+use bytes::{Buf, Bytes};
 use futures_core::Stream;
 use quicall_transport::quinn::{ReadError, RecvStream};
 use tokio::time::{Instant, sleep_until};
@@ -86,6 +86,15 @@ impl Reader {
         // A handler that always finds a request waiting still lets other
         // tasks run.
         tokio::task::consume_budget().await;
+        if let Some(ready) = self.ready() {
+            return match ready {
+                Ok(body) => {
+                    self.read += 1;
+                    Ok(Some(body))
+                }
+                Err((status, stop)) => Err(self.fail(status, stop)),
+            };
+        }
         let (over, deadline) = (self.over.clone(), self.deadline);
         let read = tokio::select! {
             biased;
@@ -107,6 +116,26 @@ impl Reader {
             }
             Err((status, stop)) => Err(self.fail(status, stop)),
         }
+    }
+
+    /// The next message if all of it has arrived already (the common case
+    /// for short messages, many to a packet): no timer, no await. `None`
+    /// when it has not, or when its header is bad (the reading that waits
+    /// tells why).
+    fn ready(&mut self) -> Option<Result<Bytes, (Status, Option<ErrorCode>)>> {
+        let header = self.pending.get(..MESSAGE_HEADER_LEN)?;
+        let len = decode_message(header, self.shared.options.max_request_size).ok()? as usize;
+        if self.pending.len() < MESSAGE_HEADER_LEN + len {
+            return None;
+        }
+        if let Err(refusal) = charge(&self.shared.body_bytes, &self.peer, len) {
+            let status =
+                super::call::refusal_status(Some(refusal), &self.peer, &self.shared.options);
+            return Some(Err((status, Some(ErrorCode::REJECTED))));
+        }
+        self.held = len;
+        self.pending.advance(MESSAGE_HEADER_LEN);
+        Some(Ok(self.pending.split_to(len)))
     }
 
     /// Ends the stream with `status`, stopping the caller's side with

@@ -4,10 +4,10 @@ use std::future::Future;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::pin::Pin;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use futures_core::Stream;
 
-use crate::message::frame;
+use crate::message::{frame, frame_into};
 use crate::wire::{RESPONSE_HEADER_LEN, ResponseFlags, ResponseHead};
 use quicall_transport::PeerIdentity;
 
@@ -84,6 +84,7 @@ where
         stream: Box::pin(stream),
         method,
         max_response,
+        buf: BytesMut::new(),
         _resp: std::marker::PhantomData,
     });
     Reply {
@@ -113,7 +114,7 @@ where
         let fut = one_request(&self.method, input).map(|request| (self.f)(ctx, request));
         Box::pin(async move {
             let value = fut?.await.map_err(Into::into)?;
-            frame_body::<Resp>(value, ResponseFlags::NONE, method, max_response)
+            frame_body::<Resp>(value, ResponseFlags::NONE, method, max_response, None)
         })
     }
 }
@@ -130,12 +131,13 @@ fn invalid_request(method: &'static str, e: &crate::BodyError) -> Status {
 }
 
 /// `value` framed as a response body (`flags` NONE) or a stream's message
-/// (MESSAGE), if it fits `max_response`.
+/// (MESSAGE, in `buf`: see [`frame_into`]), if it fits `max_response`.
 fn frame_body<Resp: Message + ?Sized>(
     value: impl Encode<Resp>,
     flags: ResponseFlags,
     method: &'static str,
     max_response: u32,
+    buf: Option<&mut BytesMut>,
 ) -> Result<Reply, Status> {
     let header = |body_len: usize| {
         ResponseHead {
@@ -145,8 +147,11 @@ fn frame_body<Resp: Message + ?Sized>(
         }
         .encode()
     };
-    let framed = frame::<Resp, RESPONSE_HEADER_LEN>(value, header, &[])
-        .map_err(|e| Status::internal(format!("response of {method}: {e}")))?;
+    let framed = match buf {
+        Some(buf) => frame_into::<Resp, RESPONSE_HEADER_LEN>(buf, value, header),
+        None => frame::<Resp, RESPONSE_HEADER_LEN>(value, header, &[]),
+    }
+    .map_err(|e| Status::internal(format!("response of {method}: {e}")))?;
     if u32::try_from(framed.body_len).map_or(true, |len| len > max_response) {
         return Err(Status::new(
             Code::OutOfRange,
@@ -224,7 +229,7 @@ where
         let fut = request_stream(&self.method, input).map(|requests| (self.f)(ctx, requests));
         Box::pin(async move {
             let value = fut?.await.map_err(Into::into)?;
-            frame_body::<Resp>(value, ResponseFlags::NONE, method, max_response)
+            frame_body::<Resp>(value, ResponseFlags::NONE, method, max_response, None)
         })
     }
 }
@@ -264,6 +269,8 @@ struct Framed<S, Resp: ?Sized> {
     stream: Pin<Box<S>>,
     method: &'static str,
     max_response: u32,
+    /// Where the messages are framed, one after another.
+    buf: BytesMut,
     _resp: std::marker::PhantomData<fn() -> *const Resp>,
 }
 
@@ -289,6 +296,7 @@ where
                         ResponseFlags::MESSAGE,
                         this.method,
                         this.max_response,
+                        Some(&mut this.buf),
                     )
                 })
             })
@@ -450,10 +458,11 @@ impl Router {
 
     /// Registers `handler` for the server-streaming `method`: it receives
     /// the request and returns a [`Stream`] of responses (or fails at once
-    /// with a status). Each response is sent as it is taken from the
-    /// stream, and the next is taken only once QUIC's flow control has
-    /// accepted it, so a slow reader slows the producer and the server
-    /// buffers at most one message per call. An error from the stream ends
+    /// with a status). The responses the stream has ready at once (up to
+    /// 64 KiB) are sent together, and more are taken only once QUIC's flow
+    /// control has accepted those, so a slow reader slows the producer and
+    /// the server buffers at most 64 KiB (or one larger message) per call
+    /// beyond QUIC's windows. An error from the stream ends
     /// the call with that status after the messages before it; the end of
     /// the stream ends it with OK. The call's deadline covers the whole
     /// stream; a caller that goes away drops the stream.
