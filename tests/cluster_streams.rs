@@ -87,6 +87,11 @@ async fn a_stream_that_fails_before_its_first_message_is_sent_to_another_server(
     }
     let snapshot = cluster.snapshot();
     assert!(snapshot.total.retries >= 5, "{:?}", snapshot.total.retries);
+    // Messages are counted once, by the attempt that delivered them.
+    has_line(
+        &cluster.metrics_text(),
+        r#"quicall_client_response_messages_total{method="test.Cluster/Count"} 2000"#,
+    );
     // A stream that is not safe to repeat is not repeated: the failure is
     // the caller's (round robin sends one of two to the failing server; a
     // new cluster, which has not ejected it).
@@ -154,4 +159,22 @@ async fn a_stream_under_way_is_pinned_to_its_server() {
     sink.finish();
     assert!(bounded(echoes.message()).await.unwrap().is_none());
     settles(&other, 1).await;
+    // Both sides counted every message.
+    for (side, text) in [
+        ("client", cluster.metrics_text()),
+        ("server", other.metrics_text()),
+    ] {
+        for way in ["request", "response"] {
+            has_line(
+                &text,
+                &format!(
+                    r#"quicall_{side}_{way}_messages_total{{method="test.Cluster/Echo"}} 100"#
+                ),
+            );
+        }
+    }
+}
+
+fn has_line(text: &str, line: &str) {
+    assert!(text.lines().any(|l| l == line), "no {line} in\n{text}");
 }

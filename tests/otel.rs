@@ -269,5 +269,31 @@ async fn spans_and_metrics_reach_opentelemetry_with_the_ids_on_the_wire() {
         ),
         1
     );
+    // Messages: a request for each call of Front, a response only for the
+    // one answered OK.
+    let sum = |name: &str, method: &str| -> u64 {
+        let mut total = 0;
+        for resource in &exported {
+            for scope in resource.scope_metrics() {
+                for metric in scope.metrics().filter(|m| m.name() == name) {
+                    let AggregatedMetrics::U64(MetricData::Sum(sum)) = metric.data() else {
+                        panic!("{name} is not a sum");
+                    };
+                    for point in sum.data_points() {
+                        if point
+                            .attributes()
+                            .any(|kv| kv.key.as_str() == "method" && kv.value.as_str() == method)
+                        {
+                            total += point.value();
+                        }
+                    }
+                }
+            }
+        }
+        total
+    };
+    assert_eq!(sum("quicall.server.request.messages", "otel.A/Front"), 2);
+    assert_eq!(sum("quicall.server.response.messages", "otel.A/Front"), 1);
+    assert_eq!(sum("quicall.client.response.messages", "otel.A/Front"), 1);
     otel.shutdown().unwrap();
 }

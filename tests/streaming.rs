@@ -149,6 +149,14 @@ async fn a_reader_that_stops_stops_the_producer_and_everything_arrives_once_it_r
         stalled <= 3 + window + 4 + 2,
         "{stalled} messages produced for a reader that took 3 (window {window})"
     );
+    // What the server holds for the stream beyond QUIC's window: the
+    // messages of one write (64 KiB and one message at most), waiting for
+    // room (the reason the producer stopped).
+    let held = server.gauges().buffered_response_bytes;
+    assert!(
+        held > 0 && held <= 64 * KIB + KIB + 8,
+        "the server holds {held} bytes of responses for a stalled reader"
+    );
     // Reading again: every message arrives, in order.
     let mut next = 3u64;
     bounded(async {
@@ -161,6 +169,18 @@ async fn a_reader_that_stops_stops_the_producer_and_everything_arrives_once_it_r
     .await;
     assert_eq!(next, total);
     settles(&server, 1).await;
+    // Counted as messages (and bytes with their headers) in the metrics.
+    let text = server.metrics_text();
+    let line = |name: &str, value: u64| {
+        format!("quicall_server_{name}_total{{method=\"test.Stream/Large\"}} {value}")
+    };
+    for wanted in [
+        line("request_messages", 1),
+        line("response_messages", total),
+        line("response_bytes", total * (KIB as u64 + 8) + 8),
+    ] {
+        assert!(text.lines().any(|l| l == wanted), "no {wanted} in\n{text}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,9 +1,10 @@
 //! Metrics for Prometheus, through `prometheus-client`: per method (a
 //! server's calls, a cluster client's calls) or per server (a cluster
 //! client's attempts), calls by status code, latency (histogram buckets,
-//! so that several processes aggregate), calls in flight, and bytes.
+//! so that several processes aggregate), calls in flight, messages and
+//! bytes.
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use prometheus_client::metrics::counter::Counter;
@@ -34,6 +35,8 @@ pub(crate) struct Metrics {
     in_flight: Family<Key, Gauge>,
     request_bytes: Family<Key, Counter>,
     response_bytes: Family<Key, Counter>,
+    request_messages: Family<Key, Counter>,
+    response_messages: Family<Key, Counter>,
     /// The same through OpenTelemetry's global meter provider.
     #[cfg(feature = "otel")]
     otel: Option<crate::otel::Instruments>,
@@ -49,6 +52,8 @@ impl Metrics {
             in_flight: Family::default(),
             request_bytes: Family::default(),
             response_bytes: Family::default(),
+            request_messages: Family::default(),
+            response_messages: Family::default(),
             #[cfg(feature = "otel")]
             otel: None,
         }
@@ -89,6 +94,16 @@ impl Metrics {
             "Response bytes (header, metadata and body) sent",
             self.response_bytes.clone(),
         );
+        registry.register(
+            "request_messages",
+            "Request messages received (one per unary call, each message of a request stream)",
+            self.request_messages.clone(),
+        );
+        registry.register(
+            "response_messages",
+            "Response messages sent (one per unary call answered OK, each message of a response stream)",
+            self.response_messages.clone(),
+        );
     }
 
     /// Registers the families of a cluster client in `registry`, as calls
@@ -117,22 +132,77 @@ impl Metrics {
             format!("{what}s started and not ended, by {key}"),
             self.in_flight.clone(),
         );
+        if what == "call" {
+            registry.register(
+                "request_messages",
+                format!("Request messages sent, by {key} (one per unary call)"),
+                self.request_messages.clone(),
+            );
+            registry.register(
+                "response_messages",
+                format!("Response messages received, by {key} (one per unary call answered OK)"),
+                self.response_messages.clone(),
+            );
+        }
     }
 
     /// The handles of one method (or server), made once.
     pub(crate) fn method(&self, name: impl Into<String>) -> MethodMeter {
         let name = name.into();
         let label = [(self.key, name.clone())];
+        #[cfg(feature = "otel")]
+        let otel = self.otel.as_ref().map(|otel| Arc::new(otel.method(&name)));
         MethodMeter {
+            flow: Arc::new(Flow {
+                request_bytes: self.request_bytes.get_or_create(&label).clone(),
+                response_bytes: self.response_bytes.get_or_create(&label).clone(),
+                request_messages: self.request_messages.get_or_create(&label).clone(),
+                response_messages: self.response_messages.get_or_create(&label).clone(),
+                #[cfg(feature = "otel")]
+                otel: otel.clone(),
+            }),
             #[cfg(feature = "otel")]
-            otel: self.otel.as_ref().map(|otel| otel.method(&name)),
+            otel,
             name,
             families: self.clone(),
             calls: Default::default(),
             latency: self.latency.get_or_create(&label).clone(),
             in_flight: self.in_flight.get_or_create(&label).clone(),
-            request_bytes: self.request_bytes.get_or_create(&label).clone(),
-            response_bytes: self.response_bytes.get_or_create(&label).clone(),
+        }
+    }
+}
+
+/// One method's messages and bytes, each way: shared by its calls' stream
+/// readers and writers, which count as they go.
+pub(crate) struct Flow {
+    request_bytes: Counter,
+    response_bytes: Counter,
+    request_messages: Counter,
+    response_messages: Counter,
+    #[cfg(feature = "otel")]
+    otel: Option<Arc<crate::otel::MethodInstruments>>,
+}
+
+impl Flow {
+    /// Counts `messages` requests of `bytes` bytes (received by a server,
+    /// sent by a client).
+    pub(crate) fn requests(&self, messages: u64, bytes: usize) {
+        self.request_messages.inc_by(messages);
+        self.request_bytes.inc_by(bytes as u64);
+        #[cfg(feature = "otel")]
+        if let Some(otel) = &self.otel {
+            otel.requests(messages, bytes);
+        }
+    }
+
+    /// Counts `messages` responses of `bytes` bytes (sent by a server,
+    /// received by a client).
+    pub(crate) fn responses(&self, messages: u64, bytes: usize) {
+        self.response_messages.inc_by(messages);
+        self.response_bytes.inc_by(bytes as u64);
+        #[cfg(feature = "otel")]
+        if let Some(otel) = &self.otel {
+            otel.responses(messages, bytes);
         }
     }
 }
@@ -146,13 +216,17 @@ pub(crate) struct MethodMeter {
     calls: [OnceLock<Counter>; 17],
     latency: Histogram,
     in_flight: Gauge,
-    request_bytes: Counter,
-    response_bytes: Counter,
+    flow: Arc<Flow>,
     #[cfg(feature = "otel")]
-    otel: Option<crate::otel::MethodInstruments>,
+    otel: Option<Arc<crate::otel::MethodInstruments>>,
 }
 
 impl MethodMeter {
+    /// The method's message and byte counters.
+    pub(crate) fn flow(&self) -> &Arc<Flow> {
+        &self.flow
+    }
+
     /// A call of this method has begun; its end is recorded by
     /// [`CallMeter::finish`] (or, if it never says how it ended, as
     /// CANCELLED when dropped).
@@ -195,22 +269,9 @@ pub(crate) struct CallMeter<'a> {
 }
 
 impl CallMeter<'_> {
-    /// Counts request bytes received.
-    pub(crate) fn request_bytes(&self, n: usize) {
-        self.meter.request_bytes.inc_by(n as u64);
-        #[cfg(feature = "otel")]
-        if let Some(otel) = &self.meter.otel {
-            otel.request_bytes(n);
-        }
-    }
-
-    /// Counts response bytes sent.
-    pub(crate) fn response_bytes(&self, n: usize) {
-        self.meter.response_bytes.inc_by(n as u64);
-        #[cfg(feature = "otel")]
-        if let Some(otel) = &self.meter.otel {
-            otel.response_bytes(n);
-        }
+    /// The method's message and byte counters.
+    pub(crate) fn flow(&self) -> &Flow {
+        &self.meter.flow
     }
 
     /// The call ended with `code`.
@@ -249,8 +310,9 @@ mod tests {
             .begin(std::time::Instant::now())
             .finish(Code::NotFound);
         let call = meter.begin(std::time::Instant::now());
-        call.request_bytes(100);
-        call.response_bytes(8);
+        call.flow().requests(1, 100);
+        call.flow().responses(1, 8);
+        meter.flow().responses(3, 24);
         drop(call);
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
@@ -261,7 +323,9 @@ mod tests {
             r#"quicall_server_call_duration_seconds_count{method="kv.Store/Get"} 4"#,
             r#"quicall_server_calls_in_flight{method="kv.Store/Get"} 0"#,
             r#"quicall_server_request_bytes_total{method="kv.Store/Get"} 100"#,
-            r#"quicall_server_response_bytes_total{method="kv.Store/Get"} 8"#,
+            r#"quicall_server_response_bytes_total{method="kv.Store/Get"} 32"#,
+            r#"quicall_server_request_messages_total{method="kv.Store/Get"} 1"#,
+            r#"quicall_server_response_messages_total{method="kv.Store/Get"} 4"#,
         ] {
             assert!(text.lines().any(|l| l == line), "no {line} in\n{text}");
         }

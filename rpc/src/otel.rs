@@ -85,6 +85,8 @@ pub(crate) struct Instruments {
     in_flight: UpDownCounter<i64>,
     request_bytes: Counter<u64>,
     response_bytes: Counter<u64>,
+    request_messages: Counter<u64>,
+    response_messages: Counter<u64>,
 }
 
 impl Instruments {
@@ -121,6 +123,14 @@ impl Instruments {
                 .u64_counter(name("response.size"))
                 .with_unit("By")
                 .with_description("Response bytes (header, metadata and body) sent")
+                .build(),
+            request_messages: meter
+                .u64_counter(name("request.messages"))
+                .with_description("Request messages (one per unary call)")
+                .build(),
+            response_messages: meter
+                .u64_counter(name("response.messages"))
+                .with_description("Response messages (one per unary call answered OK)")
                 .build(),
         }
     }
@@ -165,15 +175,21 @@ impl MethodInstruments {
         self.instruments.duration.record(seconds, attributes);
     }
 
-    pub(crate) fn request_bytes(&self, n: usize) {
-        self.instruments
+    pub(crate) fn requests(&self, messages: u64, bytes: usize) {
+        let instruments = &self.instruments;
+        instruments.request_messages.add(messages, &self.attributes);
+        instruments
             .request_bytes
-            .add(n as u64, &self.attributes);
+            .add(bytes as u64, &self.attributes);
     }
 
-    pub(crate) fn response_bytes(&self, n: usize) {
-        self.instruments
+    pub(crate) fn responses(&self, messages: u64, bytes: usize) {
+        let instruments = &self.instruments;
+        instruments
+            .response_messages
+            .add(messages, &self.attributes);
+        instruments
             .response_bytes
-            .add(n as u64, &self.attributes);
+            .add(bytes as u64, &self.attributes);
     }
 }

@@ -284,6 +284,7 @@ pub async fn settles(server: &Server, connections: usize) -> quicall::Gauges {
             if g.streams == 0
                 && g.calls_in_flight == 0
                 && g.buffered_request_bytes == 0
+                && g.buffered_response_bytes == 0
                 && g.connection_slots <= connections
             {
                 return g;

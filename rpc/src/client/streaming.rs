@@ -5,7 +5,7 @@
 use std::future::Future;
 use std::marker::PhantomData;
 use std::pin::Pin;
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
 use std::task::Poll;
 use std::time::Duration;
 
@@ -18,6 +18,7 @@ use super::stream::{Answer, CallStream, StreamPart, connection_status, write_sta
 use super::{CallOptions, Client, Response, begin_call, begin_stream, end_span};
 use crate::io;
 use crate::message::frame;
+use crate::meter::Flow;
 use crate::pull::{Pulled, Source};
 use crate::wire::{ErrorCode, MESSAGE_HEADER_LEN, message_header};
 use crate::{Code, Encode, Message, Metadata, Method, Msg, Shape, Status};
@@ -81,12 +82,15 @@ pub(crate) struct Responses {
     timing: Timing,
     span: Option<Box<tracing::Span>>,
     metadata: Metadata,
+    /// A cluster's count of the method's messages.
+    flow: Option<Arc<Flow>>,
     done: bool,
 }
 
 impl Responses {
     fn new(call: CallStream, method: &'static str, max_message: u32, timing: Timing) -> Self {
         Responses {
+            flow: None,
             call,
             timer: None,
             first: None,
@@ -152,8 +156,12 @@ impl Responses {
 }
 
 impl Source for Responses {
-    fn next(&mut self) -> impl Future<Output = Result<Option<Bytes>, Status>> + Send {
-        self.read()
+    async fn next(&mut self) -> Result<Option<Bytes>, Status> {
+        let read = self.read().await;
+        if let (Some(flow), Ok(Some(body))) = (&self.flow, &read) {
+            flow.responses(1, MESSAGE_HEADER_LEN + body.len());
+        }
+        read
     }
 }
 
@@ -245,6 +253,8 @@ pub struct RequestSink<Req: ?Sized> {
     method: &'static str,
     timing: Timing,
     sent: u64,
+    /// A cluster's count of the method's messages.
+    flow: Option<Arc<Flow>>,
     _req: PhantomData<fn(*const Req)>,
 }
 
@@ -256,6 +266,7 @@ impl<Req: Message + ?Sized> RequestSink<Req> {
             method,
             timing,
             sent: 0,
+            flow: None,
             _req: PhantomData,
         }
     }
@@ -289,6 +300,7 @@ impl<Req: Message + ?Sized> RequestSink<Req> {
                 "request message exceeds the protocol's 4 GiB limit",
             )));
         }
+        let len = MESSAGE_HEADER_LEN + framed.body_len;
         let (head, tail) = io::coalesce(&mut self.batch, framed.head, framed.tail);
         let write = async {
             match io::write_chunks(send, head, tail).await {
@@ -305,6 +317,9 @@ impl<Req: Message + ?Sized> RequestSink<Req> {
         {
             Ok(Ok(())) => {
                 self.sent += 1;
+                if let Some(flow) = &self.flow {
+                    flow.requests(1, len);
+                }
                 Ok(())
             }
             Ok(Err(stopped)) => {
@@ -501,9 +516,9 @@ impl Client {
         Ok(client_stream_on(
             call,
             method,
-            timing,
-            span,
+            (timing, span),
             self.options.max_response_size,
+            None,
         ))
     }
 
@@ -538,9 +553,9 @@ impl Client {
         Ok(bidi_halves(
             call,
             method,
-            timing,
-            span,
+            (timing, span),
             self.options.max_response_size,
+            None,
         ))
     }
 
@@ -618,6 +633,12 @@ pub(crate) async fn first_part(
 }
 
 impl Responses {
+    /// Counts the stream's messages in `flow` (a cluster's metrics).
+    pub(crate) fn with_flow(mut self, flow: Arc<Flow>) -> Self {
+        self.flow = Some(flow);
+        self
+    }
+
     /// Gives the stream its span (ended with the stream).
     pub(crate) fn with_span(mut self, span: Option<Box<tracing::Span>>) -> Self {
         if self.done {
@@ -641,16 +662,19 @@ pub(crate) fn response_stream<Req: Message + ?Sized, Resp: Message + ?Sized>(
     }
 }
 
-/// A client-streaming call on `call`, whose header is sent.
+/// A client-streaming call on `call`, whose header is sent (its messages
+/// counted in `flow`, for a cluster).
 pub(crate) fn client_stream_on<Req: Message + ?Sized, Resp: Message + ?Sized>(
     mut call: CallStream,
     method: &Method<Req, Resp>,
-    timing: Timing,
-    span: Option<Box<tracing::Span>>,
+    (timing, span): (Timing, Option<Box<tracing::Span>>),
     max_response: u32,
+    flow: Option<Arc<Flow>>,
 ) -> ClientStream<Req, Resp> {
+    let mut sink = RequestSink::new(call.take_send(), method.name(), timing);
+    sink.flow = flow;
     ClientStream {
-        sink: RequestSink::new(call.take_send(), method.name(), timing),
+        sink,
         call,
         max_response,
         exact: method.is_exact(),
@@ -661,16 +685,19 @@ pub(crate) fn client_stream_on<Req: Message + ?Sized, Resp: Message + ?Sized>(
     }
 }
 
-/// The two halves of a bidirectional call on `call`, whose header is sent.
+/// The two halves of a bidirectional call on `call`, whose header is sent
+/// (their messages counted in `flow`, for a cluster).
 pub(crate) fn bidi_halves<Req: Message + ?Sized, Resp: Message + ?Sized>(
     mut call: CallStream,
     method: &Method<Req, Resp>,
-    timing: Timing,
-    span: Option<Box<tracing::Span>>,
+    (timing, span): (Timing, Option<Box<tracing::Span>>),
     max_response: u32,
+    flow: Option<Arc<Flow>>,
 ) -> (RequestSink<Req>, ResponseStream<Resp>) {
-    let sink = RequestSink::new(call.take_send(), method.name(), timing);
-    let responses = Responses::new(call, method.name(), max_response, timing).with_span(span);
+    let mut sink = RequestSink::new(call.take_send(), method.name(), timing);
+    sink.flow = flow.clone();
+    let mut responses = Responses::new(call, method.name(), max_response, timing).with_span(span);
+    responses.flow = flow;
     (sink, response_stream(responses, method))
 }
 

@@ -277,6 +277,7 @@ impl Cluster {
         let entry = inner.method_entry(method.id(), method.name());
         entry.stats.begin();
         let meter = entry.meter.begin(start.into_std());
+        let sent = head.len() + tail.as_ref().map_or(0, bytes::Bytes::len);
         inner.lock_budget().deposit(inner.now());
         let call = attempt::Call {
             exchange: attempt::Unary {
@@ -308,6 +309,11 @@ impl Cluster {
             })
         });
         let code = result.as_ref().err().map_or(Code::Ok, Status::code);
+        let flow = entry.meter.flow();
+        flow.requests(1, sent);
+        if let Ok(response) = &result {
+            flow.responses(1, response.message.bytes().len());
+        }
         entry.stats.end();
         meter.finish(code);
         entry.stats.record(start.elapsed(), code);

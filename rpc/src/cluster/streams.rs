@@ -4,6 +4,8 @@
 //! whose requests are a stream only when it failed before it reached a
 //! server (its requests are not kept).
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use quicall_transport::Connection;
 
@@ -13,6 +15,7 @@ use crate::client::{
     Timing, begin_call, begin_stream, bidi_halves, check_shape, client_stream_on, end_span,
     first_part, open_on, response_stream,
 };
+use crate::meter::Flow;
 use crate::{
     CallOptions, ClientStream, Code, Encode, Message, Method, RequestSink, ResponseStream, Shape,
     Status,
@@ -108,7 +111,18 @@ impl Cluster {
             .open_stream(method, framed, exchange, timing, method.is_idempotent())
             .await;
         let (responses, span) = opened_with(opened, span, timing)?;
-        Ok(response_stream(responses.with_span(span), method))
+        let responses = responses.with_flow(self.flow(method)).with_span(span);
+        Ok(response_stream(responses, method))
+    }
+
+    /// The counters of `method`'s messages.
+    fn flow<Req, Resp>(&self, method: &Method<Req, Resp>) -> Arc<Flow>
+    where
+        Req: Message + ?Sized,
+        Resp: Message + ?Sized,
+    {
+        let entry = self.inner.method_entry(method.id(), method.name());
+        entry.meter.flow().clone()
     }
 
     /// Calls the client-streaming `method` on one of the servers, pinned to
@@ -126,7 +140,8 @@ impl Cluster {
         check_shape(method, Shape::ClientStreaming)?;
         let (call, timing, span) = self.open_requests(method, options).await?;
         let max = self.inner.options.client.max_response_size;
-        Ok(client_stream_on(call, method, timing, span, max))
+        let flow = Some(self.flow(method));
+        Ok(client_stream_on(call, method, (timing, span), max, flow))
     }
 
     /// Calls the bidirectional `method` on one of the servers, pinned to it
@@ -144,7 +159,8 @@ impl Cluster {
         check_shape(method, Shape::Bidirectional)?;
         let (call, timing, span) = self.open_requests(method, options).await?;
         let max = self.inner.options.client.max_response_size;
-        Ok(bidi_halves(call, method, timing, span, max))
+        let flow = Some(self.flow(method));
+        Ok(bidi_halves(call, method, (timing, span), max, flow))
     }
 
     async fn open_requests<Req, Resp>(

@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::Poll;
 
 use bytes::{Bytes, BytesMut};
@@ -41,8 +41,7 @@ pub(super) async fn serve(
     mut recv: RecvStream,
 ) {
     let options = &shared.options;
-    shared.streams.fetch_add(1, Ordering::Relaxed);
-    let _stream = StreamGauge(&shared.streams);
+    let _stream = Held::new(&shared.streams, 1);
     // One timer per call, moved from phase to phase (header, body, handler,
     // response); it is registered only if a phase has to wait.
     let timer = tokio::time::sleep(options.header_timeout);
@@ -121,7 +120,8 @@ pub(super) async fn serve(
         // messages are read later, as the handler asks for them).
         Ok(Ok((mut body, rest))) => {
             if let Some(meter) = &meter {
-                meter.request_bytes(body.len());
+                // A request stream's messages are counted as they are read.
+                meter.flow().requests(u64::from(!head.stream), body.len());
             }
             (body.split_to(meta_len), body, rest)
         }
@@ -130,9 +130,9 @@ pub(super) async fn serve(
             drop(charge);
             return respond(
                 &mut send,
-                counted(Err(status.not_processed()), options, None, meter),
+                counted(Err(status.not_processed()), options, None, meter, false),
                 timer,
-                options,
+                &shared,
             )
             .await;
         }
@@ -142,9 +142,9 @@ pub(super) async fn serve(
             let status = refusal_status(refused, &peer, options).not_processed();
             return respond(
                 &mut send,
-                counted(Err(status), options, None, meter),
+                counted(Err(status), options, None, meter, false),
                 timer,
-                options,
+                &shared,
             )
             .await;
         }
@@ -168,9 +168,9 @@ pub(super) async fn serve(
             };
             return respond(
                 &mut send,
-                counted(Err(status.not_processed()), options, None, meter),
+                counted(Err(status.not_processed()), options, None, meter, false),
                 timer,
-                options,
+                &shared,
             )
             .await;
         }
@@ -184,9 +184,9 @@ pub(super) async fn serve(
             };
             return respond(
                 &mut send,
-                counted(Err(status.not_processed()), options, None, meter),
+                counted(Err(status.not_processed()), options, None, meter, false),
                 timer,
-                options,
+                &shared,
             )
             .await;
         }
@@ -228,9 +228,9 @@ pub(super) async fn serve(
             Err(status) => {
                 return respond(
                     &mut send,
-                    counted(Err(status), options, taken(reply_metadata), meter),
+                    counted(Err(status), options, taken(reply_metadata), meter, false),
                     timer,
-                    options,
+                    &shared,
                 )
                 .await;
             }
@@ -252,7 +252,7 @@ pub(super) async fn serve(
             (shared.clone(), peer.clone()),
             deadline,
             cancel.clone(),
-            route.name,
+            (route.name, route.meter.as_ref().map(|m| m.flow().clone())),
         ))
     } else {
         Input::Body(body)
@@ -307,6 +307,13 @@ pub(super) async fn serve(
         }
     };
     // A server stream: its messages, then the status.
+    let streamed = matches!(
+        &reply,
+        Ok(super::router::Reply {
+            stream: Some(_),
+            ..
+        })
+    );
     let reply = match reply {
         Ok(super::router::Reply {
             head,
@@ -320,14 +327,15 @@ pub(super) async fn serve(
                 (deadline, budget),
                 options,
                 meter.as_ref(),
+                &shared.response_bytes,
             );
-            let streamed = match (trace, &span) {
+            let sent = match (trace, &span) {
                 (Some(own), Some(span)) => own.scope(out.instrument((**span).clone())).await,
                 (Some(own), None) => own.scope(out).await,
                 (None, Some(span)) => out.instrument((**span).clone()).await,
                 (None, None) => out.await,
             };
-            match streamed {
+            match sent {
                 Some(Ok(())) => Ok(super::router::Reply {
                     head,
                     tail,
@@ -359,9 +367,9 @@ pub(super) async fn serve(
     }
     respond(
         &mut send,
-        counted(reply, options, taken(reply_metadata), meter),
+        counted(reply, options, taken(reply_metadata), meter, streamed),
         timer,
-        options,
+        &shared,
     )
     .await;
 }
@@ -372,11 +380,16 @@ fn counted(
     options: &ServerOptions,
     metadata: Option<Metadata>,
     meter: Option<CallMeter<'_>>,
+    streamed: bool,
 ) -> (Bytes, Option<Bytes>) {
     let code = reply.as_ref().err().map_or(Code::Ok, Status::code);
     let (head, tail) = frame_reply(reply, options, metadata);
     if let Some(meter) = meter {
-        meter.response_bytes(head.len() + tail.as_ref().map_or(0, Bytes::len));
+        // A unary answer is a message; a stream's messages were counted as
+        // they were sent, and its end is none.
+        let message = !streamed && code == Code::Ok;
+        let len = head.len() + tail.as_ref().map_or(0, Bytes::len);
+        meter.flow().responses(u64::from(message), len);
         meter.finish(code);
     }
     (head, tail)
@@ -532,15 +545,6 @@ pub(super) fn refusal_status(
     })
 }
 
-/// Counts a stream being served while alive.
-struct StreamGauge<'a>(&'a std::sync::atomic::AtomicUsize);
-
-impl Drop for StreamGauge<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
 /// How reading a request body ended early.
 enum BodyFail {
     /// The request is malformed: this status answers it.
@@ -641,6 +645,7 @@ async fn stream_out(
     (deadline, budget): (Instant, std::time::Duration),
     options: &ServerOptions,
     meter: Option<&CallMeter<'_>>,
+    held: &AtomicUsize,
 ) -> Option<Result<(), Status>> {
     let caller_gone = send.stopped();
     tokio::pin!(caller_gone);
@@ -665,10 +670,11 @@ async fn stream_out(
         };
         // This message and those ready after it, then how the stream ended
         // (`None`: more later).
-        let mut len = 0;
+        let (mut len, mut count) = (0, 0);
         let end = loop {
             match item {
                 Some(Ok(message)) => {
+                    count += 1;
                     len += message.head.len() + message.tail.as_ref().map_or(0, Bytes::len);
                     gather(&mut batch, &mut chunks, message.head);
                     if let Some(tail) = message.tail {
@@ -690,6 +696,7 @@ async fn stream_out(
             chunks.push(batch.split().freeze());
         }
         if !chunks.is_empty() {
+            let _held = Held::new(held, len);
             let by = Instant::now() + options.transfer_time(options.response_timeout, len);
             timer.as_mut().reset(by.min(deadline));
             let written = tokio::select! {
@@ -710,12 +717,29 @@ async fn stream_out(
                 return None;
             }
             if let Some(meter) = meter {
-                meter.response_bytes(len);
+                meter.flow().responses(count, len);
             }
         }
         if end.is_some() {
             return end;
         }
+    }
+}
+
+/// Adds `n` to one of a server's gauges (a stream served, bytes of a
+/// response held while QUIC takes them) until dropped.
+struct Held<'a>(&'a AtomicUsize, usize);
+
+impl<'a> Held<'a> {
+    fn new(gauge: &'a AtomicUsize, len: usize) -> Self {
+        gauge.fetch_add(len, Ordering::Relaxed);
+        Held(gauge, len)
+    }
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(self.1, Ordering::Relaxed);
     }
 }
 
@@ -740,9 +764,11 @@ async fn respond(
     send: &mut SendStream,
     (head, tail): (Bytes, Option<Bytes>),
     mut timer: Pin<&mut Sleep>,
-    options: &ServerOptions,
+    shared: &Shared,
 ) {
+    let options = &shared.options;
     let len = head.len() + tail.as_ref().map_or(0, Bytes::len);
+    let _held = Held::new(&shared.response_bytes, len);
     let by = Instant::now() + options.transfer_time(options.response_timeout, len);
     timer.as_mut().reset(by);
     let sent = tokio::select! {

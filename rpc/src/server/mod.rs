@@ -41,6 +41,8 @@ struct Shared {
     draining: AtomicBool,
     /// Streams being served (from their first byte to their last).
     streams: AtomicUsize,
+    /// Bytes of responses taken from handlers and not yet taken by QUIC.
+    response_bytes: AtomicUsize,
     /// Each peer's share of calls, request bytes and connections.
     peers: Peers,
     /// Per-method metrics, and the registry that exports them.
@@ -85,6 +87,13 @@ pub struct Gauges {
     pub calls_in_flight: usize,
     /// Bytes of request bodies held for calls.
     pub buffered_request_bytes: usize,
+    /// Bytes of responses held while QUIC takes them: a unary answer, or
+    /// the messages of a response stream gathered for one write (at most
+    /// 64 KiB and one message per stream, whatever the handler produces; a
+    /// handler's stream is not polled while its write waits). QUIC's own
+    /// send buffer, bounded by the connection's send window, is not
+    /// counted.
+    pub buffered_response_bytes: usize,
 }
 
 /// How a shutdown ended.
@@ -125,6 +134,7 @@ impl Server {
             peers,
             draining: AtomicBool::new(false),
             streams: AtomicUsize::new(0),
+            response_bytes: AtomicUsize::new(0),
         });
         let accept_task = tokio::spawn(accept_loop(endpoint.clone(), shared.clone()));
         Ok(Server {
@@ -145,7 +155,10 @@ impl Server {
     /// `quicall_server_call_duration_seconds` (a histogram with buckets,
     /// aggregatable across servers), `quicall_server_calls_in_flight`,
     /// `quicall_server_request_bytes_total`,
-    /// `quicall_server_response_bytes_total`. Status codes are labels: a
+    /// `quicall_server_response_bytes_total`,
+    /// `quicall_server_request_messages_total` and
+    /// `quicall_server_response_messages_total` (one per unary call, each
+    /// message of a stream). Status codes are labels: a
     /// handler's NOT_FOUND is told apart from an UNAVAILABLE.
     pub fn metrics_text(&self) -> String {
         let mut text = String::new();
@@ -190,6 +203,7 @@ impl Server {
             calls_in_flight: self.calls_in_flight(),
             buffered_request_bytes: options.max_buffered_request_bytes
                 - self.shared.body_bytes.available_permits(),
+            buffered_response_bytes: self.shared.response_bytes.load(Ordering::Relaxed),
         }
     }
 

@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use super::Shared;
 use super::shares::{Peer, charge, release};
 use crate::io::{self, ReadFail};
+use crate::meter::Flow;
 use crate::pull::{Pulled, Source};
 use crate::wire::{ErrorCode, MESSAGE_HEADER_LEN, WireError, decode_message};
 use crate::{Message, Msg, Status};
@@ -37,6 +38,8 @@ pub(crate) struct Reader {
     /// Cancelled when the call is over, however it ended.
     over: CancellationToken,
     method: &'static str,
+    /// The method's message counters, if the server meters it.
+    flow: Option<Arc<Flow>>,
     read: u64,
     state: State,
 }
@@ -54,7 +57,7 @@ impl Reader {
         (shared, peer): (Arc<Shared>, Arc<Peer>),
         deadline: Instant,
         over: CancellationToken,
-        method: &'static str,
+        (method, flow): (&'static str, Option<Arc<Flow>>),
     ) -> Self {
         Self {
             recv,
@@ -65,6 +68,7 @@ impl Reader {
             deadline,
             over,
             method,
+            flow,
             read: 0,
             state: State::Open,
         }
@@ -88,10 +92,7 @@ impl Reader {
         tokio::task::consume_budget().await;
         if let Some(ready) = self.ready() {
             return match ready {
-                Ok(body) => {
-                    self.read += 1;
-                    Ok(Some(body))
-                }
+                Ok(body) => Ok(Some(self.counted(body))),
                 Err((status, stop)) => Err(self.fail(status, stop)),
             };
         }
@@ -106,16 +107,22 @@ impl Reader {
             )),
         };
         match read {
-            Ok(Some(body)) => {
-                self.read += 1;
-                Ok(Some(body))
-            }
+            Ok(Some(body)) => Ok(Some(self.counted(body))),
             Ok(None) => {
                 self.state = State::Finished;
                 Ok(None)
             }
             Err((status, stop)) => Err(self.fail(status, stop)),
         }
+    }
+
+    /// `body`, the next message, counted.
+    fn counted(&mut self, body: Bytes) -> Bytes {
+        self.read += 1;
+        if let Some(flow) = &self.flow {
+            flow.requests(1, MESSAGE_HEADER_LEN + body.len());
+        }
+        body
     }
 
     /// The next message if all of it has arrived already (the common case
