@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use quicall_rpc::{Context, Method, Msg, Rkyv, Router, Status, stream};
+use quicall_rpc::{Context, Method, Msg, Requests, Rkyv, Router, Status, stream};
 use zerocopy::little_endian::{I64, U64};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 
@@ -66,6 +66,17 @@ pub async fn count(
     Ok(stream::iter((0..req.get()).map(|n| Ok(U64::new(n)))))
 }
 
+/// Sends each request message back as a response message, in order, as
+/// it arrives: a bidirectional method (docs/wire.md section 16).
+pub const EACH: Method<[u8], [u8]> = Method::new("demo.Echo/Each").bidi_streaming();
+
+/// The handler of [`EACH`]: the requests are the responses (each read when
+/// the server is ready to send it, so a caller that stops reading stops
+/// being read).
+pub async fn each(_ctx: Context, requests: Requests<[u8]>) -> Result<Requests<[u8]>, Status> {
+    Ok(requests)
+}
+
 /// The handler of [`ADD`].
 pub async fn add(_ctx: Context, req: Msg<AddRequest>) -> Result<AddResponse, Status> {
     let sum = req
@@ -101,7 +112,8 @@ pub async fn whoami(ctx: Context, _req: Msg<[u8]>) -> Result<String, Status> {
     }
 }
 
-/// A router serving [`ADD`], [`SUM`], [`ECHO`], [`WHOAMI`] and [`COUNT`].
+/// A router serving [`ADD`], [`SUM`], [`ECHO`], [`WHOAMI`], [`COUNT`] and
+/// [`EACH`].
 pub fn router() -> Router {
     Router::new()
         .route(&ADD, add)
@@ -109,6 +121,7 @@ pub fn router() -> Router {
         .and_then(|r| r.route(&ECHO, echo))
         .and_then(|r| r.route(&WHOAMI, whoami))
         .and_then(|r| r.route_server_stream(&COUNT, count))
+        .and_then(|r| r.route_bidi_stream(&EACH, each))
         .expect("demo methods have distinct identifiers")
 }
 
@@ -150,7 +163,7 @@ impl Knobs {
 /// [`router`], with every call first spending the service time of `knobs`
 /// (a stream, before its first message).
 pub fn router_with(knobs: Arc<Knobs>) -> Router {
-    let k5 = knobs.clone();
+    let (k5, k6) = (knobs.clone(), knobs.clone());
     let (k1, k2, k3, k4) = (knobs.clone(), knobs.clone(), knobs.clone(), knobs);
     Router::new()
         .route(&ADD, move |ctx, req| {
@@ -196,6 +209,15 @@ pub fn router_with(knobs: Arc<Knobs>) -> Router {
                 }
             })
         })
+        .and_then(|r| {
+            r.route_bidi_stream(&EACH, move |ctx, requests| {
+                let knobs = k6.clone();
+                async move {
+                    knobs.serve_time().await;
+                    each(ctx, requests).await
+                }
+            })
+        })
         .expect("demo methods have distinct identifiers")
 }
 
@@ -211,6 +233,7 @@ mod tests {
         assert_eq!(WHOAMI.id(), 0x24a5_ffc5_4e15_aa5b);
         assert_eq!(SUM.id(), 0x4af9_1bd5_d354_a41f);
         assert_eq!(COUNT.id(), 0x8cc8_3f87_4231_5d65);
+        assert_eq!(EACH.id(), 0xceb3_7ac0_3135_021f);
     }
 
     /// The bytes docs/wire.md section 10 gives for a `calc.Calc/Sum` body.

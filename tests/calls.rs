@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use common::{Pki, bounded, connect, serve, serve_with};
-use quicall::demo::{ADD, AddRequest, AddResponse, ECHO};
+use quicall::demo::{ADD, AddRequest, AddResponse, EACH, ECHO};
 use quicall::{CallOptions, Code, Method, Router, ServerOptions, Status};
 use tokio::sync::{Notify, oneshot};
 use zerocopy::little_endian::I64;
@@ -278,6 +278,30 @@ async fn echo_returns_large_payloads_intact() {
         .await
         .unwrap();
     assert_eq!(&*reply, &payload[..]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_echoes_each_message_of_a_bidirectional_call() {
+    let pki = Pki::new();
+    let server = serve(&pki, quicall::demo::router());
+    let client = connect(&pki, &server).await;
+    let (mut sink, mut echoes) = bounded(client.bidi_stream(&EACH, CallOptions::default()))
+        .await
+        .unwrap();
+    for n in 0..1000u32 {
+        let message = vec![(n % 251) as u8; (n % 700) as usize];
+        bounded(sink.send(message.clone())).await.unwrap();
+        if n % 10 == 9 {
+            // Read behind the writes: several are in flight at once.
+            for m in n - 9..=n {
+                let echo = bounded(echoes.message()).await.unwrap().unwrap();
+                assert_eq!(&*echo, &vec![(m % 251) as u8; (m % 700) as usize][..]);
+            }
+        }
+    }
+    sink.finish();
+    assert!(bounded(echoes.message()).await.unwrap().is_none());
+    common::settles(&server, 1).await;
 }
 
 #[tokio::test]

@@ -464,3 +464,158 @@ async fn hostile_framing_ends_the_call_with_a_status() {
     }
     settles(&server, 1).await;
 }
+
+/// One piece of a hostile request stream.
+#[derive(Debug, Clone)]
+enum Piece {
+    /// A well-formed message.
+    Message(Vec<u8>),
+    /// A header that announces `more` bytes beyond the body that follows.
+    Lying(Vec<u8>, u32),
+    /// Bytes that are no header.
+    Garbage(Vec<u8>),
+    /// A message over the server's limit, all of it sent (refused from
+    /// its header).
+    TooLong,
+}
+
+fn piece() -> impl proptest::strategy::Strategy<Value = Piece> {
+    use proptest::prelude::*;
+    let body = || proptest::collection::vec(any::<u8>(), 0..48);
+    prop_oneof![
+        6 => body().prop_map(Piece::Message),
+        1 => (body(), 1u32..70_000).prop_map(|(b, more)| Piece::Lying(b, more)),
+        1 => proptest::collection::vec(any::<u8>(), 1..12).prop_map(Piece::Garbage),
+        1 => Just(Piece::TooLong),
+    ]
+}
+
+fn pieces_bytes(pieces: &[Piece]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for piece in pieces {
+        match piece {
+            Piece::Message(body) => {
+                out.extend(message_header(body.len() as u32));
+                out.extend(body);
+            }
+            Piece::Lying(body, more) => {
+                out.extend(message_header(body.len() as u32 + more));
+                out.extend(body);
+            }
+            Piece::Garbage(bytes) => out.extend(bytes),
+            Piece::TooLong => {
+                out.extend(message_header(MAX_REQUEST + 1));
+                out.extend(std::iter::repeat_n(7u8, MAX_REQUEST as usize + 1));
+            }
+        }
+    }
+    out
+}
+
+/// What docs/wire.md section 16 says the BYTES handler answers to a
+/// request stream of `bytes`: the total length of its messages, or `None`
+/// where the stream is malformed (INVALID_ARGUMENT).
+fn expected_total(bytes: &[u8]) -> Option<u64> {
+    let (mut at, mut total) = (0, 0u64);
+    while at < bytes.len() {
+        let header = bytes.get(at..at + 8)?;
+        let len = u32::from_le_bytes(header[4..8].try_into().unwrap());
+        if header[..4] != [1, 4, 0, 0] || len > MAX_REQUEST {
+            return None;
+        }
+        at += 8 + len as usize;
+        if at > bytes.len() {
+            return None;
+        }
+        total += u64::from(len);
+    }
+    Some(total)
+}
+
+/// Arbitrary request streams (messages, lying lengths, garbage, lengths
+/// over the limit), written in arbitrary pieces: the server answers each
+/// as the wire format says (OK with what it read, or INVALID_ARGUMENT),
+/// the connection carries on, and nothing is left held.
+#[test]
+fn hostile_request_streams_are_answered_as_the_wire_format_says() {
+    use proptest::prelude::*;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let pki = Pki::new();
+    let (server, conn) = runtime.block_on(async {
+        let (server, _ended, _) = start(&pki);
+        let conn = raw_connection(&pki, &server).await;
+        (server, conn)
+    });
+    let config = ProptestConfig {
+        cases: 96,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    };
+    let mut runner = proptest::test_runner::TestRunner::new(config);
+    let strategy = (
+        proptest::collection::vec(piece(), 0..12),
+        proptest::collection::vec(1usize..40, 0..6),
+    );
+    let (oks, refused) = (AtomicU64::new(0), AtomicU64::new(0));
+    runner
+        .run(&strategy, |(pieces, cuts)| {
+            let bytes = pieces_bytes(&pieces);
+            let wanted = expected_total(&bytes);
+            let got = runtime.block_on(bounded(exchange_in_pieces(&conn, &bytes, &cuts)));
+            match wanted {
+                Some(total) => {
+                    oks.fetch_add(1, Ordering::Relaxed);
+                    prop_assert_eq!(got, (Code::Ok, total.to_le_bytes().to_vec()));
+                }
+                None => {
+                    refused.fetch_add(1, Ordering::Relaxed);
+                    prop_assert_eq!(
+                        got.0,
+                        Code::InvalidArgument,
+                        "{}",
+                        String::from_utf8_lossy(&got.1)
+                    );
+                }
+            }
+            Ok(())
+        })
+        .unwrap();
+    // Both kinds of stream were tried.
+    let (oks, refused) = (oks.into_inner(), refused.into_inner());
+    assert!(oks > 0 && refused > 0, "{oks} accepted, {refused} refused");
+    runtime.block_on(async {
+        // The connection still serves calls, and the server holds nothing.
+        let (code, _) = bounded(exchange(&conn, &stream_header(BYTES.id()))).await;
+        assert_eq!(code, Code::Ok);
+        settles(&server, 1).await;
+    });
+}
+
+/// Writes a request stream of BYTES whose messages are `bytes`, cut at
+/// `cuts` (each write waits a moment, so that the server sees the pieces
+/// apart), and returns the answer's status and body.
+async fn exchange_in_pieces(conn: &Connection, bytes: &[u8], cuts: &[usize]) -> (Code, Vec<u8>) {
+    let (mut send, mut recv) = conn.open_bi().await.unwrap();
+    let mut rest = [&stream_header(BYTES.id())[..], bytes].concat();
+    for &cut in cuts {
+        let at = cut.min(rest.len());
+        if send.write_all(&rest[..at]).await.is_err() {
+            break;
+        }
+        rest.drain(..at);
+        tokio::task::yield_now().await;
+    }
+    let _ = send.write_all(&rest).await;
+    let _ = send.finish();
+    let mut out = Vec::new();
+    while let Ok(Some(chunk)) = recv.read_chunk(usize::MAX, true).await {
+        out.extend_from_slice(&chunk.bytes);
+    }
+    let head = decode_response(&out, u32::MAX).expect("an answer");
+    assert!(!head.flags.contains(ResponseFlags::MESSAGE));
+    (Code::from_u16(head.status), out[8..].to_vec())
+}

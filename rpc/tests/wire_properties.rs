@@ -1,6 +1,7 @@
 //! Property tests of the header decoders and the message views: arbitrary
-//! bytes never panic, every decoded header re-encodes to the same bytes, and
-//! every field's extremes survive a round trip.
+//! bytes never panic, every decoded header re-encodes to the same bytes,
+//! every field's extremes survive a round trip, and a request stream's
+//! message headers are accepted exactly as docs/wire.md specifies.
 
 use std::time::Duration;
 
@@ -8,8 +9,8 @@ use bytes::Bytes;
 use proptest::prelude::*;
 use quicall_rpc::Msg;
 use quicall_rpc::wire::{
-    REQUEST_HEADER_LEN, RESPONSE_HEADER_LEN, RequestHead, ResponseFlags, ResponseHead, WireError,
-    decode_request, decode_response,
+    MESSAGE_HEADER_LEN, REQUEST_HEADER_LEN, RESPONSE_HEADER_LEN, RequestHead, ResponseFlags,
+    ResponseHead, WireError, decode_message, decode_request, decode_response, message_header,
 };
 use zerocopy::little_endian::{U16, U64};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
@@ -160,6 +161,45 @@ proptest! {
         }
         if let Ok(decoded) = quicall_rpc::Metadata::decode(Bytes::from(bytes), 64) {
             prop_assert!(decoded.iter().count() <= 64);
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(3000))]
+
+    /// A request stream's message header (docs/wire.md section 16) is
+    /// accepted exactly when its first four bytes are `01 04 00 00` and its
+    /// length is within the limit, whatever else the bytes are; a header
+    /// cut short is reported as such.
+    #[test]
+    fn message_headers_are_accepted_exactly_as_specified(
+        bytes in proptest::collection::vec(any::<u8>(), 0..16),
+        layout in any::<bool>(),
+        max in any::<u32>(),
+    ) {
+        let mut bytes = bytes;
+        if layout && bytes.len() >= 4 {
+            // Half the cases have the layout, so that lengths are tested too.
+            bytes[..4].copy_from_slice(&[1, 4, 0, 0]);
+        }
+        let decoded = decode_message(&bytes, max);
+        if bytes.len() < MESSAGE_HEADER_LEN {
+            prop_assert!(
+                matches!(decoded, Err(WireError::Truncated { .. })),
+                "{:?} from {} bytes", decoded, bytes.len()
+            );
+        } else {
+            let len = u32::from_le_bytes(bytes[4..8].try_into().unwrap());
+            let valid = bytes[..4] == [1, 4, 0, 0] && len <= max;
+            prop_assert_eq!(decoded.is_ok(), valid, "{:?} for {:?}", decoded, &bytes[..8]);
+            if let Ok(n) = decoded {
+                prop_assert_eq!(n, len);
+                prop_assert_eq!(message_header(n), <[u8; 8]>::try_from(&bytes[..8]).unwrap());
+            }
+            if bytes[..4] == [1, 4, 0, 0] && len > max {
+                prop_assert_eq!(decoded, Err(WireError::TooLarge { len, max }));
+            }
         }
     }
 }

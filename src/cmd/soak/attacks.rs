@@ -7,13 +7,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use quicall::certs::{read_certs, read_key};
-use quicall::demo::{ADD, ECHO, SUM};
+use quicall::demo::{ADD, EACH, ECHO, SUM};
 use quicall::transport::quinn::VarInt;
 use quicall::transport::{CertificateDer, ClientEndpoint, ClientTls, Connection, Limits};
-use quicall::wire::{REQUEST_HEADER_LEN, RequestHead};
+use quicall::wire::{REQUEST_HEADER_LEN, RequestHead, message_header};
 
 /// The attacks, by name.
-pub const KINDS: [&str; 18] = [
+pub const KINDS: [&str; 19] = [
     "random bytes",
     "4 GiB header",
     "half header, then reset",
@@ -32,6 +32,7 @@ pub const KINDS: [&str; 18] = [
     "half-open handshakes (100)",
     "hostile rkyv bodies (50)",
     "hostile metadata (50)",
+    "hostile request streams (50)",
 ];
 
 pub struct Attacker {
@@ -216,6 +217,11 @@ impl Attacker {
             17 => {
                 if let Some(conn) = self.conn(server).await {
                     hostile_metadata(&conn).await;
+                }
+            }
+            18 => {
+                if let Some(conn) = self.conn(server).await {
+                    hostile_request_streams(&conn).await;
                 }
             }
             15 => {
@@ -407,6 +413,68 @@ async fn hostile_metadata(conn: &Connection) {
         let _ = send.write_all(&request).await;
         let _ = send.finish();
         let _ = tokio::time::timeout(LIMIT, recv.read_to_end(1 << 16)).await;
+    }
+}
+
+/// 50 bidirectional calls of the demo's `demo.Echo/Each` whose request
+/// streams go wrong after a few good messages: a length that lies (more
+/// announced than sent), garbage between messages, a length of 4 GiB, a
+/// reset in the middle of a message, or a caller that sends a flood and
+/// never reads; reads what comes back (for a while).
+async fn hostile_request_streams(conn: &Connection) {
+    for _ in 0..50 {
+        let Ok(Ok((mut send, mut recv))) = tokio::time::timeout(LIMIT, conn.open_bi()).await else {
+            return;
+        };
+        let head = RequestHead {
+            method_id: EACH.id(),
+            body_len: 0,
+            deadline: None,
+            metadata_len: None,
+            stream: true,
+        };
+        let mut bytes = head.encode().to_vec();
+        for _ in 0..fastrand::usize(..5) {
+            let body: Vec<u8> = (0..fastrand::usize(..64))
+                .map(|_| fastrand::u8(..))
+                .collect();
+            bytes.extend(message_header(body.len() as u32));
+            bytes.extend(body);
+        }
+        let kind = fastrand::u8(..5);
+        match kind {
+            0 => {
+                bytes.extend(message_header(fastrand::u32(100..1 << 20)));
+                bytes.extend([7u8; 50]);
+            }
+            1 => bytes.extend((0..fastrand::usize(1..40)).map(|_| fastrand::u8(..))),
+            2 => bytes.extend(message_header(u32::MAX)),
+            3 => {
+                bytes.extend(message_header(1000));
+                bytes.extend([7u8; 10]);
+            }
+            _ => {
+                // Echoes pile up unread: the server stops reading once its
+                // window to this caller is full.
+                for _ in 0..500 {
+                    bytes.extend(message_header(1000));
+                    bytes.extend([7u8; 1000]);
+                }
+            }
+        }
+        let write = tokio::time::timeout(LIMIT, send.write_all(&bytes));
+        if kind == 3 {
+            let _ = write.await;
+            let _ = send.reset(VarInt::from_u32(1));
+        } else if kind == 4 {
+            // Abandoned once the writes stall (or after the limit).
+            let _ = write.await;
+            continue;
+        } else {
+            let _ = write.await;
+            let _ = send.finish();
+        }
+        let _ = tokio::time::timeout(LIMIT, recv.read_to_end(1 << 20)).await;
     }
 }
 

@@ -166,7 +166,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         gauges = servers.iter().map(Server::gauges).collect();
         if gauges
             .iter()
-            .all(|g| g.streams == 0 && g.calls_in_flight == 0 && g.connection_slots == 0)
+            .all(|g| holds_nothing(g) && g.connection_slots == 0)
         {
             break;
         }
@@ -174,24 +174,31 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     }
     for (addr, g) in addrs.iter().zip(&gauges) {
         println!(
-            "  server {addr}: connections {} (slots {}), streams {}, calls in flight {}, buffered bytes {}",
+            "  server {addr}: connections {} (slots {}), streams {}, calls in flight {}, buffered bytes {} (requests) {} (responses)",
             g.connections,
             g.connection_slots,
             g.streams,
             g.calls_in_flight,
-            g.buffered_request_bytes
+            g.buffered_request_bytes,
+            g.buffered_response_bytes
         );
     }
     for server in servers {
         server.shutdown(Duration::from_secs(2)).await;
     }
     ensure!(
-        gauges
-            .iter()
-            .all(|g| g.streams == 0 && g.calls_in_flight == 0 && g.buffered_request_bytes == 0),
+        gauges.iter().all(holds_nothing),
         "a server still holds resources after the soak"
     );
     Ok(())
+}
+
+/// Whether a server holds no stream, call, request bytes or response bytes.
+fn holds_nothing(g: &quicall::Gauges) -> bool {
+    g.streams == 0
+        && g.calls_in_flight == 0
+        && g.buffered_request_bytes == 0
+        && g.buffered_response_bytes == 0
 }
 
 /// The process's peak resident set size (VmHWM), in MiB; 0 where unknown.
