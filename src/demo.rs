@@ -1,14 +1,15 @@
 //! The methods served by the demo cluster and by `quicall serve`: `add`,
-//! `sum`, `echo`, `whoami` and `count`. They show the shapes of a message:
-//! a fixed-layout struct, an rkyv archive of variable length, raw bytes,
-//! the caller's identity from mTLS, and a server stream.
+//! `sum`, `echo`, `whoami`, `count` and `each`. They show the shapes of a
+//! message: a fixed-layout struct, an rkyv archive of variable length, raw
+//! bytes, the caller's identity from mTLS, a server stream and a
+//! bidirectional one.
 //!
 //! ```
 //! use quicall::demo::{ADD, ECHO};
 //! assert_eq!(ADD.name(), "calc.Calc/Add");
 //! assert!(ECHO.is_idempotent());
 //! let router = quicall::demo::router();
-//! assert_eq!(router.methods().count(), 5);
+//! assert_eq!(router.methods().count(), 6);
 //! ```
 
 use std::sync::Arc;

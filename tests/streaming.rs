@@ -204,6 +204,37 @@ async fn an_error_from_the_stream_ends_the_call_after_the_messages_before_it() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_over_the_response_limit_ends_the_stream_after_those_before_it() {
+    const GROWING: Method<[u8], [u8]> = Method::new("test.Stream/Growing").server_streaming();
+    let pki = Pki::new();
+    let router = Router::new()
+        .route_server_stream(&GROWING, |_ctx, _req| async move {
+            let sizes = [100usize, 500, 1000, 1001, 10];
+            Ok::<_, Status>(stream::iter(
+                sizes.into_iter().map(|n| Ok::<_, Status>(vec![n as u8; n])),
+            ))
+        })
+        .unwrap();
+    let options = quicall::ServerOptions {
+        max_response_size: 1000,
+        ..quicall::ServerOptions::default()
+    };
+    let server = common::serve_with(&pki, router, options);
+    let client = connect(&pki, &server).await;
+    let mut messages = bounded(client.server_stream(&GROWING, "", CallOptions::default()))
+        .await
+        .unwrap();
+    for n in [100usize, 500, 1000] {
+        let message = bounded(messages.message()).await.unwrap().unwrap();
+        assert_eq!(&*message, &vec![n as u8; n][..]);
+    }
+    let status = bounded(messages.message()).await.unwrap_err();
+    assert_eq!(status.code(), Code::OutOfRange, "{status}");
+    assert!(status.message().contains("1001 bytes"), "{status}");
+    settles(&server, 1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropping_the_stream_cancels_the_call_and_its_producer() {
     let pki = Pki::new();
     let (ended, mut ended_rx) = tokio::sync::mpsc::unbounded_channel();

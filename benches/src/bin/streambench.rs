@@ -54,6 +54,9 @@ struct Args {
     /// Skip gRPC (to profile quicall alone).
     #[arg(long)]
     no_grpc: bool,
+    /// Only the server streams (to profile one shape).
+    #[arg(long)]
+    server_streams_only: bool,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -145,6 +148,9 @@ async fn run(args: Args, servers: tokio::runtime::Handle) -> anyhow::Result<()> 
             args.large_messages
         };
         for shape in [Shape::ServerStream, Shape::Bidi] {
+            if args.server_streams_only && shape != Shape::ServerStream {
+                continue;
+            }
             let row = match shape {
                 Shape::ServerStream => quicall_produce(&client, n, size).await?,
                 Shape::Bidi => quicall_echo(&client, n, size).await?,

@@ -345,30 +345,32 @@ pub(crate) fn frame<T: Message + ?Sized, const N: usize>(
     })
 }
 
-/// [`frame`] into `buf` (empty), which is kept for the next message: its
-/// allocation is shared by the messages framed in it (one per
-/// [`crate::io::BATCH`] bytes instead of one per message), as a stream's
-/// messages are.
-pub(crate) fn frame_into<T: Message + ?Sized, const N: usize>(
+/// [`frame`] at the end of `buf` (a writer's batch, holding the messages
+/// before it): the header and any inline body appended, a body chunk (if
+/// any) returned to be sent after them, uncopied; and the body's length. On
+/// failure `buf` is left as it was.
+pub(crate) fn frame_append<T: Message + ?Sized, const N: usize>(
     buf: &mut BytesMut,
     value: impl Encode<T>,
     header: impl Fn(usize) -> [u8; N],
-) -> Result<Framed, EncodeError> {
+) -> Result<(Option<Bytes>, usize), EncodeError> {
+    let start = buf.len();
     let known = value.known_len();
-    buf.clear();
     let need = N + value.size_hint();
-    if buf.capacity() < need {
+    if buf.capacity() - start < need {
         buf.reserve(need.max(crate::io::BATCH));
     }
     buf.extend_from_slice(&header(known.unwrap_or(0)));
-    let tail = value.encode(buf)?;
-    let body_len = buf.len() - N + tail.as_ref().map_or(0, Bytes::len);
+    let tail = match value.encode(buf) {
+        Ok(tail) => tail,
+        Err(e) => {
+            buf.truncate(start);
+            return Err(e);
+        }
+    };
+    let body_len = buf.len() - start - N + tail.as_ref().map_or(0, Bytes::len);
     if known != Some(body_len) {
-        buf[..N].copy_from_slice(&header(body_len));
+        buf[start..start + N].copy_from_slice(&header(body_len));
     }
-    Ok(Framed {
-        head: buf.split().freeze(),
-        tail,
-        body_len,
-    })
+    Ok((tail, body_len))
 }

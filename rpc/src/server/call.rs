@@ -661,33 +661,35 @@ async fn stream_out(
         // has room, still lets other tasks run.
         tokio::task::consume_budget().await;
         timer.as_mut().reset(deadline);
-        let next = std::future::poll_fn(|cx| messages.as_mut().poll_next(cx));
+        let next = std::future::poll_fn(|cx| messages.as_mut().poll_frame(cx, &mut batch));
         let mut item = tokio::select! {
             biased;
             _ = &mut caller_gone => return None,
             message = next => message,
             () = timer.as_mut() => return expired(),
         };
-        // This message and those ready after it, then how the stream ended
+        // This message and those ready after it, framed into the batch (a
+        // large body as a chunk of its own), then how the stream ended
         // (`None`: more later).
-        let (mut len, mut count) = (0, 0);
+        let mut count = 0;
         let end = loop {
             match item {
-                Some(Ok(message)) => {
+                Some(Ok(tail)) => {
                     count += 1;
-                    len += message.head.len() + message.tail.as_ref().map_or(0, Bytes::len);
-                    gather(&mut batch, &mut chunks, message.head);
-                    if let Some(tail) = message.tail {
+                    if let Some(tail) = tail {
                         gather(&mut batch, &mut chunks, tail);
                     }
                 }
                 None => break Some(Ok(())),
                 Some(Err(status)) => break Some(Err(status)),
             }
-            if len >= GATHER_BYTES {
+            if batch.len() + chunks.iter().map(Bytes::len).sum::<usize>() >= GATHER_BYTES {
                 break None;
             }
-            match std::future::poll_fn(|cx| Poll::Ready(messages.as_mut().poll_next(cx))).await {
+            let ready = std::future::poll_fn(|cx| {
+                Poll::Ready(messages.as_mut().poll_frame(cx, &mut batch))
+            });
+            match ready.await {
                 Poll::Ready(next) => item = next,
                 Poll::Pending => break None,
             }
@@ -695,6 +697,7 @@ async fn stream_out(
         if !batch.is_empty() {
             chunks.push(batch.split().freeze());
         }
+        let len = chunks.iter().map(Bytes::len).sum();
         if !chunks.is_empty() {
             let _held = Held::new(held, len);
             let by = Instant::now() + options.transfer_time(options.response_timeout, len);
@@ -743,8 +746,8 @@ impl Drop for Held<'_> {
     }
 }
 
-/// Adds `bytes` to what is written next: copied into `batch` if short,
-/// else after what `batch` holds, as a chunk of its own.
+/// Adds a message's body to what is written next: copied into `batch` if
+/// short, else after what `batch` holds, as a chunk of its own.
 fn gather(batch: &mut BytesMut, chunks: &mut Vec<Bytes>, bytes: Bytes) {
     if bytes.len() < io::COALESCE_BELOW {
         io::append(batch, &bytes);

@@ -7,7 +7,7 @@ use std::pin::Pin;
 use bytes::{Bytes, BytesMut};
 use futures_core::Stream;
 
-use crate::message::{frame, frame_into};
+use crate::message::{frame, frame_append};
 use crate::wire::{RESPONSE_HEADER_LEN, ResponseFlags, ResponseHead};
 use quicall_transport::PeerIdentity;
 
@@ -27,8 +27,22 @@ pub(crate) struct Reply {
 
 pub(crate) type HandlerFuture = Pin<Box<dyn Future<Output = Result<Reply, Status>> + Send>>;
 
-/// A server stream's framed messages, or the status that ends it early.
-pub(crate) type MessageStream = Pin<Box<dyn Stream<Item = Result<Reply, Status>> + Send>>;
+/// A server stream's messages, framed by the writer as it takes them.
+pub(crate) type MessageStream = Pin<Box<dyn Frames>>;
+
+/// A handler's stream of responses, as the server's writer takes them.
+pub(crate) trait Frames: Send {
+    /// Takes the handler's next message, if it has one ready, and frames
+    /// it at the end of `batch` (the header with the MESSAGE flag, and the
+    /// body unless it is a chunk to send apart, returned). `None` at the
+    /// end; an error is the status that ends the stream (nothing of that
+    /// message is framed).
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        batch: &mut BytesMut,
+    ) -> std::task::Poll<Option<Result<Option<Bytes>, Status>>>;
+}
 
 /// What a handler is given: a unary request's body, or the reader of a
 /// request stream.
@@ -84,7 +98,6 @@ where
         stream: Box::pin(stream),
         method,
         max_response,
-        buf: BytesMut::new(),
         _resp: std::marker::PhantomData,
     });
     Reply {
@@ -114,7 +127,7 @@ where
         let fut = one_request(&self.method, input).map(|request| (self.f)(ctx, request));
         Box::pin(async move {
             let value = fut?.await.map_err(Into::into)?;
-            frame_body::<Resp>(value, ResponseFlags::NONE, method, max_response, None)
+            frame_body::<Resp>(value, method, max_response)
         })
     }
 }
@@ -130,42 +143,49 @@ fn invalid_request(method: &'static str, e: &crate::BodyError) -> Status {
     .not_processed()
 }
 
-/// `value` framed as a response body (`flags` NONE) or a stream's message
-/// (MESSAGE, in `buf`: see [`frame_into`]), if it fits `max_response`.
+/// `value` framed as a response body, if it fits `max_response`.
 fn frame_body<Resp: Message + ?Sized>(
     value: impl Encode<Resp>,
-    flags: ResponseFlags,
     method: &'static str,
     max_response: u32,
-    buf: Option<&mut BytesMut>,
 ) -> Result<Reply, Status> {
-    let header = |body_len: usize| {
+    let framed = frame::<Resp, RESPONSE_HEADER_LEN>(value, header(ResponseFlags::NONE), &[])
+        .map_err(|e| encode_failed(method, &e))?;
+    within_limit(framed.body_len, max_response)?;
+    Ok(Reply {
+        head: framed.head,
+        tail: framed.tail,
+        stream: None,
+    })
+}
+
+/// The header of an OK response or message of `body_len` bytes.
+fn header(flags: ResponseFlags) -> impl Fn(usize) -> [u8; RESPONSE_HEADER_LEN] {
+    move |body_len| {
         ResponseHead {
             status: Code::Ok.as_u16(),
             flags,
             body_len: u32::try_from(body_len).unwrap_or(u32::MAX),
         }
         .encode()
-    };
-    let framed = match buf {
-        Some(buf) => frame_into::<Resp, RESPONSE_HEADER_LEN>(buf, value, header),
-        None => frame::<Resp, RESPONSE_HEADER_LEN>(value, header, &[]),
     }
-    .map_err(|e| Status::internal(format!("response of {method}: {e}")))?;
-    if u32::try_from(framed.body_len).map_or(true, |len| len > max_response) {
+}
+
+fn encode_failed(method: &'static str, e: &crate::EncodeError) -> Status {
+    Status::internal(format!("response of {method}: {e}"))
+}
+
+/// OUT_OF_RANGE for a response body over the server's limit.
+fn within_limit(body_len: usize, max_response: u32) -> Result<(), Status> {
+    if u32::try_from(body_len).map_or(true, |len| len > max_response) {
         return Err(Status::new(
             Code::OutOfRange,
             format!(
-                "response body of {} bytes exceeds the server's limit of {max_response}",
-                framed.body_len
+                "response body of {body_len} bytes exceeds the server's limit of {max_response}"
             ),
         ));
     }
-    Ok(Reply {
-        head: framed.head,
-        tail: framed.tail,
-        stream: None,
-    })
+    Ok(())
 }
 
 /// The end of a stream that ended well: status OK, no body.
@@ -229,7 +249,7 @@ where
         let fut = request_stream(&self.method, input).map(|requests| (self.f)(ctx, requests));
         Box::pin(async move {
             let value = fut?.await.map_err(Into::into)?;
-            frame_body::<Resp>(value, ResponseFlags::NONE, method, max_response, None)
+            frame_body::<Resp>(value, method, max_response)
         })
     }
 }
@@ -269,37 +289,39 @@ struct Framed<S, Resp: ?Sized> {
     stream: Pin<Box<S>>,
     method: &'static str,
     max_response: u32,
-    /// Where the messages are framed, one after another.
-    buf: BytesMut,
     _resp: std::marker::PhantomData<fn() -> *const Resp>,
 }
 
-impl<S, Resp, R, E> Stream for Framed<S, Resp>
+impl<S, Resp, R, E> Frames for Framed<S, Resp>
 where
-    S: Stream<Item = Result<R, E>>,
+    S: Stream<Item = Result<R, E>> + Send,
     Resp: Message + ?Sized,
     R: Encode<Resp>,
     E: Into<Status>,
 {
-    type Item = Result<Reply, Status>;
-
-    fn poll_next(
+    fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Self::Item>> {
+        batch: &mut BytesMut,
+    ) -> std::task::Poll<Option<Result<Option<Bytes>, Status>>> {
         let this = self.get_mut();
+        let (method, max) = (this.method, this.max_response);
         this.stream.as_mut().poll_next(cx).map(|item| {
-            item.map(|item| {
-                item.map_err(Into::into).and_then(|value| {
-                    frame_body::<Resp>(
-                        value,
-                        ResponseFlags::MESSAGE,
-                        this.method,
-                        this.max_response,
-                        Some(&mut this.buf),
-                    )
-                })
-            })
+            let value = item?.map_err(Into::into);
+            Some(value.and_then(|value| {
+                let start = batch.len();
+                let (tail, body_len) = frame_append::<Resp, RESPONSE_HEADER_LEN>(
+                    batch,
+                    value,
+                    header(ResponseFlags::MESSAGE),
+                )
+                .map_err(|e| encode_failed(method, &e))?;
+                if let Err(status) = within_limit(body_len, max) {
+                    batch.truncate(start);
+                    return Err(status);
+                }
+                Ok(tail)
+            }))
         })
     }
 }
