@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use quicall_rpc::{Context, Method, Msg, Requests, Rkyv, Router, Status, stream};
+use quicall_rpc::{Chunks, Context, Method, Msg, Requests, Rkyv, Router, Status, stream};
 use zerocopy::little_endian::{I64, U64};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 
@@ -48,6 +48,14 @@ pub const SUM: Method<Rkyv<Vec<i64>>, Rkyv<i64>> = Method::new("calc.Calc/Sum").
 /// Returns the request bytes unchanged (without copying them). Hedged by a
 /// [`Cluster`](quicall_rpc::cluster::Cluster) after its 95th percentile latency.
 pub const ECHO: Method<[u8], [u8]> = Method::new("demo.Echo/Echo")
+    .idempotent()
+    .hedged(quicall_rpc::Hedge::Percentile(0.95));
+
+/// [`ECHO`] as the demo server serves it: the same method (the same name
+/// and identifier, the same bytes on the wire), its body taken and sent
+/// back as the chunks QUIC delivered, never gathered into one buffer. A
+/// caller may use either.
+pub const ECHO_CHUNKS: Method<Chunks, Chunks> = Method::new("demo.Echo/Echo")
     .idempotent()
     .hedged(quicall_rpc::Hedge::Percentile(0.95));
 
@@ -95,9 +103,9 @@ pub async fn sum(_ctx: Context, req: Msg<Rkyv<Vec<i64>>>) -> Result<i64, Status>
         .ok_or_else(|| Status::new(quicall_rpc::Code::OutOfRange, "sum overflows i64"))
 }
 
-/// The handler of [`ECHO`]: the request's bytes, and its metadata sent
-/// back as the response's (to a caller that reads it).
-pub async fn echo(ctx: Context, req: Msg<[u8]>) -> Result<Msg<[u8]>, Status> {
+/// The handler of [`ECHO`] (as [`ECHO_CHUNKS`]): the request's bytes, and
+/// its metadata sent back as the response's (to a caller that reads it).
+pub async fn echo(ctx: Context, req: Msg<Chunks>) -> Result<Msg<Chunks>, Status> {
     if !ctx.metadata().is_empty() {
         // Checked when received; shared, not copied.
         let _ = ctx.merge_reply_metadata(ctx.metadata());
@@ -119,7 +127,7 @@ pub fn router() -> Router {
     Router::new()
         .route(&ADD, add)
         .and_then(|r| r.route(&SUM, sum))
-        .and_then(|r| r.route(&ECHO, echo))
+        .and_then(|r| r.route(&ECHO_CHUNKS, echo))
         .and_then(|r| r.route(&WHOAMI, whoami))
         .and_then(|r| r.route_server_stream(&COUNT, count))
         .and_then(|r| r.route_bidi_stream(&EACH, each))
@@ -175,7 +183,7 @@ pub fn router_with(knobs: Arc<Knobs>) -> Router {
             }
         })
         .and_then(|r| {
-            r.route(&ECHO, move |ctx, req| {
+            r.route(&ECHO_CHUNKS, move |ctx, req| {
                 let knobs = k2.clone();
                 async move {
                     knobs.serve_time().await;
@@ -231,6 +239,7 @@ mod tests {
     fn demo_method_ids_are_the_specified_ones() {
         assert_eq!(ADD.id(), 0xafb4_42d5_7b90_fc97);
         assert_eq!(ECHO.id(), 0xe016_e9c0_3b12_8d43);
+        assert_eq!(ECHO_CHUNKS.id(), ECHO.id());
         assert_eq!(WHOAMI.id(), 0x24a5_ffc5_4e15_aa5b);
         assert_eq!(SUM.id(), 0x4af9_1bd5_d354_a41f);
         assert_eq!(COUNT.id(), 0x8cc8_3f87_4231_5d65);

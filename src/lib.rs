@@ -194,9 +194,9 @@ pub use quicall_transport as transport;
 pub use quicall_rpc::balance::Policy;
 pub use quicall_rpc::cluster::{Cluster, ClusterOptions, Discovery};
 pub use quicall_rpc::{
-    Access, BodyError, Bytes, CallOptions, Caller, Client, ClientOptions, Code, Context, Encode,
-    EncodeError, Gauges, Message, Method, Msg, Rkyv, RouteError, Router, Server, ServerOptions,
-    ShutdownReport, Status, method_id, wire,
+    Access, BodyError, Bytes, CallOptions, Caller, Chunks, Client, ClientOptions, Code, Context,
+    Encode, EncodeError, Gauges, Message, Method, Msg, Rkyv, RouteError, Router, Server,
+    ServerOptions, ShutdownReport, Status, method_id, wire,
 };
 pub use quicall_rpc::{
     ClientInterceptor, Interceptor, Interceptors, Metadata, MetadataError, Outcome, Response,

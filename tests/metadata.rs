@@ -419,3 +419,111 @@ async fn a_cluster_sends_the_same_metadata_with_every_hedge() {
         "{seen:?}"
     );
 }
+
+/// Records the end of every call it sees.
+#[derive(Clone, Default)]
+struct Ends(Arc<Mutex<Vec<(&'static str, Code)>>>);
+
+impl ClientInterceptor for Ends {
+    fn after(&self, method: &'static str, code: Code, _elapsed: Duration) {
+        self.0.lock().unwrap().push((method, code));
+    }
+}
+
+impl Ends {
+    fn take(&self) -> Vec<(&'static str, Code)> {
+        std::mem::take(&mut *self.0.lock().unwrap())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_interceptors_see_every_stream_end_once() {
+    use quicall::demo::{COUNT, EACH};
+    use quicall::zerocopy::little_endian::U64;
+    const TOTAL: Method<U64, U64> = Method::new("test.Meta/Total").client_streaming();
+    let pki = Pki::new();
+    let router = quicall::demo::router()
+        .route_client_stream(&TOTAL, |_ctx, mut numbers| async move {
+            let mut total = 0;
+            while let Some(n) = numbers.message().await? {
+                total += n.get();
+            }
+            Ok::<_, Status>(U64::new(total))
+        })
+        .unwrap();
+    let server = serve(&pki, router);
+    let ends = Ends::default();
+    let mut options = ClientOptions::default();
+    options.interceptors.push(ends.clone());
+    let client = quicall::Client::connect(
+        server.local_addr(),
+        "localhost",
+        pki.client_tls(),
+        options.clone(),
+    )
+    .await
+    .unwrap();
+    let none = CallOptions::default;
+
+    // A server stream read to its end, then one dropped after a message.
+    let mut numbers = bounded(client.server_stream(&COUNT, U64::new(5), none()))
+        .await
+        .unwrap();
+    assert_eq!(ends.take(), []);
+    while bounded(numbers.message()).await.unwrap().is_some() {}
+    assert_eq!(ends.take(), [("demo.Count/Up", Code::Ok)]);
+    drop(numbers);
+    let mut numbers = bounded(client.server_stream(&COUNT, U64::new(1 << 40), none()))
+        .await
+        .unwrap();
+    bounded(numbers.message()).await.unwrap().unwrap();
+    drop(numbers);
+    assert_eq!(ends.take(), [("demo.Count/Up", Code::Cancelled)]);
+
+    // A bidirectional echo to its end.
+    let (mut sink, mut echoes) = bounded(client.bidi_stream(&EACH, none())).await.unwrap();
+    for word in ["a", "b", "c"] {
+        bounded(sink.send(word)).await.unwrap();
+    }
+    sink.finish();
+    while bounded(echoes.message()).await.unwrap().is_some() {}
+    assert_eq!(ends.take(), [("demo.Echo/Each", Code::Ok)]);
+
+    // A client stream finished, then one dropped unfinished.
+    let mut total = bounded(client.client_stream(&TOTAL, none())).await.unwrap();
+    for n in 1..=3 {
+        bounded(total.send(U64::new(n))).await.unwrap();
+    }
+    let answer = bounded(total.finish()).await.unwrap();
+    assert_eq!(answer.message.get(), 6);
+    assert_eq!(ends.take(), [("test.Meta/Total", Code::Ok)]);
+    let mut total = bounded(client.client_stream(&TOTAL, none())).await.unwrap();
+    bounded(total.send(U64::new(1))).await.unwrap();
+    drop(total);
+    assert_eq!(ends.take(), [("test.Meta/Total", Code::Cancelled)]);
+
+    // The same through a cluster, whose client options carry them.
+    let cluster_options = ClusterOptions {
+        client: options,
+        ..ClusterOptions::default()
+    };
+    let cluster = cluster_of(&pki, &[&server], cluster_options).await;
+    let mut numbers = bounded(cluster.server_stream(&COUNT, U64::new(3), none()))
+        .await
+        .unwrap();
+    while bounded(numbers.message()).await.unwrap().is_some() {}
+    assert_eq!(ends.take(), [("demo.Count/Up", Code::Ok)]);
+    let (mut sink, mut echoes) = bounded(cluster.bidi_stream(&EACH, none())).await.unwrap();
+    bounded(sink.send("x")).await.unwrap();
+    sink.finish();
+    while bounded(echoes.message()).await.unwrap().is_some() {}
+    let mut total = bounded(cluster.client_stream(&TOTAL, none()))
+        .await
+        .unwrap();
+    bounded(total.send(U64::new(4))).await.unwrap();
+    assert_eq!(bounded(total.finish()).await.unwrap().message.get(), 4);
+    assert_eq!(
+        ends.take(),
+        [("demo.Echo/Each", Code::Ok), ("test.Meta/Total", Code::Ok)]
+    );
+}

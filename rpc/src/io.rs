@@ -2,6 +2,8 @@
 //! decision is made here.
 
 use bytes::{Buf, Bytes, BytesMut};
+
+use crate::Chunks;
 use quicall_transport::quinn::{ReadError, RecvStream, SendStream, WriteError};
 
 /// How reading a fixed number of bytes ended early.
@@ -45,20 +47,19 @@ pub(crate) async fn read_header<const N: usize>(
 /// A body read after its header.
 #[derive(Debug)]
 pub(crate) struct Body {
-    /// Exactly the announced number of bytes.
-    pub(crate) bytes: Bytes,
+    /// Exactly the announced number of bytes, in the chunks they arrived in.
+    pub(crate) chunks: Chunks,
     /// Whether more bytes than announced came with it (a protocol error).
     pub(crate) excess: bool,
 }
 
 /// Reads exactly `len` bytes, starting with `first` (what came with the
-/// header). When they are all in one chunk (the common case for a body that
-/// fits a few packets received together) that chunk is returned as it is,
-/// without a copy; otherwise the chunks are gathered into one buffer that
-/// grows with what arrived (doubling, up to `len`), never to the announced
-/// length ahead of the bytes. `admit` is told of every chunk's size as it
-/// arrives, before it is kept; when it says no, reading ends with
-/// [`ReadFail::Refused`].
+/// header), as the chunks QUIC delivered them in, none copied: the message
+/// kind decides whether to gather them ([`crate::Message::receive_chunks`]),
+/// then into a buffer of exactly their length. Nothing is reserved for the
+/// announced length ahead of the bytes. `admit` is told of every chunk's
+/// size as it arrives, before it is kept; when it says no, reading ends
+/// with [`ReadFail::Refused`].
 pub(crate) async fn read_body(
     recv: &mut RecvStream,
     len: usize,
@@ -80,30 +81,24 @@ pub(crate) async fn read_body(
     if first.len() >= len {
         return Ok(Body {
             excess: first.len() > len,
-            bytes: first.slice(..len),
+            chunks: Chunks::from(first.slice(..len)),
         });
     }
-    let mut buf = BytesMut::with_capacity(len.min(first.len() + FIRST_GATHER));
-    buf.extend_from_slice(&first);
-    drop(first);
-    while buf.len() < len {
-        match recv.read_chunk(len - buf.len(), true).await {
+    let mut chunks = Chunks::from(first);
+    while chunks.len() < len {
+        match recv.read_chunk(len - chunks.len(), true).await {
             Ok(Some(chunk)) => {
                 if !admit(chunk.bytes.len()) {
                     return Err(ReadFail::Refused);
                 }
-                let needed = buf.len() + chunk.bytes.len();
-                if needed > buf.capacity() {
-                    buf.reserve(needed.max(buf.capacity() * 2).min(len) - buf.len());
-                }
-                buf.extend_from_slice(&chunk.bytes);
+                chunks.push(chunk.bytes);
             }
-            Ok(None) => return Err(ReadFail::Finished { got: buf.len() }),
+            Ok(None) => return Err(ReadFail::Finished { got: chunks.len() }),
             Err(e) => return Err(ReadFail::Read(e)),
         }
     }
     Ok(Body {
-        bytes: buf.freeze(),
+        chunks,
         excess: false,
     })
 }
@@ -143,10 +138,6 @@ pub(crate) async fn read_prefix(
     }
 }
 
-/// Room for the chunks after the first when a body is gathered; the buffer
-/// doubles from there as bytes arrive.
-const FIRST_GATHER: usize = 64 << 10;
-
 /// Waits for the end of the stream after the body; `Ok(false)` if more bytes
 /// came instead.
 pub(crate) async fn read_fin(recv: &mut RecvStream) -> Result<bool, ReadError> {
@@ -175,43 +166,42 @@ pub(crate) fn append(batch: &mut BytesMut, bytes: &[u8]) {
 
 /// One message (`head`, and `tail` if any) as the chunks to write: header
 /// and a short body copied together into `batch`, a long body apart.
-pub(crate) fn coalesce(
-    batch: &mut BytesMut,
-    head: Bytes,
-    tail: Option<Bytes>,
-) -> (Bytes, Option<Bytes>) {
-    match tail {
-        Some(tail) if tail.len() >= COALESCE_BELOW => (head, Some(tail)),
-        tail => {
-            append(batch, &head);
-            if let Some(tail) = tail {
-                append(batch, &tail);
-            }
-            (batch.split().freeze(), None)
-        }
+pub(crate) fn coalesce(batch: &mut BytesMut, head: Bytes, tail: Chunks) -> (Bytes, Chunks) {
+    if tail.len() >= COALESCE_BELOW {
+        return (head, tail);
     }
+    append(batch, &head);
+    for chunk in tail.iter() {
+        append(batch, chunk);
+    }
+    (batch.split().freeze(), Chunks::new())
 }
 
-/// Writes `head` (header and inline body) and then `tail` (a body chunk
-/// passed on without a copy), leaving the stream open.
+/// Writes `head` (header and inline body) and then `tail` (a body's
+/// chunks, passed on without a copy), leaving the stream open.
 pub(crate) async fn write_chunks(
     send: &mut SendStream,
     head: Bytes,
-    tail: Option<Bytes>,
+    tail: Chunks,
 ) -> Result<(), WriteError> {
-    match tail {
-        Some(tail) if !tail.is_empty() => send.write_all_chunks(&mut [head, tail]).await?,
-        _ => send.write_chunk(head).await?,
+    let (first, mut rest) = tail.into_parts();
+    if first.is_empty() {
+        send.write_chunk(head).await?;
+    } else {
+        send.write_all_chunks(&mut [head, first]).await?;
+    }
+    if !rest.is_empty() {
+        send.write_all_chunks(&mut rest).await?;
     }
     Ok(())
 }
 
-/// Writes `head` (header and inline body) and then `tail` (a body chunk
-/// passed on without a copy), and finishes the stream.
+/// Writes `head` (header and inline body) and then `tail` (a body's
+/// chunks, passed on without a copy), and finishes the stream.
 pub(crate) async fn write_message(
     send: &mut SendStream,
     head: Bytes,
-    tail: Option<Bytes>,
+    tail: Chunks,
 ) -> Result<(), WriteError> {
     write_chunks(send, head, tail).await?;
     // Finishing fails only if the stream was reset or stopped meanwhile, in

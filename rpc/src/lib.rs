@@ -69,7 +69,7 @@ pub use client::{
 #[cfg(feature = "prost")]
 pub use message::Proto;
 pub use message::{
-    Archivable, BodyError, BodyWriter, Encode, EncodeError, Message, Msg, ROOT_ALIGN, Rkyv,
+    Archivable, BodyError, BodyWriter, Chunks, Encode, EncodeError, Message, Msg, ROOT_ALIGN, Rkyv,
     Serializer, encode,
 };
 pub use metadata::{

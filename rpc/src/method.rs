@@ -134,16 +134,16 @@ impl<Req: Message + ?Sized, Resp: Message + ?Sized> Method<Req, Resp> {
     }
 
     /// A received body of this method's request type, by its rules.
-    pub(crate) fn request(&self, body: bytes::Bytes) -> Result<crate::Msg<Req>, crate::BodyError> {
-        crate::Msg::receive(body, self.exact)
+    pub(crate) fn request(&self, body: crate::Chunks) -> Result<crate::Msg<Req>, crate::BodyError> {
+        crate::Msg::receive_chunks(body, self.exact)
     }
 
     /// A received body of this method's response type, by its rules.
     pub(crate) fn response(
         &self,
-        body: bytes::Bytes,
+        body: crate::Chunks,
     ) -> Result<crate::Msg<Resp>, crate::BodyError> {
-        crate::Msg::receive(body, self.exact)
+        crate::Msg::receive_chunks(body, self.exact)
     }
 
     /// Declares the method idempotent: running it twice has the effect of

@@ -1,10 +1,12 @@
 //! The echo load benchmark: quicall, raw quinn and tonic gRPC side by side over
 //! loopback, closed loop over a matrix of payloads and concurrencies, then an
-//! open-loop rate sweep; a table, JSON lines and `.hgrm` files.
+//! open-loop rate sweep; a table, JSON lines and `.hgrm` files; then the
+//! streams, quicall against tonic (server stream and bidirectional echo,
+//! see `quicall_benches::harness::streams`).
 //!
 //! ```text
 //! cargo run --release -p quicall-benches --bin loadbench            # the default matrix
-//! cargo run --release -p quicall-benches --bin loadbench -- --secs 1 --payloads 64 --concurrency 1,16
+//! cargo run --release -p quicall-benches --bin loadbench -- --secs 1 --payloads 64 --concurrency 1,16 --no-streams
 //! ```
 
 use std::io::Write as _;
@@ -16,6 +18,7 @@ use anyhow::Context as _;
 use clap::Parser;
 use quicall::Limits;
 use quicall_benches::harness::output::{self, Row};
+use quicall_benches::harness::streams::StreamArgs;
 use quicall_benches::harness::systems::Pki;
 use quicall_benches::harness::{Echo, Outcome, System, Workload, closed_loop, open_loop};
 
@@ -118,6 +121,11 @@ struct Args {
     /// Where to write results.jsonl and the .hgrm files.
     #[arg(long, default_value = "target/loadbench")]
     out: PathBuf,
+    /// Skip the streams at the end.
+    #[arg(long)]
+    no_streams: bool,
+    #[command(flatten)]
+    streams: StreamArgs,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -138,7 +146,16 @@ fn main() -> anyhow::Result<()> {
         Layout::Shared => None,
     };
     let server_handle = servers.as_ref().map(|rt| rt.handle().clone());
-    clients.block_on(run(args, server_handle))
+    let streams = (!args.no_streams && args.connect.is_none()).then(|| args.streams.clone());
+    clients.block_on(run(args, server_handle))?;
+    drop((clients, servers));
+    match streams {
+        Some(streams) => {
+            println!();
+            quicall_benches::harness::streams::run(streams)
+        }
+        None => Ok(()),
+    }
 }
 
 /// Where the servers' tasks run relative to the clients'.
@@ -434,4 +451,14 @@ fn progress(done: usize, total: usize, started: Instant, what: &str) {
 fn clear_progress() {
     eprint!("\r{:<90}\r", "");
     let _ = std::io::stderr().flush();
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    #[test]
+    fn the_flags_are_consistent() {
+        super::Args::command().debug_assert();
+    }
 }

@@ -5,6 +5,7 @@
 pub mod grpc;
 pub mod output;
 pub mod run;
+pub mod streams;
 pub mod systems;
 
 pub use run::{Mode, Outcome, Workload, closed_loop, open_loop};

@@ -16,7 +16,8 @@ use tokio::time::{Instant, timeout_at};
 use crate::message::frame;
 use crate::wire::{ErrorCode, REQUEST_HEADER_LEN, RequestHead};
 use crate::{
-    Code, Encode, Message, Metadata, MetadataError, Method, Msg, Status, TRACEPARENT, TraceContext,
+    Chunks, Code, Encode, Message, Metadata, MetadataError, Method, Msg, Status, TRACEPARENT,
+    TraceContext,
 };
 pub use streaming::{ClientStream, RequestSink, ResponseStream};
 
@@ -366,7 +367,7 @@ impl Client {
     }
 
     /// One request and its response on a new stream; the response body.
-    async fn exchange(&self, head: Bytes, tail: Option<Bytes>) -> Result<Answer, Status> {
+    async fn exchange(&self, head: Bytes, tail: Chunks) -> Result<Answer, Status> {
         exchange(&self.conn, head, tail, self.options.max_response_size).await
     }
 
@@ -409,7 +410,7 @@ pub(crate) async fn within<T>(
 }
 
 /// A request's bytes: the header and any inline body, and a body chunk.
-pub(crate) type Framed = (Bytes, Option<Bytes>);
+pub(crate) type Framed = (Bytes, Chunks);
 
 /// A call's span (in the current trace, if any) and its bytes: what a
 /// [`Client`] and a [`Cluster`](crate::cluster::Cluster) do first.
@@ -499,6 +500,36 @@ pub(crate) fn call_span(method: &'static str) -> Option<Box<tracing::Span>> {
 
 /// Records a call's status and latency on its span (a client's or a
 /// server's).
+/// What a stream's end is told to, wherever the stream ends: its span
+/// (status and latency recorded) and the client's interceptors (`after`).
+/// Told once; dropped untold, it tells nothing.
+pub(crate) struct Ending {
+    span: Option<Box<tracing::Span>>,
+    /// The interceptors, if there are any, and the method they are told of.
+    interceptors: Option<(Interceptors, &'static str)>,
+}
+
+impl Ending {
+    pub(crate) fn new(
+        span: Option<Box<tracing::Span>>,
+        interceptors: &Interceptors,
+        method: &'static str,
+    ) -> Self {
+        Ending {
+            span,
+            interceptors: (!interceptors.is_empty()).then(|| (interceptors.clone(), method)),
+        }
+    }
+
+    /// The call ended with `code`, having begun at `start`.
+    pub(crate) fn end(&mut self, code: Code, start: Instant) {
+        end_span(self.span.take(), code, start);
+        if let Some((interceptors, method)) = self.interceptors.take() {
+            interceptors.after(method, code, start.elapsed());
+        }
+    }
+}
+
 pub(crate) fn end_span(span: Option<Box<tracing::Span>>, code: Code, start: Instant) {
     if let Some(span) = span {
         span.record("status", code.name());
@@ -553,7 +584,7 @@ pub(crate) fn frame_request<Req, Resp>(
     request: impl Encode<Req>,
     budget: Option<Duration>,
     metadata: Option<&Metadata>,
-) -> Result<(Bytes, Option<Bytes>), Status>
+) -> Result<(Bytes, Chunks), Status>
 where
     Req: Message + ?Sized,
     Resp: Message + ?Sized,
@@ -587,7 +618,7 @@ where
 pub(crate) async fn exchange(
     conn: &Connection,
     head: Bytes,
-    tail: Option<Bytes>,
+    tail: Chunks,
     max_response_size: u32,
 ) -> Result<Answer, Status> {
     let call = async {

@@ -4,7 +4,7 @@ use quicall_transport::{Failure, TransportError, describe};
 
 use crate::io::{self, ReadFail};
 use crate::wire::{self, ErrorCode, RESPONSE_HEADER_LEN, ResponseFlags, ResponseHead, WireError};
-use crate::{Code, Metadata, Status};
+use crate::{Chunks, Code, Metadata, Status};
 
 /// Most entries a response's metadata may have.
 const MAX_RESPONSE_METADATA_ENTRIES: usize = 1024;
@@ -19,7 +19,8 @@ pub(crate) enum StreamPart {
 
 /// A response: its body and the metadata sent with it.
 pub(crate) struct Answer {
-    pub(crate) body: Bytes,
+    /// In the chunks it arrived in.
+    pub(crate) body: Chunks,
     /// Boxed: most answers carry none, and futures stay small.
     pub(crate) metadata: Option<Box<Metadata>>,
 }
@@ -52,7 +53,7 @@ impl CallStream {
     pub(super) async fn send_request(
         &mut self,
         head: Bytes,
-        tail: Option<Bytes>,
+        tail: Chunks,
         finish: bool,
     ) -> Result<(), Status> {
         let Some(send) = self.send.as_mut() else {
@@ -96,7 +97,7 @@ impl CallStream {
         if body.excess {
             return Err(Status::internal("bytes after the response body"));
         }
-        let body = body.bytes;
+        let body = body.chunks;
         match io::read_fin(&mut self.recv).await {
             Ok(true) => {}
             Ok(false) => return Err(Status::internal("bytes after the response body")),
@@ -108,7 +109,7 @@ impl CallStream {
         }
         let status = Status::new(
             Code::from_u16(head.status),
-            String::from_utf8_lossy(&body).into_owned(),
+            String::from_utf8_lossy(&body.into_bytes()).into_owned(),
         )
         .with_metadata(metadata.map(|m| *m).unwrap_or_default());
         Err(if head.flags.contains(ResponseFlags::NOT_PROCESSED) {

@@ -15,13 +15,13 @@ use quicall_transport::quinn::{SendStream, WriteError};
 use tokio::time::{Instant, timeout_at};
 
 use super::stream::{Answer, CallStream, StreamPart, connection_status, write_status};
-use super::{CallOptions, Client, Response, begin_call, begin_stream, end_span};
+use super::{CallOptions, Client, Ending, Response, begin_call, begin_stream};
 use crate::io;
 use crate::message::frame;
 use crate::meter::Flow;
 use crate::pull::{Pulled, Source};
 use crate::wire::{ErrorCode, MESSAGE_HEADER_LEN, message_header};
-use crate::{Code, Encode, Message, Metadata, Method, Msg, Shape, Status};
+use crate::{Chunks, Code, Encode, Message, Metadata, Method, Msg, Shape, Status};
 
 /// A call's time: when it began, and its deadline with its budget.
 #[derive(Clone, Copy)]
@@ -80,7 +80,7 @@ pub(crate) struct Responses {
     method: &'static str,
     max_message: u32,
     timing: Timing,
-    span: Option<Box<tracing::Span>>,
+    ending: Ending,
     metadata: Metadata,
     /// A cluster's count of the method's messages.
     flow: Option<Arc<Flow>>,
@@ -88,7 +88,12 @@ pub(crate) struct Responses {
 }
 
 impl Responses {
-    fn new(call: CallStream, method: &'static str, max_message: u32, timing: Timing) -> Self {
+    fn new(
+        call: CallStream,
+        method: &'static str,
+        max_message: u32,
+        (timing, ending): (Timing, Ending),
+    ) -> Self {
         Responses {
             flow: None,
             call,
@@ -98,7 +103,7 @@ impl Responses {
             method,
             max_message,
             timing,
-            span: None,
+            ending,
             metadata: Metadata::new(),
             done: false,
         }
@@ -151,7 +156,7 @@ impl Responses {
 
     fn end(&mut self, code: Code) {
         self.done = true;
-        end_span(self.span.take(), code, self.timing.start);
+        self.ending.end(code, self.timing.start);
     }
 }
 
@@ -168,7 +173,7 @@ impl Source for Responses {
 impl Drop for Responses {
     fn drop(&mut self) {
         if !self.done {
-            end_span(self.span.take(), Code::Cancelled, self.timing.start);
+            self.ending.end(Code::Cancelled, self.timing.start);
         }
     }
 }
@@ -371,7 +376,7 @@ pub struct ClientStream<Req: ?Sized, Resp: ?Sized> {
     call: CallStream,
     max_response: u32,
     exact: bool,
-    span: Option<Box<tracing::Span>>,
+    ending: Ending,
     /// The answer, when it came before the last request.
     early: Option<Result<Answer, Status>>,
     done: bool,
@@ -411,9 +416,9 @@ impl<Req: Message + ?Sized, Resp: Message + ?Sized> ClientStream<Req, Resp> {
         };
         let code = answer.as_ref().err().map_or(Code::Ok, Status::code);
         self.done = true;
-        end_span(self.span.take(), code, self.sink.timing.start);
+        self.ending.end(code, self.sink.timing.start);
         let answer = answer?;
-        let message = Msg::receive(answer.body, self.exact)
+        let message = Msg::receive_chunks(answer.body, self.exact)
             .map_err(|e| Status::internal(format!("bad response: {e}")))?;
         Ok(Response {
             message,
@@ -437,7 +442,7 @@ impl<Req: Message + ?Sized, Resp: Message + ?Sized> ClientStream<Req, Resp> {
 impl<Req: ?Sized, Resp: ?Sized> Drop for ClientStream<Req, Resp> {
     fn drop(&mut self) {
         if !self.done {
-            end_span(self.span.take(), Code::Cancelled, self.sink.timing.start);
+            self.ending.end(Code::Cancelled, self.sink.timing.start);
         }
     }
 }
@@ -470,7 +475,7 @@ impl Client {
     {
         check_shape(method, Shape::ServerStreaming)?;
         let timing = Timing::new(options.deadline.or(self.options.default_deadline));
-        let (mut span, framed) = begin_call(
+        let (span, framed) = begin_call(
             method,
             request,
             timing.budget(),
@@ -478,11 +483,11 @@ impl Client {
             &self.options.interceptors,
             false,
         );
+        let mut ending = Ending::new(span, &self.options.interceptors, method.name());
         let call = self.open(method.name(), framed, true, timing).await;
-        let call = ended_on_error(call, &mut span, timing)?;
-        let mut responses =
-            Responses::new(call, method.name(), self.options.max_response_size, timing);
-        responses.span = span;
+        let call = ended_on_error(call, &mut ending, timing)?;
+        let max = self.options.max_response_size;
+        let responses = Responses::new(call, method.name(), max, (timing, ending));
         Ok(response_stream(responses, method))
     }
 
@@ -512,11 +517,11 @@ impl Client {
         Resp: Message + ?Sized,
     {
         check_shape(method, Shape::ClientStreaming)?;
-        let (span, call, timing) = self.open_requests(method, options).await?;
+        let (ending, call, timing) = self.open_requests(method, options).await?;
         Ok(client_stream_on(
             call,
             method,
-            (timing, span),
+            (timing, ending),
             self.options.max_response_size,
             None,
         ))
@@ -549,11 +554,11 @@ impl Client {
         Resp: Message + ?Sized,
     {
         check_shape(method, Shape::Bidirectional)?;
-        let (span, call, timing) = self.open_requests(method, options).await?;
+        let (ending, call, timing) = self.open_requests(method, options).await?;
         Ok(bidi_halves(
             call,
             method,
-            (timing, span),
+            (timing, ending),
             self.options.max_response_size,
             None,
         ))
@@ -564,22 +569,23 @@ impl Client {
         &self,
         method: &Method<Req, Resp>,
         options: CallOptions,
-    ) -> Result<(Option<Box<tracing::Span>>, CallStream, Timing), Status>
+    ) -> Result<(Ending, CallStream, Timing), Status>
     where
         Req: Message + ?Sized,
         Resp: Message + ?Sized,
     {
         let timing = Timing::new(options.deadline.or(self.options.default_deadline));
-        let (mut span, head) = begin_stream(
+        let (span, head) = begin_stream(
             method,
             timing.budget(),
             options.metadata,
             &self.options.interceptors,
         );
-        let framed = head.map(|head| (head, None));
+        let mut ending = Ending::new(span, &self.options.interceptors, method.name());
+        let framed = head.map(|head| (head, Chunks::new()));
         let call = self.open(method.name(), framed, false, timing).await;
-        let call = ended_on_error(call, &mut span, timing)?;
-        Ok((span, call, timing))
+        let call = ended_on_error(call, &mut ending, timing)?;
+        Ok((ending, call, timing))
     }
 
     /// A new stream with the request (or a request stream's header) sent.
@@ -605,7 +611,7 @@ impl Client {
 pub(crate) async fn open_on(
     conn: &quicall_transport::Connection,
     head: Bytes,
-    tail: Option<Bytes>,
+    tail: Chunks,
     finish: bool,
 ) -> Result<CallStream, Status> {
     let (send, recv) = conn
@@ -621,13 +627,14 @@ pub(crate) async fn open_on(
 /// its end): what a cluster's attempt does before it pins the call.
 pub(crate) async fn first_part(
     conn: &quicall_transport::Connection,
-    (head, tail): (Bytes, Option<Bytes>),
+    (head, tail): (Bytes, Chunks),
     method: &'static str,
     max_message: u32,
     timing: Timing,
 ) -> Result<Responses, Status> {
     let call = open_on(conn, head, tail, true).await?;
-    let mut responses = Responses::new(call, method, max_message, timing);
+    let untold = Ending::new(None, &super::Interceptors::default(), method);
+    let mut responses = Responses::new(call, method, max_message, (timing, untold));
     responses.first = responses.read().await?;
     Ok(responses)
 }
@@ -639,12 +646,13 @@ impl Responses {
         self
     }
 
-    /// Gives the stream its span (ended with the stream).
-    pub(crate) fn with_span(mut self, span: Option<Box<tracing::Span>>) -> Self {
+    /// Gives the stream its ending (its span and interceptors, told when
+    /// the stream ends).
+    pub(crate) fn with_ending(mut self, mut ending: Ending) -> Self {
         if self.done {
-            end_span(span, Code::Ok, self.timing.start);
+            ending.end(Code::Ok, self.timing.start);
         } else {
-            self.span = span;
+            self.ending = ending;
         }
         self
     }
@@ -667,7 +675,7 @@ pub(crate) fn response_stream<Req: Message + ?Sized, Resp: Message + ?Sized>(
 pub(crate) fn client_stream_on<Req: Message + ?Sized, Resp: Message + ?Sized>(
     mut call: CallStream,
     method: &Method<Req, Resp>,
-    (timing, span): (Timing, Option<Box<tracing::Span>>),
+    (timing, ending): (Timing, Ending),
     max_response: u32,
     flow: Option<Arc<Flow>>,
 ) -> ClientStream<Req, Resp> {
@@ -678,7 +686,7 @@ pub(crate) fn client_stream_on<Req: Message + ?Sized, Resp: Message + ?Sized>(
         call,
         max_response,
         exact: method.is_exact(),
-        span,
+        ending,
         early: None,
         done: false,
         _resp: PhantomData,
@@ -690,24 +698,24 @@ pub(crate) fn client_stream_on<Req: Message + ?Sized, Resp: Message + ?Sized>(
 pub(crate) fn bidi_halves<Req: Message + ?Sized, Resp: Message + ?Sized>(
     mut call: CallStream,
     method: &Method<Req, Resp>,
-    (timing, span): (Timing, Option<Box<tracing::Span>>),
+    (timing, ending): (Timing, Ending),
     max_response: u32,
     flow: Option<Arc<Flow>>,
 ) -> (RequestSink<Req>, ResponseStream<Resp>) {
     let mut sink = RequestSink::new(call.take_send(), method.name(), timing);
     sink.flow = flow.clone();
-    let mut responses = Responses::new(call, method.name(), max_response, timing).with_span(span);
+    let mut responses = Responses::new(call, method.name(), max_response, (timing, ending));
     responses.flow = flow;
     (sink, response_stream(responses, method))
 }
 
-/// `opened`, or its status with the call's span ended.
+/// `opened`, or its status with the call's end told.
 fn ended_on_error(
     opened: Result<CallStream, Status>,
-    span: &mut Option<Box<tracing::Span>>,
+    ending: &mut Ending,
     timing: Timing,
 ) -> Result<CallStream, Status> {
-    opened.inspect_err(|status| end_span(span.take(), status.code(), timing.start))
+    opened.inspect_err(|status| ending.end(status.code(), timing.start))
 }
 
 /// Refuses, before anything is sent, a call made with the wrong shape's

@@ -13,7 +13,7 @@ use super::member::Member;
 use crate::balance::may_eject;
 use crate::client::{Answer, exchange, transport_status};
 use crate::metrics::Stats;
-use crate::{Code, Hedge, Status};
+use crate::{Chunks, Code, Hedge, Status};
 
 /// Observations a method needs before a percentile hedge delay is trusted.
 const MIN_HEDGE_SAMPLES: u64 = 20;
@@ -30,7 +30,7 @@ pub(super) trait Exchange: Sync {
         &'a self,
         conn: &'a Connection,
         head: Bytes,
-        tail: Option<Bytes>,
+        tail: Chunks,
     ) -> impl std::future::Future<Output = Result<Self::Output, Status>> + Send + 'a;
 }
 
@@ -46,7 +46,7 @@ impl Exchange for Unary {
         &'a self,
         conn: &'a Connection,
         head: Bytes,
-        tail: Option<Bytes>,
+        tail: Chunks,
     ) -> impl std::future::Future<Output = Result<Answer, Status>> + Send + 'a {
         exchange(conn, head, tail, self.max_response)
     }
@@ -59,7 +59,7 @@ pub(super) struct Call<'a, X> {
     pub(super) idempotent: bool,
     pub(super) hedge: Option<Hedge>,
     pub(super) head: Bytes,
-    pub(super) tail: Option<Bytes>,
+    pub(super) tail: Chunks,
     pub(super) deadline: Option<Instant>,
 }
 
@@ -267,7 +267,7 @@ async fn attempt<X: Exchange>(
     exchange: &X,
     inner: &Inner,
     member: &Arc<Member>,
-    (head, tail): (Bytes, Option<Bytes>),
+    (head, tail): (Bytes, Chunks),
     deadline: Option<Instant>,
 ) -> Result<X::Output, Status> {
     if !member.health().try_admit(inner.now()) {

@@ -277,7 +277,7 @@ impl Cluster {
         let entry = inner.method_entry(method.id(), method.name());
         entry.stats.begin();
         let meter = entry.meter.begin(start.into_std());
-        let sent = head.len() + tail.as_ref().map_or(0, bytes::Bytes::len);
+        let sent = head.len() + tail.len();
         inner.lock_budget().deposit(inner.now());
         let call = attempt::Call {
             exchange: attempt::Unary {

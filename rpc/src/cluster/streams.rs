@@ -12,13 +12,13 @@ use quicall_transport::Connection;
 use super::Cluster;
 use super::attempt::{Call, Exchange};
 use crate::client::{
-    Timing, begin_call, begin_stream, bidi_halves, check_shape, client_stream_on, end_span,
+    Ending, Timing, begin_call, begin_stream, bidi_halves, check_shape, client_stream_on,
     first_part, open_on, response_stream,
 };
 use crate::meter::Flow;
 use crate::{
-    CallOptions, ClientStream, Code, Encode, Message, Method, RequestSink, ResponseStream, Shape,
-    Status,
+    CallOptions, Chunks, ClientStream, Code, Encode, Message, Method, RequestSink, ResponseStream,
+    Shape, Status,
 };
 
 /// A server stream's attempt: open, send the request, read up to the
@@ -36,7 +36,7 @@ impl Exchange for FirstPart {
         &'a self,
         conn: &'a Connection,
         head: Bytes,
-        tail: Option<Bytes>,
+        tail: Chunks,
     ) -> impl std::future::Future<Output = Result<Self::Output, Status>> + Send + 'a {
         first_part(
             conn,
@@ -58,7 +58,7 @@ impl Exchange for Opening {
         &'a self,
         conn: &'a Connection,
         head: Bytes,
-        tail: Option<Bytes>,
+        tail: Chunks,
     ) -> impl std::future::Future<Output = Result<Self::Output, Status>> + Send + 'a {
         open_on(conn, head, tail, false)
     }
@@ -110,8 +110,9 @@ impl Cluster {
         let opened = self
             .open_stream(method, framed, exchange, timing, method.is_idempotent())
             .await;
-        let (responses, span) = opened_with(opened, span, timing)?;
-        let responses = responses.with_flow(self.flow(method)).with_span(span);
+        let ending = Ending::new(span, &inner.options.client.interceptors, method.name());
+        let (responses, ending) = opened_with(opened, ending, timing)?;
+        let responses = responses.with_flow(self.flow(method)).with_ending(ending);
         Ok(response_stream(responses, method))
     }
 
@@ -138,10 +139,10 @@ impl Cluster {
         Resp: Message + ?Sized,
     {
         check_shape(method, Shape::ClientStreaming)?;
-        let (call, timing, span) = self.open_requests(method, options).await?;
+        let (call, timing, ending) = self.open_requests(method, options).await?;
         let max = self.inner.options.client.max_response_size;
         let flow = Some(self.flow(method));
-        Ok(client_stream_on(call, method, (timing, span), max, flow))
+        Ok(client_stream_on(call, method, (timing, ending), max, flow))
     }
 
     /// Calls the bidirectional `method` on one of the servers, pinned to it
@@ -157,24 +158,17 @@ impl Cluster {
         Resp: Message + ?Sized,
     {
         check_shape(method, Shape::Bidirectional)?;
-        let (call, timing, span) = self.open_requests(method, options).await?;
+        let (call, timing, ending) = self.open_requests(method, options).await?;
         let max = self.inner.options.client.max_response_size;
         let flow = Some(self.flow(method));
-        Ok(bidi_halves(call, method, (timing, span), max, flow))
+        Ok(bidi_halves(call, method, (timing, ending), max, flow))
     }
 
     async fn open_requests<Req, Resp>(
         &self,
         method: &Method<Req, Resp>,
         options: CallOptions,
-    ) -> Result<
-        (
-            crate::client::CallStream,
-            Timing,
-            Option<Box<tracing::Span>>,
-        ),
-        Status,
-    >
+    ) -> Result<(crate::client::CallStream, Timing, Ending), Status>
     where
         Req: Message + ?Sized,
         Resp: Message + ?Sized,
@@ -187,14 +181,15 @@ impl Cluster {
             options.metadata,
             &inner.options.client.interceptors,
         );
-        let framed = head.map(|head| (head, None));
+        let framed = head.map(|head| (head, Chunks::new()));
         // Requests are not kept: only a call that never reached a server
         // (not processed) is tried elsewhere.
         let opened = self
             .open_stream(method, framed, Opening, timing, false)
             .await;
-        let (call, span) = opened_with(opened, span, timing)?;
-        Ok((call, timing, span))
+        let ending = Ending::new(span, &inner.options.client.interceptors, method.name());
+        let (call, ending) = opened_with(opened, ending, timing)?;
+        Ok((call, timing, ending))
     }
 
     /// Sends the call's first bytes to a server picked as for a unary call,
@@ -240,16 +235,16 @@ impl Cluster {
     }
 }
 
-/// What was opened, with the call's span; or the failure, its span ended.
+/// What was opened, with the call's ending; or the failure, its end told.
 fn opened_with<T>(
     opened: Result<T, Status>,
-    span: Option<Box<tracing::Span>>,
+    mut ending: Ending,
     timing: Timing,
-) -> Result<(T, Option<Box<tracing::Span>>), Status> {
+) -> Result<(T, Ending), Status> {
     match opened {
-        Ok(opened) => Ok((opened, span)),
+        Ok(opened) => Ok((opened, ending)),
         Err(status) => {
-            end_span(span, status.code(), timing.start);
+            ending.end(status.code(), timing.start);
             Err(status)
         }
     }

@@ -16,11 +16,13 @@ use std::ops::Deref;
 use bytes::{Bytes, BytesMut};
 
 mod archived;
+mod chunks;
 mod fixed;
 #[cfg(feature = "prost")]
 mod proto;
 
 pub use archived::{Archivable, BodyWriter, ROOT_ALIGN, Rkyv, Serializer};
+pub use chunks::Chunks;
 #[cfg(feature = "prost")]
 pub use proto::Proto;
 
@@ -36,7 +38,9 @@ pub use proto::Proto;
 /// - [`Rkyv<T>`] for any type deriving rkyv's `Archive` and `Serialize`:
 ///   strings, vectors, options, nested structs, read in place as
 ///   `T::Archived` after validation;
-/// - `Proto<T>` for any prost message (feature `prost`).
+/// - `Proto<T>` for any prost message (feature `prost`);
+/// - [`Chunks`] for raw bytes kept in the chunks they arrived in (never
+///   gathered into one buffer).
 ///
 /// Nothing needs implementing for those. Another encoding can be brought
 /// by implementing it for a marker type, as [`Rkyv`] does.
@@ -55,6 +59,27 @@ pub trait Message: Send + Sync + 'static {
     /// keep and what [`view`](Message::view) needs. Never panics on any
     /// input.
     fn receive(body: Bytes, exact: bool) -> Result<(Bytes, Self::Decoded), BodyError>;
+
+    /// [`receive`](Message::receive) for a body that arrived in several
+    /// chunks. By default they are gathered into one buffer of exactly
+    /// their length (one copy; none for a body of one chunk), which every
+    /// kind read in place needs; [`Chunks`] keeps them as they are.
+    fn receive_chunks(body: Chunks, exact: bool) -> Result<(Bytes, Self::Decoded), BodyError> {
+        Self::receive(body.into_bytes(), exact)
+    }
+
+    /// The body of a received message, to send on (echoed, forwarded) or
+    /// to give back with [`Msg::into_bytes`]: by default its bytes.
+    fn into_body(bytes: Bytes, decoded: Self::Decoded) -> Chunks {
+        let _ = decoded;
+        Chunks::from(bytes)
+    }
+
+    /// The length of a received message's body: by default that of its
+    /// bytes.
+    fn body_len(msg: &Msg<Self>) -> usize {
+        msg.bytes.len()
+    }
 
     /// The view of a received message (one that [`receive`](Message::receive)
     /// accepted: a [`Msg`] is made by nothing else).
@@ -175,8 +200,15 @@ impl<T: Message + ?Sized> Msg<T> {
         Ok(Self { bytes, decoded })
     }
 
+    /// [`Msg::receive`] for a body as the chunks it arrived in.
+    pub(crate) fn receive_chunks(body: Chunks, exact: bool) -> Result<Self, BodyError> {
+        let (bytes, decoded) = T::receive_chunks(body, exact)?;
+        Ok(Self { bytes, decoded })
+    }
+
     /// The message's bytes (for a body received from an older peer, the
-    /// bytes as this side reads them: zero-extended).
+    /// bytes as this side reads them: zero-extended; for [`Chunks`],
+    /// empty: its bytes are in its chunks).
     pub fn bytes(&self) -> &Bytes {
         &self.bytes
     }
@@ -186,9 +218,10 @@ impl<T: Message + ?Sized> Msg<T> {
         &self.decoded
     }
 
-    /// The message's bytes, without a copy: a valid body of `T` to send on.
+    /// The message's bytes, without a copy (for [`Chunks`] of more than
+    /// one chunk, gathered: a copy): a valid body of `T` to send on.
     pub fn into_bytes(self) -> Bytes {
-        self.bytes
+        T::into_body(self.bytes, self.decoded).into_bytes()
     }
 }
 
@@ -253,6 +286,16 @@ pub trait Encode<T: Message + ?Sized> {
     /// after `buf` without copying it. On failure (an rkyv serializer's
     /// error), `buf` is left as it was.
     fn encode(self, buf: &mut BytesMut) -> Result<Option<Bytes>, EncodeError>;
+
+    /// [`encode`](Encode::encode) for a body that may be several chunks
+    /// to send after `buf`, none copied: by default the one chunk
+    /// `encode` returns. What the server and the clients call.
+    fn encode_chunks(self, buf: &mut BytesMut) -> Result<Chunks, EncodeError>
+    where
+        Self: Sized,
+    {
+        self.encode(buf).map(Chunks::from)
+    }
 }
 
 /// A value that could not be encoded as a body.
@@ -301,19 +344,23 @@ impl<T: Message + ?Sized> Encode<T> for Msg<T> {
     }
 
     fn known_len(&self) -> Option<usize> {
-        Some(self.bytes.len())
+        Some(T::body_len(self))
     }
 
     fn encode(self, _: &mut BytesMut) -> Result<Option<Bytes>, EncodeError> {
-        Ok(Some(self.bytes))
+        Ok(Some(self.into_bytes()))
+    }
+
+    fn encode_chunks(self, _: &mut BytesMut) -> Result<Chunks, EncodeError> {
+        Ok(T::into_body(self.bytes, self.decoded))
     }
 }
 
 /// A header followed by a body: the header and any inline body in one
-/// buffer, a body chunk (if any) apart, uncopied.
+/// buffer, the body's chunks (if any) apart, uncopied.
 pub(crate) struct Framed {
     pub(crate) head: Bytes,
-    pub(crate) tail: Option<Bytes>,
+    pub(crate) tail: Chunks,
     /// The body's whole length.
     pub(crate) body_len: usize,
 }
@@ -333,8 +380,8 @@ pub(crate) fn frame<T: Message + ?Sized, const N: usize>(
     if !extra.is_empty() {
         head.extend_from_slice(extra);
     }
-    let tail = value.encode(&mut head)?;
-    let body_len = head.len() - N - extra.len() + tail.as_ref().map_or(0, Bytes::len);
+    let tail = value.encode_chunks(&mut head)?;
+    let body_len = head.len() - N - extra.len() + tail.len();
     if known != Some(body_len) {
         head[..N].copy_from_slice(&header(body_len));
     }
@@ -346,14 +393,14 @@ pub(crate) fn frame<T: Message + ?Sized, const N: usize>(
 }
 
 /// [`frame`] at the end of `buf` (a writer's batch, holding the messages
-/// before it): the header and any inline body appended, a body chunk (if
-/// any) returned to be sent after them, uncopied; and the body's length. On
-/// failure `buf` is left as it was.
+/// before it): the header and any inline body appended, the body's chunks
+/// (if any) returned to be sent after them, uncopied; and the body's
+/// length. On failure `buf` is left as it was.
 pub(crate) fn frame_append<T: Message + ?Sized, const N: usize>(
     buf: &mut BytesMut,
     value: impl Encode<T>,
     header: impl Fn(usize) -> [u8; N],
-) -> Result<(Option<Bytes>, usize), EncodeError> {
+) -> Result<(Chunks, usize), EncodeError> {
     let start = buf.len();
     let known = value.known_len();
     let need = N + value.size_hint();
@@ -361,14 +408,14 @@ pub(crate) fn frame_append<T: Message + ?Sized, const N: usize>(
         buf.reserve(need.max(crate::io::BATCH));
     }
     buf.extend_from_slice(&header(known.unwrap_or(0)));
-    let tail = match value.encode(buf) {
+    let tail = match value.encode_chunks(buf) {
         Ok(tail) => tail,
         Err(e) => {
             buf.truncate(start);
             return Err(e);
         }
     };
-    let body_len = buf.len() - start - N + tail.as_ref().map_or(0, Bytes::len);
+    let body_len = buf.len() - start - N + tail.len();
     if known != Some(body_len) {
         buf[start..start + N].copy_from_slice(&header(body_len));
     }

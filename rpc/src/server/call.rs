@@ -27,7 +27,7 @@ use crate::wire::{
 };
 use tracing::Instrument;
 
-use crate::{Code, Metadata, MetadataError, Status, TRACEPARENT, TraceContext};
+use crate::{Chunks, Code, Metadata, MetadataError, Status, TRACEPARENT, TraceContext};
 
 /// Longest status message sent; longer ones are cut at a character boundary.
 pub(crate) const MAX_STATUS_MESSAGE: usize = 4096;
@@ -381,14 +381,14 @@ fn counted(
     metadata: Option<Metadata>,
     meter: Option<CallMeter<'_>>,
     streamed: bool,
-) -> (Bytes, Option<Bytes>) {
+) -> (Bytes, Chunks) {
     let code = reply.as_ref().err().map_or(Code::Ok, Status::code);
     let (head, tail) = frame_reply(reply, options, metadata);
     if let Some(meter) = meter {
         // A unary answer is a message; a stream's messages were counted as
         // they were sent, and its end is none.
         let message = !streamed && code == Code::Ok;
-        let len = head.len() + tail.as_ref().map_or(0, Bytes::len);
+        let len = head.len() + tail.len();
         meter.flow().responses(u64::from(message), len);
         meter.finish(code);
     }
@@ -555,19 +555,21 @@ enum BodyFail {
     Broken,
 }
 
-/// Reads the body and the end of the stream, telling `admit` of every
-/// chunk as it arrives; for a request stream (`stream`), only the `len`
-/// bytes before its messages (its metadata) and what came after them.
+/// Reads the body (in the chunks it arrived in) and the end of the stream,
+/// telling `admit` of every chunk as it arrives; for a request stream
+/// (`stream`), only the `len` bytes before its messages (its metadata) and
+/// what came after them.
 async fn read_request(
     recv: &mut RecvStream,
     stream: bool,
     len: usize,
     first: Bytes,
     admit: impl FnMut(usize) -> bool,
-) -> Result<(Bytes, Bytes), BodyFail> {
+) -> Result<(Chunks, Bytes), BodyFail> {
     if stream {
         return io::read_prefix(recv, len, first, admit)
             .await
+            .map(|(prefix, rest)| (Chunks::from(prefix), rest))
             .map_err(|fail| body_fail(fail, len));
     }
     let body = match io::read_body(recv, len, first, admit).await {
@@ -576,7 +578,7 @@ async fn read_request(
                 "bytes after the {len}-byte request body"
             ))));
         }
-        Ok(body) => body.bytes,
+        Ok(body) => body.chunks,
         Err(fail) => return Err(body_fail(fail, len)),
     };
     match io::read_fin(recv).await {
@@ -618,9 +620,12 @@ async fn reject(send: &mut SendStream, recv: &mut RecvStream, status: Status) {
     let _ = recv.stop(ErrorCode::REJECTED.into());
     let status = status.not_processed();
     let frame = status_frame(&status);
-    if timeout(REJECTION_LINGER, io::write_message(send, frame, None))
-        .await
-        .is_err()
+    if timeout(
+        REJECTION_LINGER,
+        io::write_message(send, frame, Chunks::new()),
+    )
+    .await
+    .is_err()
     {
         let _ = send.reset(ErrorCode::REJECTED.into());
     }
@@ -676,8 +681,8 @@ async fn stream_out(
             match item {
                 Some(Ok(tail)) => {
                     count += 1;
-                    if let Some(tail) = tail {
-                        gather(&mut batch, &mut chunks, tail);
+                    for chunk in tail {
+                        gather(&mut batch, &mut chunks, chunk);
                     }
                 }
                 None => break Some(Ok(())),
@@ -765,12 +770,12 @@ fn gather(batch: &mut BytesMut, chunks: &mut Vec<Bytes>, bytes: Bytes) {
 /// timer).
 async fn respond(
     send: &mut SendStream,
-    (head, tail): (Bytes, Option<Bytes>),
+    (head, tail): (Bytes, Chunks),
     mut timer: Pin<&mut Sleep>,
     shared: &Shared,
 ) {
     let options = &shared.options;
-    let len = head.len() + tail.as_ref().map_or(0, Bytes::len);
+    let len = head.len() + tail.len();
     let _held = Held::new(&shared.response_bytes, len);
     let by = Instant::now() + options.transfer_time(options.response_timeout, len);
     timer.as_mut().reset(by);
@@ -795,14 +800,17 @@ fn frame_reply(
     reply: Result<super::router::Reply, Status>,
     options: &ServerOptions,
     metadata: Option<Metadata>,
-) -> (Bytes, Option<Bytes>) {
+) -> (Bytes, Chunks) {
     let (head, tail) = match reply {
         Ok(reply) => (reply.head, reply.tail),
         Err(status) if options.hide_error_details && status.is_internal_detail() => {
             tracing::error!("handler failed: {status}");
-            (status_frame(&Status::internal("internal error")), None)
+            (
+                status_frame(&Status::internal("internal error")),
+                Chunks::new(),
+            )
         }
-        Err(status) => (status_frame(&status), None),
+        Err(status) => (status_frame(&status), Chunks::new()),
     };
     match metadata {
         Some(metadata) => (with_metadata(&head, &metadata), tail),

@@ -13,13 +13,13 @@ use quicall_transport::PeerIdentity;
 
 use super::Access;
 use super::requests::{Reader, Requests};
-use crate::{Code, Context, Encode, Message, Method, Msg, Shape, Status};
+use crate::{Chunks, Code, Context, Encode, Message, Method, Msg, Shape, Status};
 
 /// A handler's answer, laid out for the wire: the response header followed
 /// by any inline body, and a body chunk sent without a copy.
 pub(crate) struct Reply {
     pub(crate) head: Bytes,
-    pub(crate) tail: Option<Bytes>,
+    pub(crate) tail: Chunks,
     /// A server stream's messages, each framed (a header with the MESSAGE
     /// flag and the body), sent before `head` (then the final status).
     pub(crate) stream: Option<MessageStream>,
@@ -41,13 +41,13 @@ pub(crate) trait Frames: Send {
         self: Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
         batch: &mut BytesMut,
-    ) -> std::task::Poll<Option<Result<Option<Bytes>, Status>>>;
+    ) -> std::task::Poll<Option<Result<Chunks, Status>>>;
 }
 
 /// What a handler is given: a unary request's body, or the reader of a
 /// request stream.
 pub(crate) enum Input {
-    Body(Bytes),
+    Body(Chunks),
     Stream(Reader),
 }
 
@@ -102,7 +102,7 @@ where
     });
     Reply {
         head: stream_end(),
-        tail: None,
+        tail: Chunks::new(),
         stream: Some(messages),
     }
 }
@@ -303,7 +303,7 @@ where
         self: Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
         batch: &mut BytesMut,
-    ) -> std::task::Poll<Option<Result<Option<Bytes>, Status>>> {
+    ) -> std::task::Poll<Option<Result<Chunks, Status>>> {
         let this = self.get_mut();
         let (method, max) = (this.method, this.max_response);
         this.stream.as_mut().poll_next(cx).map(|item| {
