@@ -161,3 +161,60 @@ fn servers_run_on_a_runtime_of_their_own_in_the_split_layout() {
     });
     servers.shutdown_timeout(Duration::from_secs(5));
 }
+
+#[test]
+fn every_system_calls_across_a_lossy_network_lab() {
+    let path = quicall_netlab::Path {
+        loss: 0.02,
+        ..quicall_netlab::Path::default()
+    };
+    let lab = match quicall_netlab::Lab::new(&["server", "client"], path) {
+        Ok(lab) => lab,
+        Err(e @ quicall_netlab::LabError::Unavailable(_)) => {
+            eprintln!("SKIPPED: {e}");
+            return;
+        }
+        Err(e) => panic!("{e}"),
+    };
+    let on = |name: &str| {
+        let host = lab.host(name).clone();
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .on_thread_start(move || host.enter().unwrap())
+            .enable_all()
+            .build()
+            .unwrap()
+    };
+    let (servers, clients) = (on("server"), on("client"));
+    let server_ip = lab.host("server").addr().into();
+    let handle = servers.handle().clone();
+    let outcomes = clients
+        .block_on(clients.spawn(async move {
+            let pki = Pki::new().unwrap();
+            let mut outcomes = Vec::new();
+            for system in System::all() {
+                let knobs = Arc::new(quicall::demo::Knobs::default());
+                let limits = Limits::default();
+                let echo = Echo::start_at(system, &pki, &limits, knobs, (Some(&handle), server_ip))
+                    .await
+                    .unwrap();
+                let workload = Workload {
+                    payload: 20_000,
+                    concurrency: 8,
+                };
+                let run = closed_loop(Arc::new(echo), workload, Duration::from_millis(300)).await;
+                outcomes.push((system, run.calls, run.errors));
+            }
+            outcomes
+        }))
+        .unwrap();
+    for (system, calls, errors) in outcomes {
+        assert!(
+            calls > 0 && errors == 0,
+            "{system}: {calls} calls, {errors} errors"
+        );
+    }
+    let (sent, dropped) = lab.host("client").sent_and_dropped().unwrap();
+    assert!(dropped > 0, "the lab dropped {dropped} of {sent}");
+    drop((servers, clients));
+}

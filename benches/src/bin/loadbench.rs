@@ -10,6 +10,7 @@
 //! ```
 
 use std::io::Write as _;
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -124,6 +125,16 @@ struct Args {
     /// Skip the streams at the end.
     #[arg(long)]
     no_streams: bool,
+    /// Run the servers and the clients on two hosts of a network lab
+    /// (network namespaces joined by a bridge, each with its own address;
+    /// needs root and nftables), the bridge dropping this percentage of
+    /// every packet, both ways. Split layout only; the streams are skipped.
+    #[arg(long, conflicts_with = "connect")]
+    loss_pct: Option<f64>,
+    /// In the network lab (as --loss-pct), a rate limit on what each host
+    /// receives, in Mbit/s.
+    #[arg(long, conflicts_with = "connect")]
+    rate_mbit: Option<u64>,
     #[command(flatten)]
     streams: StreamArgs,
 }
@@ -133,12 +144,27 @@ fn main() -> anyhow::Result<()> {
     if args.connect.is_some() {
         args.systems = vec![System::Quicall];
     }
+    let lab = lab(&args)?;
+    let host = |name: &str| lab.as_ref().map(|lab| lab.host(name).clone());
+    if let Some(client) = host("client") {
+        // This thread runs the clients' future (`block_on`): it calls from
+        // the client's host too.
+        client.enter()?;
+    }
     let runtime = |name: &str| {
-        tokio::runtime::Builder::new_multi_thread()
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        builder
             .worker_threads(args.threads.max(1))
             .thread_name(name)
-            .enable_all()
-            .build()
+            .enable_all();
+        if let Some(host) = host(name) {
+            builder.on_thread_start(move || {
+                if let Err(e) = host.enter() {
+                    panic!("{e}");
+                }
+            });
+        }
+        builder.build()
     };
     let clients = runtime("client")?;
     let servers = match args.layout {
@@ -146,9 +172,21 @@ fn main() -> anyhow::Result<()> {
         Layout::Shared => None,
     };
     let server_handle = servers.as_ref().map(|rt| rt.handle().clone());
-    let streams = (!args.no_streams && args.connect.is_none()).then(|| args.streams.clone());
-    clients.block_on(run(args, server_handle))?;
+    let server_ip = host("server").map_or(IpAddr::from([127, 0, 0, 1]), |h| h.addr().into());
+    let streams =
+        (!args.no_streams && args.connect.is_none() && lab.is_none()).then(|| args.streams.clone());
+    clients.block_on(run(args, (server_handle, server_ip)))?;
     drop((clients, servers));
+    if let Some(lab) = &lab {
+        for host in lab.hosts() {
+            let (sent, dropped) = host.sent_and_dropped()?;
+            println!(
+                "lab: {} sent {sent} packets through the bridge, {dropped} dropped ({:.2}%)",
+                host.name(),
+                100.0 * dropped as f64 / sent.max(1) as f64
+            );
+        }
+    }
     match streams {
         Some(streams) => {
             println!();
@@ -156,6 +194,23 @@ fn main() -> anyhow::Result<()> {
         }
         None => Ok(()),
     }
+}
+
+/// The network lab of --loss-pct and --rate-mbit: a server host and a
+/// client host.
+fn lab(args: &Args) -> anyhow::Result<Option<quicall_netlab::Lab>> {
+    if args.loss_pct.is_none() && args.rate_mbit.is_none() {
+        return Ok(None);
+    }
+    anyhow::ensure!(
+        args.layout == Layout::Split,
+        "the network lab needs --layout split (a runtime per host)"
+    );
+    let path = quicall_netlab::Path {
+        loss: args.loss_pct.unwrap_or(0.0) / 100.0,
+        rate_bps: args.rate_mbit.map(|m| m * 1_000_000),
+    };
+    Ok(Some(quicall_netlab::Lab::new(&["server", "client"], path)?))
 }
 
 /// Where the servers' tasks run relative to the clients'.
@@ -167,7 +222,10 @@ enum Layout {
     Shared,
 }
 
-async fn run(args: Args, servers: Option<tokio::runtime::Handle>) -> anyhow::Result<()> {
+async fn run(
+    args: Args,
+    (servers, server_ip): (Option<tokio::runtime::Handle>, IpAddr),
+) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating {}", args.out.display()))?;
     let mut jsonl = std::fs::File::create(args.out.join("results.jsonl"))?;
@@ -223,8 +281,22 @@ async fn run(args: Args, servers: Option<tokio::runtime::Handle>) -> anyhow::Res
         };
     let started = Instant::now();
     let mut done = 0;
+    let lab = if server_ip.is_loopback() {
+        String::new()
+    } else {
+        format!(
+            "in a network lab (server {server_ip}, a host of its own; loss {}%, rate {}), ",
+            args.loss_pct.unwrap_or(0.0),
+            args.rate_mbit
+                .map_or("unlimited".to_string(), |m| format!("{m} Mbit/s"))
+        )
+    };
     let place = match &args.connect {
         Some(target) => format!("against {target} (client CPU only)"),
+        None if !lab.is_empty() => format!(
+            "{lab}servers and clients on runtimes of {} worker threads each",
+            args.threads
+        ),
         None => match args.layout {
             Layout::Split => format!(
                 "on loopback, servers and clients on runtimes of {} worker threads each",
@@ -270,7 +342,9 @@ async fn run(args: Args, servers: Option<tokio::runtime::Handle>) -> anyhow::Res
                         round + 1
                     ),
                 );
-                let echo = Arc::new(start(&args, system, &pki, &limits, servers.as_ref()).await?);
+                let echo = Arc::new(
+                    start(&args, system, &pki, &limits, (servers.as_ref(), server_ip)).await?,
+                );
                 let outcome = closed_loop(echo, *cell, secs).await;
                 count_lost(system, &outcome);
                 results[k].1.push(outcome);
@@ -344,7 +418,8 @@ async fn run(args: Args, servers: Option<tokio::runtime::Handle>) -> anyhow::Res
         println!("{}", output::header());
         for &system in &args.systems {
             progress(done, total, started, &format!("{system} open-loop sweep"));
-            let echo = Arc::new(start(&args, system, &pki, &limits, servers.as_ref()).await?);
+            let echo =
+                Arc::new(start(&args, system, &pki, &limits, (servers.as_ref(), server_ip)).await?);
             let mut best: Option<f64> = None;
             for &rate in &args.rates {
                 let outcome = open_loop(echo.clone(), args.open_payload, rate, secs, 10_000).await;
@@ -410,7 +485,7 @@ async fn start(
     system: System,
     pki: &Pki,
     limits: &Limits,
-    servers: Option<&tokio::runtime::Handle>,
+    servers: (Option<&tokio::runtime::Handle>, IpAddr),
 ) -> anyhow::Result<Echo> {
     match (&args.connect, &args.ca, &args.cert, &args.key) {
         (Some(target), Some(ca), Some(cert), Some(key)) => {
@@ -426,7 +501,7 @@ async fn start(
         }
         _ => {
             let knobs = Arc::new(quicall::demo::Knobs::default());
-            Echo::start_with(system, pki, limits, knobs, servers).await
+            Echo::start_at(system, pki, limits, knobs, servers).await
         }
     }
 }

@@ -73,11 +73,12 @@ pub struct GrpcTls {
     pub client_key: String,
 }
 
-/// Starts the echo server on loopback (mutual TLS if `tls`), returns its address.
+/// Starts the echo server on `ip` (mutual TLS if `tls`), returns its address.
 pub async fn serve(
     tls: Option<&GrpcTls>,
+    ip: std::net::IpAddr,
 ) -> anyhow::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
-    let incoming = TcpIncoming::bind("127.0.0.1:0".parse()?)?.with_nodelay(Some(true));
+    let incoming = TcpIncoming::bind(SocketAddr::new(ip, 0))?.with_nodelay(Some(true));
     let addr = incoming.local_addr()?;
     let mut builder = tonic::transport::Server::builder();
     if let Some(tls) = tls {
@@ -121,8 +122,8 @@ impl GrpcClient {
     }
 }
 
-/// One HTTP/2 connection to a gRPC server on loopback (mutual TLS if
-/// `tls`), calls multiplexed on it.
+/// One HTTP/2 connection to a gRPC server at `addr` (mutual TLS if `tls`),
+/// calls multiplexed on it.
 pub async fn connect(
     addr: SocketAddr,
     tls: Option<&GrpcTls>,
@@ -137,21 +138,21 @@ pub async fn connect(
             )?,
         None => Channel::from_shared(format!("http://{addr}"))?,
     };
-    // Dial 127.0.0.1 whatever the URI's host (which names the TLS server).
+    // Dial `addr` whatever the URI's host (which names the TLS server).
     let channel = channel
         .tcp_nodelay(true)
-        .connect_with_connector(Loopback(addr))
+        .connect_with_connector(Dial(addr))
         .await?;
     Ok(tonic::client::Grpc::new(channel)
         .max_decoding_message_size(64 << 20)
         .max_encoding_message_size(64 << 20))
 }
 
-/// A connector that always dials one loopback address.
+/// A connector that always dials one address.
 #[derive(Clone, Copy)]
-struct Loopback(SocketAddr);
+struct Dial(SocketAddr);
 
-impl tower::Service<http::Uri> for Loopback {
+impl tower::Service<http::Uri> for Dial {
     type Response = hyper_util::rt::TokioIo<tokio::net::TcpStream>;
     type Error = std::io::Error;
     type Future = BoxFuture<Self::Response, Self::Error>;

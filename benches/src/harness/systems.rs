@@ -1,7 +1,7 @@
 //! The systems under test, each an echo server and a client of it.
 
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use anyhow::Context as _;
@@ -158,8 +158,24 @@ impl Echo {
         knobs: Arc<quicall::demo::Knobs>,
         server_runtime: Option<&tokio::runtime::Handle>,
     ) -> anyhow::Result<Echo> {
+        let loopback = IpAddr::from([127, 0, 0, 1]);
+        Self::start_at(system, pki, limits, knobs, (server_runtime, loopback)).await
+    }
+
+    /// Like [`Echo::start_with`], the server bound to `server_ip` (a
+    /// network lab's host, whose namespace the server runtime's threads
+    /// are in; the client then calls from the namespace of the thread that
+    /// runs this).
+    pub async fn start_at(
+        system: System,
+        pki: &Pki,
+        limits: &Limits,
+        knobs: Arc<quicall::demo::Knobs>,
+        (server_runtime, server_ip): (Option<&tokio::runtime::Handle>, IpAddr),
+    ) -> anyhow::Result<Echo> {
         let spec = ServerSpec {
             system,
+            ip: server_ip,
             tls: pki.server_tls(),
             grpc_tls: (system == System::Grpc).then(|| pki.grpc_tls()),
             limits: limits.clone(),
@@ -265,6 +281,8 @@ impl Echo {
 /// runtime.
 struct ServerSpec {
     system: System,
+    /// The address to bind.
+    ip: IpAddr,
     tls: ServerTls,
     grpc_tls: Option<super::grpc::GrpcTls>,
     limits: Limits,
@@ -281,7 +299,7 @@ enum ServerSide {
 impl ServerSpec {
     /// Starts the server on the current runtime.
     async fn start(self) -> anyhow::Result<ServerSide> {
-        let addr: SocketAddr = "127.0.0.1:0".parse()?;
+        let addr = SocketAddr::new(self.ip, 0);
         match self.system {
             System::Quicall => {
                 let options = ServerOptions {
@@ -304,7 +322,7 @@ impl ServerSpec {
                 ))
             }
             System::Grpc | System::GrpcPlain => {
-                let (addr, task) = super::grpc::serve(self.grpc_tls.as_ref()).await?;
+                let (addr, task) = super::grpc::serve(self.grpc_tls.as_ref(), self.ip).await?;
                 Ok(ServerSide::Grpc(task, addr))
             }
         }
