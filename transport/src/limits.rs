@@ -92,6 +92,17 @@ pub struct Limits {
     /// delay): fewer ACKs, less work per byte on fast links. `None` (the
     /// default) keeps QUIC's ACK every other packet.
     pub ack_every: Option<u32>,
+    /// With `Some(d)`, asks a peer on the network (not on loopback: QUIC
+    /// ACK frequency extension, which every quinn peer supports) to
+    /// acknowledge within `d` instead of the 25 ms QUIC allows by default. The sender's probe timeout includes
+    /// the peer's ACK delay, so a lost last packet (a request or response
+    /// with nothing after it) is found that much sooner: on a 0.1 ms path,
+    /// about 2 ms instead of 28. `None` keeps the peer's own (25 ms).
+    /// Default 1 ms (QUIC's timer granularity): at 1% loss on a 0.1 ms
+    /// path, one caller's p99 went from 28 ms to 3.6 ms and its calls/s
+    /// tripled (docs/benchmarks.md); an idle connection's acknowledgements
+    /// come sooner, none more often when traffic is steady.
+    pub max_ack_delay: Option<Duration>,
     /// Kernel receive buffer of the UDP socket (SO_RCVBUF), 0 for the
     /// system's default. Default 4 MiB: a burst of a full window must not
     /// overflow it (the kernel caps it at `net.core.rmem_max`; a warning is
@@ -122,6 +133,7 @@ impl Default for Limits {
             loopback_mtu: GSO_MTU_LIMIT,
             congestion: Congestion::Cubic,
             ack_every: None,
+            max_ack_delay: Some(Duration::from_millis(1)),
             socket_receive_buffer: 4 << 20,
             socket_send_buffer: 4 << 20,
         }
@@ -169,7 +181,7 @@ impl Limits {
     /// The quinn transport configuration for a client connecting to `peer`:
     /// the server never opens streams towards a client, so it may open none.
     pub(crate) fn client_transport_config(&self, peer: IpAddr) -> Arc<TransportConfig> {
-        let mut config = self.base_config(self.mtu_towards(peer));
+        let mut config = self.base_config(peer);
         config
             .max_concurrent_bidi_streams(VarInt::from_u32(0))
             .keep_alive_interval(self.keep_alive);
@@ -180,7 +192,7 @@ impl Limits {
     /// `peer`: no keep-alives of its own (an idle client's connection ends
     /// at the idle timeout unless the client keeps it).
     pub(crate) fn transport_config(&self, peer: IpAddr) -> Arc<TransportConfig> {
-        Arc::new(self.base_config(self.mtu_towards(peer)))
+        Arc::new(self.base_config(peer))
     }
 
     /// Whether client connections are watched for a silent server, and with
@@ -189,7 +201,11 @@ impl Limits {
         Some((self.liveness_timeout?, self.keep_alive?))
     }
 
-    fn base_config(&self, mtu_bound: u16) -> TransportConfig {
+    fn base_config(&self, peer: IpAddr) -> TransportConfig {
+        let mtu_bound = self.mtu_towards(peer);
+        // A loopback peer loses nothing, and a short ACK delay there only
+        // adds acknowledgements (about 10% of the calls/s at 64 B × 16).
+        let max_ack_delay = self.max_ack_delay.filter(|_| !is_loopback(peer));
         let mut config = TransportConfig::default();
         config
             .max_concurrent_bidi_streams(VarInt::from_u32(self.max_concurrent_streams))
@@ -220,9 +236,12 @@ impl Limits {
                 ));
             }
         }
-        if let Some(n) = self.ack_every {
+        if self.ack_every.is_some() || max_ack_delay.is_some() {
             let mut ack = quinn::AckFrequencyConfig::default();
-            ack.ack_eliciting_threshold(VarInt::from_u32(n.saturating_sub(1)));
+            if let Some(n) = self.ack_every {
+                ack.ack_eliciting_threshold(VarInt::from_u32(n.saturating_sub(1)));
+            }
+            ack.max_ack_delay(max_ack_delay);
             config.ack_frequency_config(Some(ack));
         }
         let mut mtu = quinn::MtuDiscoveryConfig::default();
@@ -266,5 +285,41 @@ impl std::str::FromStr for Congestion {
                 "unknown congestion controller {s:?}: cubic, newreno, bbr"
             )),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The ACK frequency part of a peer's transport configuration.
+    fn ack_config(limits: &Limits, peer: &str) -> String {
+        let config = format!("{:?}", limits.transport_config(peer.parse().unwrap()));
+        let start = config.find("ack_frequency_config").unwrap();
+        config[start..]
+            .split(", congestion")
+            .next()
+            .unwrap()
+            .to_owned()
+    }
+
+    #[test]
+    fn a_network_peer_is_asked_for_a_short_ack_delay_and_a_loopback_peer_is_not() {
+        let limits = Limits::default();
+        let network = ack_config(&limits, "10.77.0.1");
+        assert!(network.contains("max_ack_delay: Some(1ms)"), "{network}");
+        assert!(ack_config(&limits, "127.0.0.1").contains("ack_frequency_config: None"));
+        assert!(ack_config(&limits, "::1").contains("ack_frequency_config: None"));
+        let peer_default = Limits {
+            max_ack_delay: None,
+            ..Limits::default()
+        };
+        assert!(ack_config(&peer_default, "10.77.0.1").contains("ack_frequency_config: None"));
+        let fewer_acks = Limits {
+            ack_every: Some(4),
+            ..peer_default
+        };
+        let loopback = ack_config(&fewer_acks, "127.0.0.1");
+        assert!(loopback.contains("max_ack_delay: None"), "{loopback}");
     }
 }

@@ -98,6 +98,10 @@ struct Args {
     /// Ask the peer to acknowledge every N packets (QUIC ACK frequency).
     #[arg(long)]
     ack_every: Option<u32>,
+    /// The max ACK delay (microseconds) each QUIC system asks its peer for
+    /// (`Limits::max_ack_delay`); 0 keeps the peer's own (25 ms).
+    #[arg(long)]
+    max_ack_delay_us: Option<u64>,
     /// Congestion controller of the QUIC systems: cubic, newreno, bbr.
     #[arg(long, default_value = "cubic")]
     congestion: quicall::transport::Congestion,
@@ -238,6 +242,11 @@ async fn run(
         send_window: args.send_window,
         congestion: args.congestion,
         ack_every: args.ack_every,
+        max_ack_delay: args
+            .max_ack_delay_us
+            .map_or(Limits::default().max_ack_delay, |us| {
+                (us > 0).then(|| Duration::from_micros(us))
+            }),
         ..Limits::default()
     };
     let secs = Duration::from_secs_f64(args.secs.clamp(0.05, 60.0));
