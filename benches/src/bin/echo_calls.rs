@@ -20,7 +20,7 @@ use quicall_benches::harness::{Echo, System};
 #[derive(Parser)]
 #[command(about = "N sequential echo calls through one system, on one thread")]
 struct Args {
-    /// quicall, raw-quinn, grpc-tls or grpc-plain.
+    /// quicall, raw-quinn, grpc-tls, grpc-plain or tarpc.
     system: System,
     /// Number of calls.
     calls: usize,

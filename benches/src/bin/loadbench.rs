@@ -30,7 +30,7 @@ struct Args {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "quicall,raw-quinn,grpc-tls,grpc-plain"
+        default_value = "quicall,raw-quinn,grpc-tls,grpc-plain,tarpc"
     )]
     systems: Vec<System>,
     /// Payload sizes in bytes.

@@ -7,6 +7,7 @@ pub mod output;
 pub mod run;
 pub mod streams;
 pub mod systems;
+pub mod tarpc_echo;
 
 pub use run::{Mode, Outcome, Workload, closed_loop, open_loop};
 pub use systems::{Echo, System};

@@ -28,6 +28,8 @@ pub enum System {
     Grpc,
     /// tonic gRPC, unary, over HTTP/2 on TCP without TLS.
     GrpcPlain,
+    /// tarpc, over TCP with bincode, without TLS (as its examples run it).
+    Tarpc,
 }
 
 impl System {
@@ -37,15 +39,17 @@ impl System {
             System::Quinn => "raw-quinn",
             System::Grpc => "grpc-tls",
             System::GrpcPlain => "grpc-plain",
+            System::Tarpc => "tarpc",
         }
     }
 
-    pub fn all() -> [System; 4] {
+    pub fn all() -> [System; 5] {
         [
             System::Quicall,
             System::Quinn,
             System::Grpc,
             System::GrpcPlain,
+            System::Tarpc,
         ]
     }
 }
@@ -63,7 +67,7 @@ impl std::str::FromStr for System {
             .into_iter()
             .find(|x| x.name() == s)
             .ok_or_else(|| {
-                format!("unknown system {s:?}: quicall, raw-quinn, grpc-tls, grpc-plain")
+                format!("unknown system {s:?}: quicall, raw-quinn, grpc-tls, grpc-plain, tarpc")
             })
     }
 }
@@ -124,13 +128,17 @@ pub enum Echo {
         server: tokio::task::JoinHandle<()>,
         client: super::grpc::GrpcClient,
     },
+    Tarpc {
+        server: tokio::task::JoinHandle<()>,
+        client: super::tarpc_echo::TarpcClient,
+    },
 }
 
 impl Drop for Echo {
     fn drop(&mut self) {
         match self {
             Echo::Quinn { _server, .. } => _server.abort(),
-            Echo::Grpc { server, .. } => server.abort(),
+            Echo::Grpc { server, .. } | Echo::Tarpc { server, .. } => server.abort(),
             Echo::Quicall { .. } => {}
         }
     }
@@ -224,6 +232,12 @@ impl Echo {
                     .context("connecting to the gRPC server")?;
                 Ok(Echo::Grpc { server, client })
             }
+            ServerSide::Tarpc(server, addr) => {
+                let client = super::tarpc_echo::TarpcClient::connect(addr)
+                    .await
+                    .context("connecting to the tarpc server")?;
+                Ok(Echo::Tarpc { server, client })
+            }
         }
     }
 
@@ -257,7 +271,7 @@ impl Echo {
                 Some(client.connection().quinn().stats().path.lost_packets)
             }
             Echo::Quinn { conn, .. } => Some(conn.quinn().stats().path.lost_packets),
-            Echo::Grpc { .. } => None,
+            Echo::Grpc { .. } | Echo::Tarpc { .. } => None,
         }
     }
 
@@ -280,6 +294,7 @@ impl Echo {
                 Ok(recv.read_to_end(64 << 20).await?.len())
             }
             Echo::Grpc { client, .. } => client.echo(payload.clone()).await,
+            Echo::Tarpc { client, .. } => client.echo(payload).await,
         }
     }
 }
@@ -301,6 +316,7 @@ enum ServerSide {
     Quicall(Server),
     Quinn(tokio::task::JoinHandle<()>, SocketAddr),
     Grpc(tokio::task::JoinHandle<()>, SocketAddr),
+    Tarpc(tokio::task::JoinHandle<()>, SocketAddr),
 }
 
 impl ServerSpec {
@@ -331,6 +347,10 @@ impl ServerSpec {
             System::Grpc | System::GrpcPlain => {
                 let (addr, task) = super::grpc::serve(self.grpc_tls.as_ref(), self.ip).await?;
                 Ok(ServerSide::Grpc(task, addr))
+            }
+            System::Tarpc => {
+                let (addr, task) = super::tarpc_echo::serve(self.ip).await?;
+                Ok(ServerSide::Tarpc(task, addr))
             }
         }
     }
