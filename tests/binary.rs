@@ -429,3 +429,104 @@ fn serve_exports_metrics_for_prometheus() {
         "{response}"
     );
 }
+
+#[test]
+fn certs_writes_kubernetes_secrets_of_the_files_it_wrote() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_quicall"))
+        .arg("certs")
+        .arg("--out")
+        .arg(dir.path())
+        .args([
+            "--server",
+            "node,localhost",
+            "--client",
+            "ops",
+            "--k8s-secret",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let read = |name: &str| std::fs::read_to_string(dir.path().join(name)).unwrap();
+    for node in ["node", "ops"] {
+        let secret = read(&format!("{node}.secret.yaml"));
+        assert!(
+            secret.contains(&format!("  name: quicall-{node}\n")),
+            "{secret}"
+        );
+        assert!(secret.contains("type: kubernetes.io/tls\n"));
+        // Each PEM file, line by line, indented under its key.
+        for (key, file) in [
+            ("tls.crt", format!("{node}.crt")),
+            ("tls.key", format!("{node}.key")),
+            ("ca.crt", "ca.crt".to_owned()),
+        ] {
+            let block: String = read(&file).lines().map(|l| format!("    {l}\n")).collect();
+            assert!(
+                secret.contains(&format!("  {key}: |\n{block}")),
+                "{key} of {node}"
+            );
+        }
+    }
+    // A name Kubernetes cannot take is refused, saying why.
+    let out = Command::new(env!("CARGO_BIN_EXE_quicall"))
+        .arg("certs")
+        .arg("--out")
+        .arg(dir.path())
+        .args(["--client", "Ops_1", "--k8s-secret"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Kubernetes Secret"));
+}
+
+#[test]
+fn serve_shuts_down_gracefully_on_sigterm() {
+    use common::serve_process::write_certs;
+    let dir = tempfile::tempdir().unwrap();
+    write_certs(dir.path());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_quicall"))
+        .arg("serve")
+        .args(["--listen", "127.0.0.1:0", "--metrics", "127.0.0.1:0"])
+        .arg("--cert")
+        .arg(dir.path().join("node.crt"))
+        .arg("--key")
+        .arg(dir.path().join("node.key"))
+        .arg("--ca")
+        .arg(dir.path().join("ca.crt"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead as _;
+        for line in std::io::BufReader::new(stdout).lines() {
+            let _ = tx.send(line.unwrap_or_default());
+        }
+    });
+    // Up once it names its metrics address (the probes' endpoint).
+    let started = Instant::now();
+    while !rx
+        .recv_timeout(Duration::from_secs(30))
+        .unwrap()
+        .starts_with("metrics on http://")
+    {
+        assert!(started.elapsed() < Duration::from_secs(30));
+    }
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let out = wait_bounded(child, Duration::from_secs(30));
+    assert!(out.status.success(), "{:?}", out.status);
+    let rest: Vec<String> = rx.iter().collect();
+    assert!(
+        rest.iter().any(|l| l.starts_with("shutting down"))
+            && rest.iter().any(|l| l == "stopped; 0 calls cut off"),
+        "{rest:?}"
+    );
+}

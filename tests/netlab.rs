@@ -204,3 +204,268 @@ fn calls_cross_a_lab_that_loses_five_percent_of_packets() {
     drop(server);
     drop((servers, clients));
 }
+
+/// dnsmasq on a lab host, answering for names in a hosts file that the
+/// test rewrites (and dnsmasq rereads on SIGHUP); killed when dropped.
+struct Dnsmasq {
+    child: std::process::Child,
+    hosts: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Dnsmasq {
+    /// Starts it on `host`, port 53, with no upstream and no cache.
+    fn start(host: &Host) -> Option<Self> {
+        if !std::process::Command::new("dnsmasq")
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+        {
+            eprintln!("dnsmasq not found: installing Debian's dnsmasq-base");
+            let _ = std::process::Command::new("apt-get")
+                .args(["install", "-y", "-q", "dnsmasq-base"])
+                .stdout(std::process::Stdio::null())
+                .status();
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let hosts = dir.path().join("hosts");
+        std::fs::write(&hosts, "").unwrap();
+        let spawned = std::process::Command::new("ip")
+            .args(["netns", "exec", host.namespace(), "dnsmasq"])
+            .args([
+                "--keep-in-foreground",
+                "--conf-file=/dev/null",
+                "--no-resolv",
+                "--no-hosts",
+                "--bind-interfaces",
+                "--user=root",
+                "--local-ttl=0",
+                "--cache-size=0",
+            ])
+            .arg(format!("--listen-address={}", host.addr()))
+            .arg(format!("--addn-hosts={}", hosts.display()))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn();
+        let Ok(child) = spawned else {
+            eprintln!("SKIPPED: dnsmasq could not be started (Debian: dnsmasq-base)");
+            return None;
+        };
+        std::thread::sleep(Duration::from_millis(300));
+        Some(Dnsmasq {
+            child,
+            hosts,
+            _dir: dir,
+        })
+    }
+
+    /// Answers `name` with these addresses from now on.
+    fn answer(&self, name: &str, addrs: &[std::net::Ipv4Addr]) {
+        let lines: String = addrs.iter().map(|a| format!("{a} {name}\n")).collect();
+        std::fs::write(&self.hosts, lines).unwrap();
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP).unwrap();
+    }
+}
+
+impl Drop for Dnsmasq {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Resolves through the lab's DNS server with hickory (a DNS client of
+/// its own: the system resolver reads the machine's resolv.conf).
+struct LabResolver(hickory_resolver::TokioResolver);
+
+impl quicall::rpc::cluster::Resolve for LabResolver {
+    fn resolve<'a>(
+        &'a self,
+        target: &'a str,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = std::io::Result<Vec<SocketAddr>>> + Send + 'a>,
+    > {
+        Box::pin(async move {
+            let (name, port) = target.rsplit_once(':').unwrap();
+            let port: u16 = port.parse().unwrap();
+            match self.0.ipv4_lookup(name).await {
+                Ok(answer) => Ok(answer
+                    .iter()
+                    .map(|a| SocketAddr::new(a.0.into(), port))
+                    .collect()),
+                Err(e) if e.is_no_records_found() => Ok(Vec::new()),
+                Err(e) => Err(std::io::Error::other(e)),
+            }
+        })
+    }
+}
+
+/// Which server answered.
+const WHERE: quicall::Method<[u8], [u8]> = quicall::Method::new("test.Lab/Where").idempotent();
+
+#[test]
+fn a_cluster_follows_real_dns_and_loses_no_call_when_a_host_vanishes() {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+    let names = ["dns", "client", "s1", "s2", "s3"];
+    let Some(lab) = lab(&names, Path::default()) else {
+        return;
+    };
+    let Some(dns) = Dnsmasq::start(lab.host("dns")) else {
+        return;
+    };
+    let ip = |name: &str| lab.host(name).addr();
+    dns.answer("replicas.lab", &[ip("s1"), ip("s2")]);
+
+    let pki = Arc::new(Pki::new());
+    // Three servers, each on a host of its own, all on port 4433.
+    let servers: Vec<(tokio::runtime::Runtime, Server)> = ["s1", "s2", "s3"]
+        .into_iter()
+        .map(|name| {
+            let runtime = runtime_on(lab.host(name));
+            let (pki, addr) = (pki.clone(), SocketAddr::new(ip(name).into(), 4433));
+            let server = runtime
+                .block_on(runtime.spawn(async move {
+                    let router = quicall::Router::new()
+                        .route(&WHERE, move |_ctx, _req| async move {
+                            Ok::<_, quicall::Status>(name)
+                        })
+                        .unwrap();
+                    Server::bind(addr, pki.server_tls(), router, ServerOptions::default())
+                }))
+                .unwrap()
+                .unwrap();
+            (runtime, server)
+        })
+        .collect();
+
+    let clients = runtime_on(lab.host("client"));
+    let dns_ip = ip("dns");
+    let (cluster, resolver_ok) = clients
+        .block_on(clients.spawn({
+            let pki = pki.clone();
+            async move {
+                use hickory_resolver::config::{NameServerConfigGroup, ResolverConfig};
+                let servers = NameServerConfigGroup::from_ips_clear(&[dns_ip.into()], 53, true);
+                let config = ResolverConfig::from_parts(None, vec![], servers);
+                let mut builder = hickory_resolver::Resolver::builder_with_config(
+                    config,
+                    hickory_resolver::name_server::TokioConnectionProvider::default(),
+                );
+                builder.options_mut().cache_size = 0;
+                let resolver = LabResolver(builder.build());
+                let resolver_ok = resolver.0.ipv4_lookup("replicas.lab.").await.is_ok();
+                let options = quicall::ClusterOptions {
+                    resolve_interval: Duration::from_millis(200),
+                    ..quicall::ClusterOptions::default()
+                };
+                let discovery = quicall::Discovery::dns_with(
+                    "replicas.lab.:4433",
+                    "localhost",
+                    Arc::new(resolver),
+                );
+                let cluster = quicall::Cluster::new(discovery, pki.client_tls(), options)
+                    .await
+                    .unwrap();
+                (cluster, resolver_ok)
+            }
+        }))
+        .unwrap();
+    assert!(resolver_ok, "the lab's dnsmasq answers");
+
+    // The load: 8 callers, idempotent calls with 5 s deadlines, until told
+    // to stop; every answer counted by server, every failure kept.
+    let answers: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
+    let failures: Arc<Mutex<Vec<String>>> = Arc::default();
+    let (stop, calls) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicUsize::new(0)),
+    );
+    let load: Vec<_> = (0..8)
+        .map(|_| {
+            let (cluster, answers, failures) = (cluster.clone(), answers.clone(), failures.clone());
+            let (stop, calls) = (stop.clone(), calls.clone());
+            clients.spawn(async move {
+                let options = CallOptions::deadline(Duration::from_secs(5));
+                let started = std::time::Instant::now();
+                while !stop.load(Ordering::Relaxed) && started.elapsed() < Duration::from_secs(90) {
+                    match cluster.call_with(&WHERE, "", options.clone()).await {
+                        Ok(who) => {
+                            let who = String::from_utf8_lossy(&who).into_owned();
+                            *answers.lock().unwrap().entry(who).or_default() += 1;
+                        }
+                        Err(status) => failures.lock().unwrap().push(status.to_string()),
+                    }
+                    calls.fetch_add(1, Ordering::Relaxed);
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+            })
+        })
+        .collect();
+    let count = |name: &str| answers.lock().unwrap().get(name).copied().unwrap_or(0);
+    // Waits (at most 30 s) until `done` holds.
+    let wait_until = |what: &str, done: &dyn Fn() -> bool| {
+        let started = std::time::Instant::now();
+        while !done() {
+            assert!(started.elapsed() < Duration::from_secs(30), "never: {what}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+
+    // 1. Two records: both servers answer, the third none.
+    wait_until("s1 and s2 answer", &|| {
+        count("s1") >= 50 && count("s2") >= 50
+    });
+    assert_eq!(count("s3"), 0);
+    // 2. A record added: s3 joins.
+    dns.answer("replicas.lab", &[ip("s1"), ip("s2"), ip("s3")]);
+    wait_until("s3 answers", &|| count("s3") >= 50);
+    // 3. A record removed: s1 gets no more calls.
+    dns.answer("replicas.lab", &[ip("s2"), ip("s3")]);
+    let s1_addr = SocketAddr::new(ip("s1").into(), 4433);
+    wait_until("s1 leaves the cluster", &|| {
+        !cluster.servers().contains(&s1_addr)
+    });
+    let s1_before = count("s1");
+    let calls_before = calls.load(Ordering::Relaxed);
+    wait_until("200 more calls", &|| {
+        calls.load(Ordering::Relaxed) >= calls_before + 200
+    });
+    assert_eq!(count("s1"), s1_before, "a removed server gets no calls");
+    // 4. s2's host vanishes mid-load (every packet to or from it dropped,
+    // nothing closed): its calls go elsewhere, none is lost.
+    lab.host("s2").cut().unwrap();
+    let s3_before = count("s3");
+    wait_until("s3 carries the load", &|| count("s3") >= s3_before + 500);
+    stop.store(true, Ordering::Relaxed);
+    for caller in load {
+        clients.block_on(caller).unwrap();
+    }
+    // The cut caught calls on their way to s2 (their attempts failed, and
+    // were made again elsewhere).
+    let s2_attempts = format!(
+        "quicall_client_attempts_total{{server=\"{}:4433\",",
+        ip("s2")
+    );
+    let metrics = cluster.metrics_text();
+    let failed_on_s2: f64 = metrics
+        .lines()
+        .filter(|l| l.starts_with(&s2_attempts) && !l.contains("code=\"OK\""))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert!(failed_on_s2 >= 1.0, "no attempt met the cut:\n{metrics}");
+    let failures = failures.lock().unwrap();
+    assert!(
+        failures.is_empty(),
+        "{} of {} calls failed: {:?}",
+        failures.len(),
+        calls.load(Ordering::Relaxed),
+        &failures[..failures.len().min(5)]
+    );
+    drop(cluster);
+    drop(servers);
+    drop(clients);
+}

@@ -32,6 +32,12 @@ pub struct Args {
     /// Common name of a new CA.
     #[arg(long, default_value = "quicall cluster CA")]
     ca_name: String,
+    /// Also write DIR/NAME.secret.yaml for every certificate of this run: a
+    /// Kubernetes Secret `quicall-NAME` of type kubernetes.io/tls holding
+    /// the certificate (tls.crt), its key (tls.key) and the CA certificate
+    /// (ca.crt), for `kubectl apply -f` (deploy/ mounts them).
+    #[arg(long)]
+    k8s_secret: bool,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -56,14 +62,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             NodeSpec::new(name, Role::Server).validity(validity),
             NodeSpec::san,
         );
-        write(&ca, &spec, &args.out)?;
+        write(&ca, &spec, &args.out, args.k8s_secret)?;
     }
     for client in &args.clients {
-        write(
-            &ca,
-            &NodeSpec::new(client, Role::Client).validity(validity),
-            &args.out,
-        )?;
+        let spec = NodeSpec::new(client, Role::Client).validity(validity);
+        write(&ca, &spec, &args.out, args.k8s_secret)?;
     }
     if !args.revoke.is_empty() {
         let serials = args
@@ -83,9 +86,92 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn write(ca: &CertificateAuthority, spec: &NodeSpec, out: &std::path::Path) -> anyhow::Result<()> {
+fn write(
+    ca: &CertificateAuthority,
+    spec: &NodeSpec,
+    out: &std::path::Path,
+    k8s_secret: bool,
+) -> anyhow::Result<()> {
     let cert = ca.issue(spec)?;
     let (crt, key) = cert.write_pem(out)?;
     println!("wrote {} and {}", crt.display(), key.display());
+    if k8s_secret {
+        let name = crt
+            .file_stem()
+            .and_then(|n| n.to_str())
+            .context("certificate file name")?;
+        let read = |path: &std::path::Path| {
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
+        };
+        let yaml = secret_yaml(
+            name,
+            &read(&crt)?,
+            &read(&key)?,
+            &read(&out.join("ca.crt"))?,
+        )?;
+        let path = out.join(format!("{name}.secret.yaml"));
+        std::fs::write(&path, yaml).with_context(|| format!("writing {}", path.display()))?;
+        println!("wrote {} (Secret quicall-{name})", path.display());
+    }
     Ok(())
+}
+
+/// A Kubernetes Secret `quicall-NAME` (type kubernetes.io/tls) holding a
+/// node's certificate, key and CA certificate, as YAML with the PEM text in
+/// `stringData` (Kubernetes encodes it).
+fn secret_yaml(name: &str, crt: &str, key: &str, ca: &str) -> anyhow::Result<String> {
+    let valid = !name.is_empty()
+        && name.len() <= 245
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && !name.starts_with('-')
+        && !name.ends_with('-');
+    if !valid {
+        anyhow::bail!(
+            "{name:?} cannot name a Kubernetes Secret: use lowercase letters, digits and '-'"
+        );
+    }
+    let block = |pem: &str| {
+        pem.lines()
+            .map(|line| format!("    {line}\n"))
+            .collect::<String>()
+    };
+    Ok(format!(
+        "# Written by `quicall certs --k8s-secret`: the certificate of {name}, its\n\
+         # private key and the cluster CA's certificate. It holds a private key:\n\
+         # apply it (kubectl apply -f), keep it out of version control.\n\
+         apiVersion: v1\n\
+         kind: Secret\n\
+         metadata:\n  \
+           name: quicall-{name}\n  \
+           labels:\n    \
+             app.kubernetes.io/name: quicall\n\
+         type: kubernetes.io/tls\n\
+         stringData:\n  \
+           tls.crt: |\n{}  \
+           tls.key: |\n{}  \
+           ca.crt: |\n{}",
+        block(crt),
+        block(key),
+        block(ca),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::secret_yaml;
+
+    #[test]
+    fn a_secret_holds_each_pem_as_an_indented_block() {
+        let yaml = secret_yaml("node-1", "C1\nC2\n", "K1\n", "A1\n").unwrap();
+        assert!(yaml.contains("kind: Secret\n"));
+        assert!(yaml.contains("  name: quicall-node-1\n"));
+        assert!(yaml.contains("type: kubernetes.io/tls\n"));
+        assert!(yaml.contains("  tls.crt: |\n    C1\n    C2\n  tls.key: |\n    K1\n"));
+        assert!(yaml.ends_with("  ca.crt: |\n    A1\n"));
+        for bad in ["Node", "node_1", "-node", ""] {
+            assert!(secret_yaml(bad, "", "", "").is_err(), "{bad:?}");
+        }
+    }
 }

@@ -72,7 +72,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         None => None,
     };
     println!(
-        "serving add, sum, echo and whoami on {} ({}); Ctrl-C to stop",
+        "serving add, sum, echo and whoami on {} ({}); Ctrl-C or SIGTERM to stop",
         server.local_addr(),
         if args.no_client_auth {
             "TLS"
@@ -83,7 +83,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     if let Some(metrics) = metrics {
         println!("metrics on http://{metrics}/metrics");
     }
-    tokio::signal::ctrl_c().await?;
+    stop_signal().await?;
     println!(
         "shutting down: letting calls in flight finish (up to {} s)",
         args.grace
@@ -91,4 +91,20 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let report = server.shutdown(Duration::from_secs(args.grace)).await;
     println!("stopped; {} calls cut off", report.unfinished_calls);
     Ok(())
+}
+
+/// Ctrl-C, or SIGTERM (what Kubernetes, systemd and `docker stop` send):
+/// either begins a graceful shutdown.
+async fn stop_signal() -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate())?;
+        tokio::select! {
+            stopped = tokio::signal::ctrl_c() => stopped,
+            _ = term.recv() => Ok(()),
+        }
+    }
+    #[cfg(not(unix))]
+    tokio::signal::ctrl_c().await
 }
