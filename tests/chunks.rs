@@ -128,3 +128,41 @@ async fn an_archive_in_many_chunks_is_gathered_and_read_in_place() {
     let sum = bounded(client.call(&SUM, numbers)).await.unwrap();
     assert_eq!(sum.to_native(), expected);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_sent_in_tiny_pieces_is_copied_together_not_kept_piece_by_piece() {
+    use quicall::transport::ClientEndpoint;
+    use quicall::wire::RequestHead;
+    let pki = Pki::new();
+    let seen = Arc::new(AtomicUsize::new(0));
+    let server = blob_server(&pki, seen.clone());
+    let endpoint = ClientEndpoint::new(pki.client_tls(), quicall::Limits::default()).unwrap();
+    let conn = bounded(endpoint.connect(server.local_addr(), "localhost"))
+        .await
+        .unwrap();
+    // 300 pieces of 10 bytes, each in a packet of its own: kept as they
+    // came, each would hold a packet buffer for 10 bytes.
+    let body = pattern(3000, 5);
+    let head = RequestHead {
+        method_id: STORE.id(),
+        body_len: body.len() as u32,
+        deadline: None,
+        metadata_len: None,
+        stream: false,
+    };
+    let (mut send, mut recv) = conn.quinn().open_bi().await.unwrap();
+    send.write_all(&head.encode()).await.unwrap();
+    for piece in body.chunks(10) {
+        send.write_all(piece).await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+    let _ = send.finish();
+    let mut answer = Vec::new();
+    while let Ok(Some(chunk)) = bounded(recv.read_chunk(usize::MAX, true)).await {
+        answer.extend_from_slice(&chunk.bytes);
+    }
+    // The OK header (8 bytes), then the body back, intact.
+    assert_eq!(&answer[8..], &body[..]);
+    let chunks = seen.load(Ordering::SeqCst);
+    assert!(chunks <= 2, "kept in {chunks} chunks");
+}

@@ -54,9 +54,15 @@ pub(crate) struct Body {
 }
 
 /// Reads exactly `len` bytes, starting with `first` (what came with the
-/// header), as the chunks QUIC delivered them in, none copied: the message
-/// kind decides whether to gather them ([`crate::Message::receive_chunks`]),
-/// then into a buffer of exactly their length. Nothing is reserved for the
+/// header). When they are all in one chunk (the common case for a body that
+/// fits a few packets received together) that chunk is returned as it is,
+/// without a copy. Otherwise, with `keep_chunks` (a [`Chunks`] body), the
+/// chunks are kept as QUIC delivered them, uncopied, but for pieces under
+/// [`KEEP_FROM`] bytes, which are copied together; without it, they are
+/// gathered into one buffer as they arrive, which grows with what arrived
+/// (doubling, up to `len`): a kept chunk holds the whole packet buffer it
+/// is part of, and a peer sending a body in tiny pieces would otherwise pin
+/// many times the bytes it is charged for. Nothing is reserved for the
 /// announced length ahead of the bytes. `admit` is told of every chunk's
 /// size as it arrives, before it is kept; when it says no, reading ends
 /// with [`ReadFail::Refused`].
@@ -65,6 +71,7 @@ pub(crate) async fn read_body(
     len: usize,
     first: Bytes,
     mut admit: impl FnMut(usize) -> bool,
+    keep_chunks: bool,
 ) -> Result<Body, ReadFail> {
     let first = if first.is_empty() && len > 0 {
         match recv.read_chunk(len, true).await {
@@ -84,24 +91,86 @@ pub(crate) async fn read_body(
             chunks: Chunks::from(first.slice(..len)),
         });
     }
-    let mut chunks = Chunks::from(first);
-    while chunks.len() < len {
-        match recv.read_chunk(len - chunks.len(), true).await {
+    let mut body = Gathered::new(keep_chunks, len, first);
+    while body.len() < len {
+        match recv.read_chunk(len - body.len(), true).await {
             Ok(Some(chunk)) => {
                 if !admit(chunk.bytes.len()) {
                     return Err(ReadFail::Refused);
                 }
-                chunks.push(chunk.bytes);
+                body.push(chunk.bytes);
             }
-            Ok(None) => return Err(ReadFail::Finished { got: chunks.len() }),
+            Ok(None) => return Err(ReadFail::Finished { got: body.len() }),
             Err(e) => return Err(ReadFail::Read(e)),
         }
     }
     Ok(Body {
-        chunks,
+        chunks: body.finish(),
         excess: false,
     })
 }
+
+/// Pieces of a kept body shorter than this are copied together rather
+/// than kept (each would hold a packet buffer for a few bytes). Above it,
+/// what a kept chunk holds is at most its packet's headers more.
+pub(crate) const KEEP_FROM: usize = 1024;
+
+/// A body being read: kept chunks (and small pieces copied together), or
+/// one buffer gathering everything.
+struct Gathered {
+    keep: bool,
+    /// The announced length.
+    len: usize,
+    chunks: Chunks,
+    /// Small pieces (kept bodies) or everything (gathered ones), copied.
+    buf: BytesMut,
+}
+
+impl Gathered {
+    fn new(keep: bool, len: usize, first: Bytes) -> Self {
+        let mut body = Gathered {
+            keep,
+            len,
+            chunks: Chunks::new(),
+            buf: BytesMut::new(),
+        };
+        body.push(first);
+        body
+    }
+
+    fn len(&self) -> usize {
+        self.chunks.len() + self.buf.len()
+    }
+
+    fn push(&mut self, bytes: Bytes) {
+        if self.keep && bytes.len() >= KEEP_FROM {
+            if !self.buf.is_empty() {
+                self.chunks.push(self.buf.split().freeze());
+            }
+            self.chunks.push(bytes);
+            return;
+        }
+        if !self.keep && self.buf.capacity() - self.buf.len() < bytes.len() {
+            // Grows with what arrived, never to the announced length ahead
+            // of the bytes.
+            let needed = self.buf.len() + bytes.len();
+            let room = needed.max(self.buf.capacity() * 2).max(FIRST_GATHER);
+            self.buf.reserve(room.min(self.len) - self.buf.len());
+        }
+        self.buf.extend_from_slice(&bytes);
+    }
+
+    fn finish(mut self) -> Chunks {
+        if !self.buf.is_empty() {
+            self.chunks.push(self.buf.split().freeze());
+        }
+        self.chunks
+    }
+}
+
+/// Room for a gathered body's first chunks; the buffer doubles from there
+/// as bytes arrive.
+const FIRST_GATHER: usize = 64 << 10;
 
 /// Reads exactly `len` bytes that come before something else (a metadata
 /// block before a body), starting with `first`; returns them and what came

@@ -345,7 +345,8 @@ impl Client {
         );
         let result = match framed {
             Ok((head, tail)) => {
-                within(start, budget, method.name(), self.exchange(head, tail)).await
+                let exchange = self.exchange(head, tail, Resp::KEEPS_CHUNKS);
+                within(start, budget, method.name(), exchange).await
             }
             Err(status) => Err(status),
         };
@@ -366,9 +367,16 @@ impl Client {
         result.map(output)
     }
 
-    /// One request and its response on a new stream; the response body.
-    async fn exchange(&self, head: Bytes, tail: Chunks) -> Result<Answer, Status> {
-        exchange(&self.conn, head, tail, self.options.max_response_size).await
+    /// One request and its response on a new stream; the response body
+    /// (kept in chunks if `keep_chunks`).
+    async fn exchange(
+        &self,
+        head: Bytes,
+        tail: Chunks,
+        keep_chunks: bool,
+    ) -> Result<Answer, Status> {
+        let max = self.options.max_response_size;
+        exchange(&self.conn, head, tail, (max, keep_chunks)).await
     }
 
     /// Closes the connection (and the endpoint, if this client made it);
@@ -614,12 +622,13 @@ where
 }
 
 /// One request and its response on a new stream of `conn`; the response
-/// body. Dropping the future resets the stream.
+/// body, of at most `max_response_size` bytes, kept in the chunks it
+/// arrived in if `keep_chunks`. Dropping the future resets the stream.
 pub(crate) async fn exchange(
     conn: &Connection,
     head: Bytes,
     tail: Chunks,
-    max_response_size: u32,
+    (max_response_size, keep_chunks): (u32, bool),
 ) -> Result<Answer, Status> {
     let call = async {
         let (send, recv) = conn
@@ -628,7 +637,7 @@ pub(crate) async fn exchange(
             .map_err(|e| connection_status(&e).not_processed())?;
         let mut stream = CallStream::new(send, recv);
         stream.send_request(head, tail, true).await?;
-        let answer = stream.read_response(max_response_size).await?;
+        let answer = stream.read_response(max_response_size, keep_chunks).await?;
         Ok(answer)
     };
     call.await.map_err(|status| silenced(conn, status))

@@ -73,25 +73,37 @@ impl CallStream {
         }
     }
 
-    pub(super) async fn read_response(&mut self, max_body: u32) -> Result<Answer, Status> {
+    /// The response (its body kept in the chunks it arrived in if
+    /// `keep_chunks`, else gathered as it arrives).
+    pub(super) async fn read_response(
+        &mut self,
+        max_body: u32,
+        keep_chunks: bool,
+    ) -> Result<Answer, Status> {
         let (header, first) = io::read_header::<RESPONSE_HEADER_LEN>(&mut self.recv)
             .await
             .map_err(|e| read_status(e, "response header"))?;
         let head = decode_head(&header, max_body, "response body", "response header")?;
-        self.read_end(head, first).await
+        self.read_end(head, first, keep_chunks).await
     }
 
     /// What follows a response header that ends the call (a unary
     /// response, or a stream's last header): its metadata, its body or
     /// status message, and the FIN; the exchange is then complete.
-    async fn read_end(&mut self, head: ResponseHead, first: Bytes) -> Result<Answer, Status> {
+    async fn read_end(
+        &mut self,
+        head: ResponseHead,
+        first: Bytes,
+        keep_chunks: bool,
+    ) -> Result<Answer, Status> {
         let (metadata, first) = if head.flags.contains(ResponseFlags::METADATA) {
             let (metadata, first) = Box::pin(self.read_metadata(first)).await?;
             (Some(Box::new(metadata)), first)
         } else {
             (None, first)
         };
-        let body = io::read_body(&mut self.recv, head.body_len as usize, first, |_| true)
+        let len = head.body_len as usize;
+        let body = io::read_body(&mut self.recv, len, first, |_| true, keep_chunks)
             .await
             .map_err(|e| read_status(e, "response body"))?;
         if body.excess {
@@ -134,7 +146,7 @@ impl CallStream {
         let head = decode_head(&header, max_body, "stream message", "stream message header")?;
         if !head.flags.contains(ResponseFlags::MESSAGE) {
             // The end: the status, as a unary response's.
-            let answer = self.read_end(head, first).await?;
+            let answer = self.read_end(head, first, false).await?;
             if !answer.body.is_empty() {
                 return Err(Status::internal("a body after the end of the stream"));
             }

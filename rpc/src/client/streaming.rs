@@ -433,7 +433,9 @@ impl<Req: Message + ?Sized, Resp: Message + ?Sized> ClientStream<Req, Resp> {
 
     async fn answer(&mut self) -> Result<Answer, Status> {
         let method = self.sink.method;
-        let read = self.call.read_response(self.max_response);
+        let read = self
+            .call
+            .read_response(self.max_response, Resp::KEEPS_CHUNKS);
         let what = || format!("answer of {method}");
         self.sink.timing.within(what, read).await
     }

@@ -37,6 +37,8 @@ pub(super) trait Exchange: Sync {
 /// A unary call's attempt: one request, one response.
 pub(super) struct Unary {
     pub(super) max_response: u32,
+    /// Whether the response body is kept in chunks.
+    pub(super) keep_chunks: bool,
 }
 
 impl Exchange for Unary {
@@ -48,7 +50,7 @@ impl Exchange for Unary {
         head: Bytes,
         tail: Chunks,
     ) -> impl std::future::Future<Output = Result<Answer, Status>> + Send + 'a {
-        exchange(conn, head, tail, self.max_response)
+        exchange(conn, head, tail, (self.max_response, self.keep_chunks))
     }
 }
 

@@ -282,6 +282,7 @@ impl Cluster {
         let call = attempt::Call {
             exchange: attempt::Unary {
                 max_response: inner.options.client.max_response_size,
+                keep_chunks: Resp::KEEPS_CHUNKS,
             },
             inner,
             stats: &entry.stats,

@@ -15,6 +15,10 @@ use super::{BodyError, Encode, EncodeError, Message, Msg};
 /// copied either. On the wire it is the same as `[u8]`: a peer may declare
 /// the same method with `[u8]` (and then reads one contiguous buffer).
 ///
+/// Received pieces under 1 KiB are copied together rather than kept (each
+/// would hold a packet buffer for a few bytes); a kept piece holds the
+/// receive buffer it arrived in (see docs/security.md, "Known limits").
+///
 /// ```
 /// use bytes::Bytes;
 /// use quicall_rpc::{Chunks, Method, Msg};
@@ -230,6 +234,8 @@ impl fmt::Debug for Chunks {
 impl Message for Chunks {
     type View = Chunks;
     type Decoded = Chunks;
+
+    const KEEPS_CHUNKS: bool = true;
 
     /// Any bytes are a valid body; they are kept as they are.
     fn receive(body: Bytes, _exact: bool) -> Result<(Bytes, Chunks), BodyError> {

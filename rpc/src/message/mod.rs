@@ -60,6 +60,12 @@ pub trait Message: Send + Sync + 'static {
     /// input.
     fn receive(body: Bytes, exact: bool) -> Result<(Bytes, Self::Decoded), BodyError>;
 
+    /// Whether a received body is kept in the chunks it arrived in (only
+    /// [`Chunks`]): they are then held as they are, sharing QUIC's packet
+    /// buffers; every other kind's body is gathered as it arrives, so that
+    /// a peer sending tiny pieces pins no packet buffers.
+    const KEEPS_CHUNKS: bool = false;
+
     /// [`receive`](Message::receive) for a body that arrived in several
     /// chunks. By default they are gathered into one buffer of exactly
     /// their length (one copy; none for a body of one chunk), which every

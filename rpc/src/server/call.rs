@@ -106,7 +106,7 @@ pub(super) async fn serve(
     timer.as_mut().reset(deadline.min(body_by));
     let body = tokio::select! {
         biased;
-        body = read_request(&mut recv, head.stream, meta_len + len, first, |n| match charge.add(n) {
+        body = read_request(&mut recv, (head.stream, route.keeps_chunks), meta_len + len, first, |n| match charge.add(n) {
             Ok(()) => true,
             Err(refusal) => {
                 refused = Some(refusal);
@@ -561,7 +561,7 @@ enum BodyFail {
 /// what came after them.
 async fn read_request(
     recv: &mut RecvStream,
-    stream: bool,
+    (stream, keep_chunks): (bool, bool),
     len: usize,
     first: Bytes,
     admit: impl FnMut(usize) -> bool,
@@ -572,7 +572,7 @@ async fn read_request(
             .map(|(prefix, rest)| (Chunks::from(prefix), rest))
             .map_err(|fail| body_fail(fail, len));
     }
-    let body = match io::read_body(recv, len, first, admit).await {
+    let body = match io::read_body(recv, len, first, admit, keep_chunks).await {
         Ok(body) if body.excess => {
             return Err(BodyFail::Malformed(Status::invalid_argument(format!(
                 "bytes after the {len}-byte request body"

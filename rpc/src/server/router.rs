@@ -329,6 +329,8 @@ where
 pub(crate) struct Route {
     pub(crate) name: &'static str,
     pub(crate) shape: Shape,
+    /// Whether its request body is kept in chunks ([`Message::KEEPS_CHUNKS`]).
+    pub(crate) keeps_chunks: bool,
     handler: Box<dyn Handler>,
     access: Option<Access>,
     /// Its metrics, made when a server starts serving the router.
@@ -652,6 +654,7 @@ impl Router {
             Route {
                 name: method.name(),
                 shape: method.shape(),
+                keeps_chunks: Req::KEEPS_CHUNKS,
                 handler,
                 access: None,
                 meter: None,
