@@ -67,9 +67,10 @@ pub trait Message: Send + Sync + 'static {
     const KEEPS_CHUNKS: bool = false;
 
     /// [`receive`](Message::receive) for a body that arrived in several
-    /// chunks. By default they are gathered into one buffer of exactly
-    /// their length (one copy; none for a body of one chunk), which every
-    /// kind read in place needs; [`Chunks`] keeps them as they are.
+    /// chunks. By default they are gathered into one buffer (none for a
+    /// body of one chunk, and a kind that does not keep chunks is given one
+    /// already gathered as it arrived), which every kind read in place
+    /// needs; [`Chunks`] keeps them as they are.
     fn receive_chunks(body: Chunks, exact: bool) -> Result<(Bytes, Self::Decoded), BodyError> {
         Self::receive(body.into_bytes(), exact)
     }
