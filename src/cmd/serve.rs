@@ -50,6 +50,9 @@ pub struct Args {
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
+    // Listening for SIGTERM from the start: one that comes before the
+    // server says it is up still shuts it down gracefully.
+    let stop = stop_signal()?;
     let (chain, key) = super::identity(&args.cert, &args.key)?;
     let client_auth = match (&args.ca, args.no_client_auth) {
         (_, true) => ClientAuth::None,
@@ -83,7 +86,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     if let Some(metrics) = metrics {
         println!("metrics on http://{metrics}/metrics");
     }
-    stop_signal().await?;
+    stop.await?;
     println!(
         "shutting down: letting calls in flight finish (up to {} s)",
         args.grace
@@ -94,17 +97,21 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 }
 
 /// Ctrl-C, or SIGTERM (what Kubernetes, systemd and `docker stop` send):
-/// either begins a graceful shutdown.
-async fn stop_signal() -> std::io::Result<()> {
+/// either begins a graceful shutdown. Both are listened for from the call,
+/// not from the first poll.
+fn stop_signal() -> std::io::Result<impl Future<Output = std::io::Result<()>>> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
         let mut term = signal(SignalKind::terminate())?;
-        tokio::select! {
-            stopped = tokio::signal::ctrl_c() => stopped,
-            _ = term.recv() => Ok(()),
-        }
+        let mut interrupt = signal(SignalKind::interrupt())?;
+        Ok(async move {
+            tokio::select! {
+                _ = interrupt.recv() => Ok(()),
+                _ = term.recv() => Ok(()),
+            }
+        })
     }
     #[cfg(not(unix))]
-    tokio::signal::ctrl_c().await
+    Ok(async { tokio::signal::ctrl_c().await })
 }
