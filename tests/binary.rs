@@ -355,25 +355,31 @@ fn call_sends_metadata_and_prints_the_answers_with_verbose() {
     }
 }
 
+/// `quicall serve` on free loopback ports, with metrics over HTTP, the
+/// certificates `write_certs` wrote in `dir`, its output piped.
+fn serve_with_metrics(dir: &std::path::Path) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_quicall"))
+        .arg("serve")
+        .args(["--listen", "127.0.0.1:0", "--metrics", "127.0.0.1:0"])
+        .arg("--cert")
+        .arg(dir.join("node.crt"))
+        .arg("--key")
+        .arg(dir.join("node.key"))
+        .arg("--ca")
+        .arg(dir.join("ca.crt"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
 #[test]
 fn serve_exports_metrics_for_prometheus() {
     use common::serve_process::write_certs;
     use std::io::{BufRead, BufReader, Read, Write};
     let dir = tempfile::tempdir().unwrap();
     write_certs(dir.path());
-    let mut server = Command::new(env!("CARGO_BIN_EXE_quicall"))
-        .arg("serve")
-        .args(["--listen", "127.0.0.1:0", "--metrics", "127.0.0.1:0"])
-        .arg("--cert")
-        .arg(dir.path().join("node.crt"))
-        .arg("--key")
-        .arg(dir.path().join("node.key"))
-        .arg("--ca")
-        .arg(dir.path().join("ca.crt"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut server = serve_with_metrics(dir.path());
     let stdout = server.stdout.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -489,19 +495,7 @@ fn serve_shuts_down_gracefully_on_sigterm() {
     use common::serve_process::write_certs;
     let dir = tempfile::tempdir().unwrap();
     write_certs(dir.path());
-    let mut child = Command::new(env!("CARGO_BIN_EXE_quicall"))
-        .arg("serve")
-        .args(["--listen", "127.0.0.1:0", "--metrics", "127.0.0.1:0"])
-        .arg("--cert")
-        .arg(dir.path().join("node.crt"))
-        .arg("--key")
-        .arg(dir.path().join("node.key"))
-        .arg("--ca")
-        .arg(dir.path().join("ca.crt"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = serve_with_metrics(dir.path());
     let stdout = child.stdout.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
