@@ -373,24 +373,28 @@ fn serve_with_metrics(dir: &std::path::Path) -> Child {
         .unwrap()
 }
 
+/// Every line `child` prints, as it prints it, until it exits (a thread
+/// reads them, so the child never writes to a full pipe).
+fn output_lines(child: &mut Child) -> std::sync::mpsc::Receiver<String> {
+    use std::io::BufRead as _;
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            let _ = tx.send(line.unwrap_or_default());
+        }
+    });
+    rx
+}
+
 #[test]
 fn serve_exports_metrics_for_prometheus() {
     use common::serve_process::write_certs;
-    use std::io::{BufRead, BufReader, Read, Write};
+    use std::io::{Read, Write};
     let dir = tempfile::tempdir().unwrap();
     write_certs(dir.path());
     let mut server = serve_with_metrics(dir.path());
-    let stdout = server.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut reader = BufReader::new(stdout);
-        for _ in 0..2 {
-            let mut line = String::new();
-            let _ = reader.read_line(&mut line);
-            let _ = tx.send(line);
-        }
-        let _ = std::io::copy(&mut reader, &mut std::io::sink());
-    });
+    let rx = output_lines(&mut server);
     let first = rx.recv_timeout(Duration::from_secs(30)).unwrap();
     let addr = first
         .split_whitespace()
@@ -491,36 +495,33 @@ fn certs_writes_kubernetes_secrets_of_the_files_it_wrote() {
 }
 
 #[test]
-fn serve_shuts_down_gracefully_on_sigterm() {
+fn serve_shuts_down_gracefully_on_sigterm_and_ctrl_c() {
     use common::serve_process::write_certs;
+    use nix::sys::signal::Signal;
     let dir = tempfile::tempdir().unwrap();
     write_certs(dir.path());
-    let mut child = serve_with_metrics(dir.path());
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        use std::io::BufRead as _;
-        for line in std::io::BufReader::new(stdout).lines() {
-            let _ = tx.send(line.unwrap_or_default());
+    // SIGTERM (Kubernetes, systemd) and SIGINT (Ctrl-C), as the README says.
+    for signal in [Signal::SIGTERM, Signal::SIGINT] {
+        let mut child = serve_with_metrics(dir.path());
+        let rx = output_lines(&mut child);
+        // Up once it names its metrics address (the probes' endpoint).
+        let started = Instant::now();
+        while !rx
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap()
+            .starts_with("metrics on http://")
+        {
+            assert!(started.elapsed() < Duration::from_secs(30));
         }
-    });
-    // Up once it names its metrics address (the probes' endpoint).
-    let started = Instant::now();
-    while !rx
-        .recv_timeout(Duration::from_secs(30))
-        .unwrap()
-        .starts_with("metrics on http://")
-    {
-        assert!(started.elapsed() < Duration::from_secs(30));
+        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+        nix::sys::signal::kill(pid, signal).unwrap();
+        let out = wait_bounded(child, Duration::from_secs(30));
+        assert!(out.status.success(), "{signal}: {:?}", out.status);
+        let rest: Vec<String> = rx.iter().collect();
+        assert!(
+            rest.iter().any(|l| l.starts_with("shutting down"))
+                && rest.iter().any(|l| l == "stopped; 0 calls cut off"),
+            "{signal}: {rest:?}"
+        );
     }
-    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
-    let out = wait_bounded(child, Duration::from_secs(30));
-    assert!(out.status.success(), "{:?}", out.status);
-    let rest: Vec<String> = rx.iter().collect();
-    assert!(
-        rest.iter().any(|l| l.starts_with("shutting down"))
-            && rest.iter().any(|l| l == "stopped; 0 calls cut off"),
-        "{rest:?}"
-    );
 }
