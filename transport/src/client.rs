@@ -66,7 +66,7 @@ impl ClientEndpoint {
             client.inner.limits.endpoint_config(),
             None,
             socket,
-            Arc::new(quinn::TokioRuntime),
+            crate::timer::runtime(client.inner.limits.precise_timers),
         )?;
         *client.inner.v4.lock().unwrap_or_else(|e| e.into_inner()) = Some(endpoint.clone());
         *client.inner.v6.lock().unwrap_or_else(|e| e.into_inner()) = Some(endpoint);

@@ -41,6 +41,7 @@ mod pool;
 mod server;
 mod socket;
 mod throttle;
+mod timer;
 mod tls;
 
 pub use chain::{MAX_CHAIN_BYTES, MAX_INTERMEDIATES};

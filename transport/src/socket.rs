@@ -1,7 +1,6 @@
 //! The UDP socket under an endpoint, with its kernel buffers sized.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 
 use quinn::udp::UdpSocketState;
 
@@ -58,6 +57,6 @@ pub(crate) fn endpoint(
         limits.endpoint_config(),
         server,
         socket,
-        Arc::new(quinn::TokioRuntime),
+        crate::timer::runtime(limits.precise_timers),
     )?)
 }
