@@ -163,9 +163,11 @@ fn servers_run_on_a_runtime_of_their_own_in_the_split_layout() {
 }
 
 #[test]
-fn every_system_calls_across_a_lossy_network_lab() {
+fn every_system_calls_across_a_lossy_delayed_network_lab() {
+    // 2% loss and a 2 ms round trip: the paths `netbench` measures.
     let path = quicall_netlab::Path {
         loss: 0.02,
+        delay: Duration::from_millis(1),
         ..quicall_netlab::Path::default()
     };
     let lab = match quicall_netlab::Lab::new(&["server", "client"], path) {

@@ -1,27 +1,34 @@
 //! A network lab for tests and benchmarks: hosts, each in a network
-//! namespace of its own with its own address, joined by a bridge in a hub
+//! namespace of its own with its own address, joined by a router in a hub
 //! namespace, with packet loss (nftables in the hub, `numgen random`, on
-//! every packet a host sends: so on both directions of every path), a rate
-//! limit (`tbf`, on what the hub passes to a host) and a cut (every packet
-//! to or from one host dropped). The loss happens in the hub, between the
-//! hosts, as on a real network: no sender learns of it (a rule on a host's
-//! own output fails its `sendmsg` with EPERM, which TCP and QUIC do not
-//! treat as a loss). Nothing leaves the lab: its namespaces have no route
-//! out.
+//! every packet a host sends: so on both directions of every path), delay
+//! and jitter (a user-space forwarder on a TUN device in the hub: this
+//! kernel has no `netem`), a rate limit (`tbf`, on what the hub passes to a
+//! host) and a cut (every packet to or from one host dropped). Hosts send
+//! packet by packet (no offload batches), so the loss falls on packets, as
+//! on a wire. The loss and the delay happen in the hub, between the hosts,
+//! as on a real network: no sender learns of them (a rule on a host's own
+//! output fails its `sendmsg` with EPERM, which TCP and QUIC do not treat
+//! as a loss), and every protocol meets the same path. Nothing leaves the
+//! lab: its namespaces have no route out.
 //!
 //! A thread joins a host with [`Host::enter`]; the sockets it makes then
 //! live in that host's namespace (a tokio runtime's threads join it with
 //! `on_thread_start`). Everything is removed when the [`Lab`] is dropped,
 //! and labs left by a process that died are removed by the next one.
+//! [`Dnsmasq`] runs a real DNS server on a host.
 //!
 //! Needs root, `ip` (iproute2) and `nft` (nftables), which it installs
-//! with `apt-get` where they are missing (as on a fresh CI machine);
-//! [`Lab::check`] says what is missing.
+//! with `apt-get` where they are missing (as on a fresh CI machine), and
+//! `/dev/net/tun` for delay; [`Lab::check`] says what is missing.
 //!
 //! ```no_run
+//! use std::time::Duration;
 //! use quicall_netlab::{Lab, Path};
 //!
-//! let lab = Lab::new(&["server", "client"], Path { loss: 0.01, ..Path::default() })?;
+//! // 1% loss each way, 10 ms each way: a 20 ms round trip.
+//! let path = Path { loss: 0.01, delay: Duration::from_millis(10), ..Path::default() };
+//! let lab = Lab::new(&["server", "client"], path)?;
 //! let server = lab.host("server");
 //! println!("server at {}", server.addr());
 //! std::thread::spawn({
@@ -34,10 +41,18 @@
 //! # Ok::<(), quicall_netlab::LabError>(())
 //! ```
 
+mod delay;
+mod dns;
+mod rules;
+
+pub use dns::Dnsmasq;
+
 use std::net::Ipv4Addr;
 use std::os::fd::AsFd as _;
 use std::process::Command;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
 
 use nix::sched::CloneFlags;
 
@@ -60,14 +75,20 @@ pub enum LabError {
     },
 }
 
-/// What every host's path to the bridge does to the packets it sends.
+/// What every host's path to the hub does to the packets it sends.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Path {
-    /// Fraction of packets dropped (0.01 is 1%), at random, on each host's
-    /// sending side: each packet crosses one sender, so this is the loss of
-    /// every packet, in both directions.
+    /// Fraction of packets dropped (0.01 is 1%), at random, of those the
+    /// host sends: each packet crosses one sender, so with the same path
+    /// on every host this is the loss of every packet, in both directions.
     pub loss: f64,
-    /// A rate limit on what each host sends, in bits per second (`tbf`),
+    /// How long every packet the host sends is held in the hub (one way:
+    /// with the same path on both hosts, the round trip is twice this).
+    pub delay: Duration,
+    /// Up to this much more, drawn uniformly for each packet on its own,
+    /// so packets overtake each other (as `netem`'s jitter does).
+    pub jitter: Duration,
+    /// A rate limit on what the host receives, in bits per second (`tbf`),
     /// or none.
     pub rate_bps: Option<u64>,
 }
@@ -76,6 +97,8 @@ impl Default for Path {
     fn default() -> Self {
         Path {
             loss: 0.0,
+            delay: Duration::ZERO,
+            jitter: Duration::ZERO,
             rate_bps: None,
         }
     }
@@ -87,15 +110,22 @@ static LABS: AtomicU32 = AtomicU32::new(0);
 /// Prefix of every namespace a lab makes: `qlab-<pid>-<n>-<host>`.
 const PREFIX: &str = "qlab-";
 
+/// The hub's address, on each of its ports: every host's gateway.
+const HUB_ADDR: &str = "10.77.0.254";
+
+/// The hub's routing table that sends a delayed host's packets to the
+/// forwarder.
+const DELAY_TABLE: &str = "77";
+
 /// The hosts of a lab, in their namespaces, and the hub joining them.
 #[derive(Debug)]
 pub struct Lab {
     hub: String,
     hosts: Vec<Host>,
+    forwarder: Option<delay::Forwarder>,
 }
 
-/// One host of a lab: its namespace and address, and its port on the
-/// hub's bridge.
+/// One host of a lab: its namespace and address, and its port on the hub.
 #[derive(Debug, Clone)]
 pub struct Host {
     name: String,
@@ -103,6 +133,8 @@ pub struct Host {
     addr: Ipv4Addr,
     hub: String,
     port: String,
+    /// The forwarder's table of delays (`None`: no TUN device here).
+    delays: Option<Arc<delay::Delays>>,
 }
 
 impl Lab {
@@ -137,11 +169,49 @@ impl Lab {
         let mut lab = Lab {
             hub: format!("{id}-hub"),
             hosts: Vec::new(),
+            forwarder: None,
         };
         // From here on, dropping `lab` removes whatever was made.
         ip(&["netns", "add", &lab.hub]).map_err(unavailable_if_first)?;
-        ip(&["-n", &lab.hub, "link", "add", "br0", "type", "bridge"])?;
-        ip(&["-n", &lab.hub, "link", "set", "br0", "up"])?;
+        // A router: forwarding on, no reverse-path filter (the forwarder
+        // hands back packets from addresses routed elsewhere), IPv4 only
+        // (no neighbour discovery or MLD chatter among the packets the lab
+        // counts and drops).
+        sysctl(
+            &lab.hub,
+            &[
+                "net.ipv6.conf.all.disable_ipv6=1",
+                "net.ipv6.conf.default.disable_ipv6=1",
+                "net.ipv4.ip_forward=1",
+                "net.ipv4.conf.all.rp_filter=0",
+                "net.ipv4.conf.default.rp_filter=0",
+            ],
+        )?;
+        ip(&["-n", &lab.hub, "link", "set", "lo", "up"])?;
+        let delays = match delay_device(&lab.hub) {
+            Ok(device) => {
+                let delays = delay::no_delays();
+                let forwarder = delay::Forwarder::start(device, delays.clone())
+                    .map_err(|e| LabError::Unavailable(format!("delay forwarder: {e}")))?;
+                lab.forwarder = Some(forwarder);
+                ip(&["-n", &lab.hub, "link", "set", delay::DEVICE, "up"])?;
+                ip(&[
+                    "-n",
+                    &lab.hub,
+                    "route",
+                    "add",
+                    "default",
+                    "dev",
+                    delay::DEVICE,
+                    "table",
+                    DELAY_TABLE,
+                ])?;
+                Some(delays)
+            }
+            // Without a TUN device, a lab without delay still works.
+            Err(_) if path.delay.is_zero() && path.jitter.is_zero() => None,
+            Err(e) => return Err(e),
+        };
         for (i, name) in hosts.iter().take(200).enumerate() {
             let host = Host {
                 name: (*name).to_owned(),
@@ -149,30 +219,61 @@ impl Lab {
                 addr: Ipv4Addr::new(10, 77, 0, 1 + i as u8),
                 hub: lab.hub.clone(),
                 port: format!("p{i}"),
+                delays: delays.clone(),
             };
             ip(&["netns", "add", &host.ns])?;
             lab.hosts.push(host.clone());
-            let port = &host.port;
+            let (hub, port, ns) = (&lab.hub, &host.port, &host.ns);
             ip(&[
-                "-n", &lab.hub, "link", "add", port, "type", "veth", "peer", "name", "eth0",
-                "netns", &host.ns,
+                "-n", hub, "link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", ns,
             ])?;
-            ip(&["-n", &lab.hub, "link", "set", port, "master", "br0", "up"])?;
-            ip(&["-n", &host.ns, "link", "set", "lo", "up"])?;
-            // IPv4 only: no neighbour discovery or MLD chatter among the
-            // packets the lab counts and drops.
+            // The hub's side: its own address (the host's gateway), and a
+            // route to the host.
             ip(&[
-                "netns",
-                "exec",
-                &host.ns,
-                "sysctl",
-                "-q",
-                "-w",
-                "net.ipv6.conf.all.disable_ipv6=1",
+                "-n",
+                hub,
+                "addr",
+                "add",
+                &format!("{HUB_ADDR}/32"),
+                "dev",
+                port,
             ])?;
-            let cidr = format!("{}/24", host.addr);
-            ip(&["-n", &host.ns, "addr", "add", &cidr, "dev", "eth0"])?;
-            ip(&["-n", &host.ns, "link", "set", "eth0", "up"])?;
+            ip(&["-n", hub, "link", "set", port, "up"])?;
+            let addr = host.addr.to_string();
+            ip(&["-n", hub, "route", "add", &addr, "dev", port])?;
+            // The host's side: its address, and the lab's network through
+            // the hub.
+            sysctl(ns, &["net.ipv6.conf.all.disable_ipv6=1"])?;
+            ip(&["-n", ns, "link", "set", "lo", "up"])?;
+            ip(&[
+                "-n",
+                ns,
+                "addr",
+                "add",
+                &format!("{addr}/32"),
+                "dev",
+                "eth0",
+            ])?;
+            // One packet per buffer, as on a wire: a host's TCP (TSO) or
+            // UDP (GSO) batch of up to 64 KB would otherwise cross the hub
+            // as one buffer, lost or kept whole, and the loss would fall on
+            // batches, not packets (TCP's batches are larger than QUIC's).
+            for (ns, dev) in [(ns, "eth0"), (hub, port)] {
+                ip(&["-n", ns, "link", "set", "dev", dev, "gso_max_segs", "1"])?;
+            }
+            ip(&["-n", ns, "link", "set", "eth0", "up"])?;
+            ip(&["-n", ns, "route", "add", HUB_ADDR, "dev", "eth0"])?;
+            ip(&[
+                "-n",
+                ns,
+                "route",
+                "add",
+                "10.77.0.0/24",
+                "via",
+                HUB_ADDR,
+                "dev",
+                "eth0",
+            ])?;
             host.set_path(path)?;
         }
         Ok(lab)
@@ -193,10 +294,21 @@ impl Lab {
     pub fn hosts(&self) -> &[Host] {
         &self.hosts
     }
+
+    /// Packets the delay forwarder dropped because its queue was full
+    /// (100,000 packets): a loss on top of [`Path::loss`], zero unless a
+    /// path holds more than that.
+    pub fn delay_overflows(&self) -> u64 {
+        self.forwarder
+            .as_ref()
+            .map_or(0, delay::Forwarder::overflowed)
+    }
 }
 
 impl Drop for Lab {
     fn drop(&mut self) {
+        // The forwarder's threads first: its device goes with them.
+        self.forwarder.take();
         for ns in self.hosts.iter().map(|h| &h.ns).chain([&self.hub]) {
             let _ = ip(&["netns", "del", ns]);
         }
@@ -222,20 +334,44 @@ impl Host {
     /// Moves the calling thread into the host's namespace: the sockets it
     /// makes from now on are the host's.
     pub fn enter(&self) -> Result<(), LabError> {
-        let enter = |source| LabError::Enter {
-            ns: self.ns.clone(),
-            source,
-        };
-        let file = std::fs::File::open(format!("/run/netns/{}", self.ns)).map_err(enter)?;
-        nix::sched::setns(file.as_fd(), CloneFlags::CLONE_NEWNET)
-            .map_err(|e| enter(std::io::Error::from(e)))
+        enter(&self.ns)
     }
 
-    /// Sets what happens to the host's packets: the loss of those it
-    /// sends, the rate of those it receives.
+    /// Sets what happens to the host's packets: the loss and delay of
+    /// those it sends, the rate of those it receives.
     pub fn set_path(&self, path: Path) -> Result<(), LabError> {
-        nft(&self.hub, &loss_rules(&self.port, path.loss))?;
         let hub = &self.hub;
+        nft(hub, &rules::loss_rules(&self.port, path.loss))?;
+        // The delay: the host's packets routed through the forwarder, or
+        // not.
+        let delayed = !(path.delay.is_zero() && path.jitter.is_zero());
+        let rule = |verb| {
+            ip(&[
+                "-n",
+                hub,
+                "rule",
+                verb,
+                "iif",
+                &self.port,
+                "lookup",
+                DELAY_TABLE,
+            ])
+        };
+        let _ = rule("del");
+        match &self.delays {
+            Some(delays) => {
+                delays.set(self.octet(), path.delay, path.jitter);
+                if delayed {
+                    rule("add")?;
+                }
+            }
+            None if delayed => {
+                return Err(LabError::Unavailable(
+                    "no TUN device (/dev/net/tun) for the lab's delay".into(),
+                ));
+            }
+            None => {}
+        }
         let _ = ip(&[
             "netns", "exec", hub, "tc", "qdisc", "del", "dev", &self.port, "root",
         ]);
@@ -256,16 +392,12 @@ impl Host {
     /// the hub (as a host that vanished, without a word to anyone), until
     /// [`Host::heal`].
     pub fn cut(&self) -> Result<(), LabError> {
-        nft(&self.hub, &cut_rules(&self.port))
+        nft(&self.hub, &rules::cut_rules(&self.port))
     }
 
     /// Undoes [`Host::cut`].
     pub fn heal(&self) -> Result<(), LabError> {
-        let table = format!("qcut_{}", self.port);
-        nft(
-            &self.hub,
-            &format!("table bridge {table} {{}}\ndelete table bridge {table}\n"),
-        )
+        nft(&self.hub, &rules::heal_rules(&self.port))
     }
 
     /// Packets the host sent through the hub and packets the loss dropped,
@@ -273,58 +405,66 @@ impl Host {
     pub fn sent_and_dropped(&self) -> Result<(u64, u64), LabError> {
         let table = format!("qlab_{}", self.port);
         let out = run(Command::new("ip").args([
-            "netns", "exec", &self.hub, "nft", "list", "table", "bridge", &table,
+            "netns", "exec", &self.hub, "nft", "list", "table", "ip", &table,
         ]))?;
-        Ok(sent_and_dropped(&out))
+        Ok(rules::sent_and_dropped(&out))
+    }
+
+    /// Sets kernel parameters of the host's network namespace (`sysctl -w`
+    /// syntax: `"net.ipv4.tcp_congestion_control=cubic"`).
+    pub fn sysctl(&self, settings: &[&str]) -> Result<(), LabError> {
+        sysctl(&self.ns, settings).map(drop)
+    }
+
+    /// The value of one of the host's kernel parameters.
+    pub fn sysctl_value(&self, name: &str) -> Result<String, LabError> {
+        let out = ip(&["netns", "exec", &self.ns, "sysctl", "-n", name])?;
+        Ok(out.trim().to_owned())
+    }
+
+    /// The last byte of its address, which names it to the forwarder.
+    fn octet(&self) -> u8 {
+        self.addr.octets()[3]
     }
 }
 
-/// The nftables rules of the loss of what the host on `port` sends: in the
-/// hub's bridge, a `loss` fraction of its IPv4 packets dropped at random (in
-/// millionths; ARP is spared, as its loss would stall a path for a second),
-/// and what passes, both counted.
-fn loss_rules(port: &str, loss: f64) -> String {
-    let below = (loss.clamp(0.0, 1.0) * 1_000_000.0).round() as u64;
-    let drop = if below > 0 {
-        format!(
-            "  iifname \"{port}\" ether type ip numgen random mod 1000000 < {below} counter drop\n"
-        )
-    } else {
-        String::new()
+/// Moves the calling thread into the namespace `ns`.
+fn enter(ns: &str) -> Result<(), LabError> {
+    let failed = |source| LabError::Enter {
+        ns: ns.to_owned(),
+        source,
     };
-    format!(
-        "table bridge qlab_{port} {{}}\nflush table bridge qlab_{port}\n\
-         table bridge qlab_{port} {{\n chain pass {{\n  \
-         type filter hook forward priority 0; policy accept;\n{drop}  \
-         iifname \"{port}\" ether type ip counter\n }}\n}}\n"
-    )
+    let file = std::fs::File::open(format!("/run/netns/{ns}")).map_err(failed)?;
+    nix::sched::setns(file.as_fd(), CloneFlags::CLONE_NEWNET)
+        .map_err(|e| failed(std::io::Error::from(e)))
 }
 
-/// The rules that cut the host on `port` off: whatever it sends and
-/// whatever is sent to it, dropped in the hub's bridge.
-fn cut_rules(port: &str) -> String {
-    format!(
-        "table bridge qcut_{port} {{}}\nflush table bridge qcut_{port}\n\
-         table bridge qcut_{port} {{\n chain pass {{\n  \
-         type filter hook forward priority -10; policy accept;\n  \
-         iifname \"{port}\" drop\n  oifname \"{port}\" drop\n }}\n}}\n"
-    )
+/// The forwarder's TUN device, made in the hub (by a thread of its own
+/// that enters it: a device belongs to the namespace it is made in).
+fn delay_device(hub: &str) -> Result<tun_rs::SyncDevice, LabError> {
+    let hub = hub.to_owned();
+    std::thread::spawn(move || {
+        enter(&hub)?;
+        tun_rs::DeviceBuilder::new()
+            .name(delay::DEVICE)
+            .mtu(1500)
+            .tx_queue_len(10_000)
+            .build_sync()
+            .map_err(|e| LabError::Unavailable(format!("cannot make a TUN device: {e}")))
+    })
+    .join()
+    .unwrap_or_else(|_| {
+        Err(LabError::Unavailable(
+            "making the TUN device panicked".into(),
+        ))
+    })
 }
 
-/// Packets sent and dropped, from the listing of the rules of
-/// [`loss_rules`]: the drop rule's counter (if any), then the counter of
-/// what passed.
-fn sent_and_dropped(listing: &str) -> (u64, u64) {
-    let counts: Vec<u64> = listing
-        .split("counter packets ")
-        .skip(1)
-        .filter_map(|rest| rest.split_whitespace().next()?.parse().ok())
-        .collect();
-    match counts[..] {
-        [dropped, passed] => (dropped + passed, dropped),
-        [passed] => (passed, 0),
-        _ => (0, 0),
-    }
+/// Sets kernel parameters in the namespace `ns`.
+fn sysctl(ns: &str, settings: &[&str]) -> Result<String, LabError> {
+    let mut args = vec!["netns", "exec", ns, "sysctl", "-q", "-w"];
+    args.extend_from_slice(settings);
+    ip(&args)
 }
 
 /// Whether `tool` runs.
@@ -433,34 +573,5 @@ fn unavailable_if_first(e: LabError) -> LabError {
             LabError::Unavailable(format!("cannot make a network namespace: {stderr}"))
         }
         other => other,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn loss_is_a_random_drop_in_millionths_of_what_a_port_sends() {
-        let one = loss_rules("p1", 0.01);
-        assert!(
-            one.contains(
-                "iifname \"p1\" ether type ip numgen random mod 1000000 < 10000 counter drop"
-            ),
-            "{one}"
-        );
-        assert!(one.contains("table bridge qlab_p1 {") && one.contains("hook forward"));
-        assert!(!loss_rules("p0", 0.0).contains("drop"));
-        assert!(loss_rules("p0", 7.0).contains("< 1000000 counter drop"));
-        let cut = cut_rules("p2");
-        assert!(cut.contains("iifname \"p2\" drop") && cut.contains("oifname \"p2\" drop"));
-    }
-
-    #[test]
-    fn the_counters_give_what_was_sent_and_dropped() {
-        let listing = "table inet qlab {\n\tchain out {\n\t\ttype filter hook output priority filter; policy accept;\n\t\toifname \"lo\" accept\n\t\tnumgen random mod 1000000 < 10000 counter packets 12 bytes 900 drop\n\t\tcounter packets 988 bytes 70000\n\t}\n}\n";
-        assert_eq!(sent_and_dropped(listing), (1000, 12));
-        assert_eq!(sent_and_dropped("counter packets 5 bytes 1"), (5, 0));
-        assert_eq!(sent_and_dropped("nothing"), (0, 0));
     }
 }
