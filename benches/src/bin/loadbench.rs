@@ -102,9 +102,16 @@ struct Args {
     /// (`Limits::max_ack_delay`); 0 keeps the peer's own (25 ms).
     #[arg(long)]
     max_ack_delay_us: Option<u64>,
-    /// Congestion controller of the QUIC systems: cubic, newreno, bbr.
-    #[arg(long, default_value = "cubic")]
-    congestion: quicall::transport::Congestion,
+    /// Run the QUIC systems' timers on tokio's 1 ms tick
+    /// (`Limits::precise_timers` false), as before quicall kept their last
+    /// millisecond itself.
+    #[arg(long)]
+    coarse_timers: bool,
+    /// Congestion controller of the QUIC systems, towards loopback and
+    /// network peers alike: cubic, newreno, bbr (default: `Limits`', CUBIC
+    /// on loopback and BBR towards the network).
+    #[arg(long)]
+    congestion: Option<quicall::transport::Congestion>,
     /// Measure a quicall server in another process or on another host
     /// (`quicall serve`) instead of in-process servers: its address
     /// (host:port). Only the quicall system runs then; needs --ca, --cert
@@ -130,8 +137,8 @@ struct Args {
     #[arg(long)]
     no_streams: bool,
     /// Run the servers and the clients on two hosts of a network lab
-    /// (network namespaces joined by a bridge, each with its own address;
-    /// needs root and nftables), the bridge dropping this percentage of
+    /// (network namespaces joined by a router, each with its own address;
+    /// needs root and nftables), the router dropping this percentage of
     /// every packet, both ways. Split layout only; the streams are skipped.
     #[arg(long, conflicts_with = "connect")]
     loss_pct: Option<f64>,
@@ -139,6 +146,14 @@ struct Args {
     /// receives, in Mbit/s.
     #[arg(long, conflicts_with = "connect")]
     rate_mbit: Option<u64>,
+    /// In the network lab (as --loss-pct), a round trip added between the
+    /// hosts, in ms (half on each host's packets; see `netbench` for the
+    /// whole matrix of loss and delay).
+    #[arg(long, conflicts_with = "connect")]
+    rtt_ms: Option<f64>,
+    /// In the network lab, jitter on each host's packets, in ms.
+    #[arg(long, conflicts_with = "connect")]
+    jitter_ms: Option<f64>,
     #[command(flatten)]
     streams: StreamArgs,
 }
@@ -185,7 +200,7 @@ fn main() -> anyhow::Result<()> {
         for host in lab.hosts() {
             let (sent, dropped) = host.sent_and_dropped()?;
             println!(
-                "lab: {} sent {sent} packets through the bridge, {dropped} dropped ({:.2}%)",
+                "lab: {} sent {sent} packets through the hub, {dropped} dropped ({:.2}%)",
                 host.name(),
                 100.0 * dropped as f64 / sent.max(1) as f64
             );
@@ -203,7 +218,11 @@ fn main() -> anyhow::Result<()> {
 /// The network lab of --loss-pct and --rate-mbit: a server host and a
 /// client host.
 fn lab(args: &Args) -> anyhow::Result<Option<quicall_netlab::Lab>> {
-    if args.loss_pct.is_none() && args.rate_mbit.is_none() {
+    if args.loss_pct.is_none()
+        && args.rate_mbit.is_none()
+        && args.rtt_ms.is_none()
+        && args.jitter_ms.is_none()
+    {
         return Ok(None);
     }
     anyhow::ensure!(
@@ -213,6 +232,8 @@ fn lab(args: &Args) -> anyhow::Result<Option<quicall_netlab::Lab>> {
     let path = quicall_netlab::Path {
         loss: args.loss_pct.unwrap_or(0.0) / 100.0,
         rate_bps: args.rate_mbit.map(|m| m * 1_000_000),
+        delay: Duration::from_secs_f64(args.rtt_ms.unwrap_or(0.0).max(0.0) / 2000.0),
+        jitter: Duration::from_secs_f64(args.jitter_ms.unwrap_or(0.0).max(0.0) / 1000.0),
     };
     Ok(Some(quicall_netlab::Lab::new(&["server", "client"], path)?))
 }
@@ -240,13 +261,17 @@ async fn run(
         stream_receive_window: args.stream_window,
         receive_window: args.receive_window,
         send_window: args.send_window,
-        congestion: args.congestion,
+        congestion: args.congestion.unwrap_or(Limits::default().congestion),
+        loopback_congestion: args
+            .congestion
+            .unwrap_or(Limits::default().loopback_congestion),
         ack_every: args.ack_every,
         max_ack_delay: args
             .max_ack_delay_us
             .map_or(Limits::default().max_ack_delay, |us| {
                 (us > 0).then(|| Duration::from_micros(us))
             }),
+        precise_timers: !args.coarse_timers,
         ..Limits::default()
     };
     let secs = Duration::from_secs_f64(args.secs.clamp(0.05, 60.0));
@@ -262,7 +287,7 @@ async fn run(
         limits.stream_receive_window,
         limits.receive_window,
         limits.send_window,
-        format!("{:?}", limits.congestion).to_lowercase(),
+        format!("{:?}", limits.congestion_towards(server_ip)).to_lowercase(),
         limits
             .ack_every
             .map_or("null".to_string(), |n| n.to_string()),
@@ -294,8 +319,10 @@ async fn run(
         String::new()
     } else {
         format!(
-            "in a network lab (server {server_ip}, a host of its own; loss {}%, rate {}), ",
+            "in a network lab (server {server_ip}, a host of its own; loss {}%, round trip added {} ms, jitter {} ms, rate {}), ",
             args.loss_pct.unwrap_or(0.0),
+            args.rtt_ms.unwrap_or(0.0),
+            args.jitter_ms.unwrap_or(0.0),
             args.rate_mbit
                 .map_or("unlimited".to_string(), |m| format!("{m} Mbit/s"))
         )

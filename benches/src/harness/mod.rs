@@ -3,6 +3,7 @@
 //! open loop, every latency in an HDR histogram.
 
 pub mod grpc;
+pub mod netmatrix;
 pub mod output;
 pub mod run;
 pub mod streams;
