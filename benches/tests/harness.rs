@@ -216,7 +216,7 @@ fn every_system_calls_across_a_lossy_delayed_network_lab() {
             "{system}: {calls} calls, {errors} errors"
         );
     }
-    let (sent, dropped) = lab.host("client").sent_and_dropped().unwrap();
-    assert!(dropped > 0, "the lab dropped {dropped} of {sent}");
+    let (received, dropped) = lab.host("client").received_and_dropped().unwrap();
+    assert!(dropped > 0, "the lab dropped {dropped} of {received}");
     drop((servers, clients));
 }

@@ -1,16 +1,17 @@
 //! A network lab for tests and benchmarks: hosts, each in a network
 //! namespace of its own with its own address, joined by a router in a hub
-//! namespace, with packet loss (nftables in the hub, `numgen random`, on
-//! every packet a host sends: so on both directions of every path), delay
-//! and jitter (a user-space forwarder on a TUN device in the hub: this
-//! kernel has no `netem`), a rate limit (`tbf`, on what the hub passes to a
-//! host) and a cut (every packet to or from one host dropped). Hosts send
-//! packet by packet (no offload batches), so the loss falls on packets, as
-//! on a wire. The loss and the delay happen in the hub, between the hosts,
-//! as on a real network: no sender learns of them (a rule on a host's own
-//! output fails its `sendmsg` with EPERM, which TCP and QUIC do not treat
-//! as a loss), and every protocol meets the same path. Nothing leaves the
-//! lab: its namespaces have no route out.
+//! namespace, with packet loss (nftables, `numgen random`, on every packet
+//! a host receives: so on both directions of every path), delay and jitter
+//! (a user-space forwarder on a TUN device in the hub: this kernel has no
+//! `netem`), a rate limit (`tbf`, on what the hub passes to a host) and a
+//! cut (every packet to or from one host dropped in the hub). The hub
+//! hands each host one packet per buffer, as a wire does (the senders keep
+//! their offload batches, which the hub cuts up as a NIC would), so the
+//! loss falls on packets, not batches. The loss and the delay happen
+//! between the hosts, as on a real network: no sender learns of them (a
+//! rule on a host's own output fails its `sendmsg` with EPERM, which TCP
+//! and QUIC do not treat as a loss), and every protocol meets the same
+//! path. Nothing leaves the lab: its namespaces have no route out.
 //!
 //! A thread joins a host with [`Host::enter`]; the sockets it makes then
 //! live in that host's namespace (a tokio runtime's threads join it with
@@ -75,12 +76,13 @@ pub enum LabError {
     },
 }
 
-/// What every host's path to the hub does to the packets it sends.
+/// What a host's link to the hub does to its packets.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Path {
-    /// Fraction of packets dropped (0.01 is 1%), at random, of those the
-    /// host sends: each packet crosses one sender, so with the same path
-    /// on every host this is the loss of every packet, in both directions.
+    /// Fraction of the packets the host receives that are dropped (0.01
+    /// is 1%), at random, each on its own: each packet reaches one
+    /// receiver, so with the same path on every host this is the loss of
+    /// every packet, in both directions.
     pub loss: f64,
     /// How long every packet the host sends is held in the hub (one way:
     /// with the same path on both hosts, the round trip is twice this).
@@ -254,13 +256,13 @@ impl Lab {
                 "dev",
                 "eth0",
             ])?;
-            // One packet per buffer, as on a wire: a host's TCP (TSO) or
-            // UDP (GSO) batch of up to 64 KB would otherwise cross the hub
-            // as one buffer, lost or kept whole, and the loss would fall on
-            // batches, not packets (TCP's batches are larger than QUIC's).
-            for (ns, dev) in [(ns, "eth0"), (hub, port)] {
-                ip(&["-n", ns, "link", "set", "dev", dev, "gso_max_segs", "1"])?;
-            }
+            // The hub hands the host one packet per buffer, as a wire
+            // does: a sender's TCP (TSO) or UDP (GSO) batch of up to 64 KB
+            // is cut into packets on its way out of the hub (as a NIC
+            // would), so the loss at the host's ingress falls on packets,
+            // not on batches (TCP's are larger than QUIC's). The senders
+            // keep their offloads, as on real machines.
+            ip(&["-n", hub, "link", "set", "dev", port, "gso_max_segs", "1"])?;
             ip(&["-n", ns, "link", "set", "eth0", "up"])?;
             ip(&["-n", ns, "route", "add", HUB_ADDR, "dev", "eth0"])?;
             ip(&[
@@ -337,11 +339,11 @@ impl Host {
         enter(&self.ns)
     }
 
-    /// Sets what happens to the host's packets: the loss and delay of
-    /// those it sends, the rate of those it receives.
+    /// Sets what happens to the host's packets: the delay of those it
+    /// sends, the loss and rate of those it receives.
     pub fn set_path(&self, path: Path) -> Result<(), LabError> {
         let hub = &self.hub;
-        nft(hub, &rules::loss_rules(&self.port, path.loss))?;
+        nft(&self.ns, &rules::loss_rules("eth0", path.loss))?;
         // The delay: the host's packets routed through the forwarder, or
         // not.
         let delayed = !(path.delay.is_zero() && path.jitter.is_zero());
@@ -400,14 +402,14 @@ impl Host {
         nft(&self.hub, &rules::heal_rules(&self.port))
     }
 
-    /// Packets the host sent through the hub and packets the loss dropped,
-    /// since its path was last set: the loss actually applied.
-    pub fn sent_and_dropped(&self) -> Result<(u64, u64), LabError> {
-        let table = format!("qlab_{}", self.port);
+    /// IPv4 packets the host received from the hub and packets the loss
+    /// dropped of them, since its path was last set: the loss actually
+    /// applied.
+    pub fn received_and_dropped(&self) -> Result<(u64, u64), LabError> {
         let out = run(Command::new("ip").args([
-            "netns", "exec", &self.hub, "nft", "list", "table", "ip", &table,
+            "netns", "exec", &self.ns, "nft", "list", "table", "netdev", "qlab",
         ]))?;
-        Ok(rules::sent_and_dropped(&out))
+        Ok(rules::received_and_dropped(&out))
     }
 
     /// Sets kernel parameters of the host's network namespace (`sysctl -w`

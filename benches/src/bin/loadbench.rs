@@ -198,11 +198,11 @@ fn main() -> anyhow::Result<()> {
     drop((clients, servers));
     if let Some(lab) = &lab {
         for host in lab.hosts() {
-            let (sent, dropped) = host.sent_and_dropped()?;
+            let (received, dropped) = host.received_and_dropped()?;
             println!(
-                "lab: {} sent {sent} packets through the hub, {dropped} dropped ({:.2}%)",
+                "lab: {} was sent {received} packets through the hub, {dropped} of them lost ({:.2}%)",
                 host.name(),
-                100.0 * dropped as f64 / sent.max(1) as f64
+                100.0 * dropped as f64 / received.max(1) as f64
             );
         }
     }

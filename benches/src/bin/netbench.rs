@@ -252,7 +252,14 @@ fn main() -> anyhow::Result<()> {
                 .collect();
             netmatrix::write_chart(
                 &args.out.join(format!("p999-rtt{rtt}ms-{payload}B.svg")),
-                &format!("p99.9 by loss and callers: {payload} B, {rtt} ms round trip added"),
+                &format!(
+                    "p99.9 by loss and callers: {payload} B, {}",
+                    if rtt == 0.0 {
+                        "no added delay".to_string()
+                    } else {
+                        format!("{rtt} ms round trip added")
+                    }
+                ),
                 &chosen,
                 &names,
             )?;
@@ -269,12 +276,13 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Packets sent and dropped by both hosts since their paths were set.
+/// Packets both hosts were sent, and those lost, since their paths were
+/// set.
 fn counters(lab: &Lab) -> anyhow::Result<(u64, u64)> {
     let mut total = (0, 0);
     for host in lab.hosts() {
-        let (sent, dropped) = host.sent_and_dropped()?;
-        total = (total.0 + sent, total.1 + dropped);
+        let (received, dropped) = host.received_and_dropped()?;
+        total = (total.0 + received, total.1 + dropped);
     }
     Ok(total)
 }

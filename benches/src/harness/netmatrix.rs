@@ -228,7 +228,8 @@ pub fn summary(cells: &[Cell]) -> String {
 }
 
 /// Writes a chart of p99.9 (log scale) for one round trip and payload: a
-/// group of bars per loss and callers, a bar per system.
+/// group of bars per loss and callers, a bar per system (the scale goes a
+/// decade above the tallest bar, room for the legend).
 pub fn write_chart(
     path: &std::path::Path,
     title: &str,
@@ -246,7 +247,7 @@ pub fn write_chart(
         .max()
         .unwrap_or(1000) as f64
         / 1000.0
-        * 2.0;
+        * 8.0;
     let mut chart = ChartBuilder::on(&root)
         .caption(title, ("sans-serif", 20))
         .margin(16)
