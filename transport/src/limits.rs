@@ -88,11 +88,12 @@ pub struct Limits {
     /// The congestion controller of each connection to a peer on the
     /// network. Default BBR: loss on a network is not always congestion,
     /// and the loss-based controllers take every loss for it. In the
-    /// network lab (`netbench`) at 1% random loss, CUBIC kept 16 KiB calls
-    /// at 0.09x-0.5x of BBR's rate (at a 20 ms round trip, 41 calls/s
-    /// against 3,148 with 128 callers: its window never grew past the 12-20
-    /// packets that one loss in a hundred allows), while small calls were
-    /// within 0.9x-1.1x either way (docs/benchmarks.md). quinn's BBR is
+    /// network lab (`netbench`) at 1% random loss, CUBIC gave 16 and 128
+    /// callers of 16 KiB 0.01x-0.44x of BBR's calls/s (at a 20 ms round
+    /// trip, 41 calls/s against 3,148 with 128 callers: its window never
+    /// grew past the 12-20 packets that one loss in a hundred allows),
+    /// while 64 B calls got 0.55x-2.3x (0.87x-1.06x on a fast path at low
+    /// loss; docs/benchmarks.md). quinn's BBR is
     /// version 1, marked experimental by quinn; like every BBRv1 it keeps
     /// sending through loss, and can take more than its share of a
     /// bottleneck shared with loss-based flows: choose CUBIC where that
