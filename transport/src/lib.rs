@@ -29,6 +29,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod bbr;
 mod chain;
 mod client;
 mod connection;

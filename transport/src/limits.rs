@@ -257,9 +257,7 @@ impl Limits {
                 ));
             }
             Congestion::Bbr => {
-                config.congestion_controller_factory(Arc::new(
-                    quinn::congestion::BbrConfig::default(),
-                ));
+                config.congestion_controller_factory(Arc::new(crate::bbr::BbrConfig::default()));
             }
         }
         if self.ack_every.is_some() || max_ack_delay.is_some() {
