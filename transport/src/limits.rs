@@ -93,11 +93,13 @@ pub struct Limits {
     /// trip, 41 calls/s against 3,148 with 128 callers: its window never
     /// grew past the 12-20 packets that one loss in a hundred allows),
     /// while 64 B calls got 0.55x-2.3x (0.87x-1.06x on a fast path at low
-    /// loss; docs/benchmarks.md). quinn's BBR is
-    /// version 1, marked experimental by quinn; like every BBRv1 it keeps
-    /// sending through loss, and can take more than its share of a
-    /// bottleneck shared with loss-based flows: choose CUBIC where that
-    /// matters more than throughput under random loss.
+    /// loss; docs/benchmarks.md). The BBR is quinn's (version 1, marked
+    /// experimental by quinn), in a copy whose first PROBE_RTT comes 10 s
+    /// into a connection instead of at its first loaded round trip (which
+    /// stalled the first calls of every connection for about 250 ms).
+    /// Like every BBRv1 it keeps sending through loss, and can take more
+    /// than its share of a bottleneck shared with loss-based flows: choose
+    /// CUBIC where that matters more than throughput under random loss.
     pub congestion: Congestion,
     /// The congestion controller towards a peer on a loopback address.
     /// Default CUBIC (quinn's own default): loopback loses nothing, and
@@ -305,7 +307,8 @@ pub enum Congestion {
     Cubic,
     /// NewReno (RFC 9002).
     NewReno,
-    /// BBR (quinn's experimental version 1): quicall's towards the network.
+    /// BBR (quinn's experimental version 1, with its first PROBE_RTT 10 s
+    /// into a connection): quicall's towards the network.
     Bbr,
 }
 
