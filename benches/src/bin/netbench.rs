@@ -16,6 +16,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use anyhow::Context as _;
 use clap::Parser;
 use quicall::Limits;
 use quicall_benches::harness::netmatrix::{self, Cell, Measured, PathSpec};
@@ -70,7 +71,8 @@ struct Args {
     congestion: Option<quicall::transport::Congestion>,
     /// TCP's congestion controller on both hosts (gRPC's and tarpc's), by
     /// its kernel name (`cubic`, `bbr`, `reno`); by default the machine's
-    /// (`net.ipv4.tcp_congestion_control`), which the run prints.
+    /// (`net.ipv4.tcp_congestion_control`), which the run prints. A lab
+    /// host may choose only among `net.ipv4.tcp_allowed_congestion_control`.
     #[arg(long)]
     tcp_congestion: Option<String>,
     /// Where to write matrix.md, results.jsonl and the charts.
@@ -91,7 +93,15 @@ fn main() -> anyhow::Result<()> {
     let (server, client) = (lab.host("server").clone(), lab.host("client").clone());
     if let Some(tcp) = &args.tcp_congestion {
         for host in [&server, &client] {
-            host.sysctl(&[&format!("net.ipv4.tcp_congestion_control={tcp}")])?;
+            let set = host.sysctl(&[&format!("net.ipv4.tcp_congestion_control={tcp}")]);
+            // Outside the first namespace the kernel takes only what
+            // net.ipv4.tcp_allowed_congestion_control lists (a machine-wide
+            // setting, which netbench does not change).
+            set.with_context(|| {
+                format!(
+                    "setting TCP's congestion control to {tcp} on a lab host: a network namespace may choose only among net.ipv4.tcp_allowed_congestion_control (`sysctl net.ipv4.tcp_allowed_congestion_control`); add {tcp} there, machine-wide, to compare against it"
+                )
+            })?;
         }
     }
     let tcp_congestion = client.sysctl_value("net.ipv4.tcp_congestion_control")?;
