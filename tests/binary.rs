@@ -325,6 +325,54 @@ fn call_reaches_any_method_by_name_with_a_raw_body() {
 }
 
 #[test]
+fn call_prints_a_server_stream_message_by_message() {
+    use common::serve_process::{ServeProcess, write_certs};
+    let dir = tempfile::tempdir().unwrap();
+    write_certs(dir.path());
+    let server = ServeProcess::start(dir.path(), "127.0.0.1:0");
+    let call = |args: &[&str]| {
+        let child = call_command(dir.path(), &server.addr)
+            .arg("stream")
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        wait_bounded(child, Duration::from_secs(30))
+    };
+    // demo.Count/Up with 5 (a little-endian u64): 0 to 4, one per line.
+    let out = call(&[
+        "demo.Count/Up",
+        "--hex",
+        "0500000000000000",
+        "--hex-output",
+        "--idempotent",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    let expected: Vec<String> = (0u64..5)
+        .map(|n| n.to_le_bytes().iter().map(|b| format!("{b:02x}")).collect())
+        .collect();
+    assert_eq!(lines, expected);
+    // A stream the server does not have: the status, and a failure.
+    let out = call(&["kv.Store/List", "--text", "user/"]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("UNKNOWN_METHOD") && stderr.contains("kv.Store/List"),
+        "{stderr}"
+    );
+    assert!(out.stdout.is_empty());
+}
+
+#[test]
 fn call_sends_metadata_and_prints_the_answers_with_verbose() {
     use common::serve_process::{ServeProcess, write_certs};
     let dir = tempfile::tempdir().unwrap();

@@ -75,6 +75,10 @@ enum MethodArgs {
     Whoami,
     /// Any method, by name: send a raw body and print the raw response.
     Raw(RawArgs),
+    /// Any server-streaming method, by name: send a raw body and print
+    /// each response message on a line of its own as it arrives (for
+    /// example `stream demo.Count/Up --hex 0500000000000000 --hex-output`).
+    Stream(RawArgs),
 }
 
 /// A call of any method by name, with its body given as it goes on the
@@ -102,6 +106,26 @@ struct RawArgs {
 }
 
 impl RawArgs {
+    /// The method named (its name leaked: it lives as long as the command).
+    fn method(&self) -> quicall::Method<[u8], [u8]> {
+        let name: &'static str = Box::leak(self.name.clone().into_boxed_str());
+        let method = quicall::Method::new(name);
+        if self.idempotent {
+            method.idempotent()
+        } else {
+            method
+        }
+    }
+
+    /// The answer's bytes as printed: hexadecimal or text.
+    fn show(&self, bytes: &[u8]) -> String {
+        if self.hex_output {
+            to_hex(bytes)
+        } else {
+            String::from_utf8_lossy(bytes).into_owned()
+        }
+    }
+
     fn body(&self) -> anyhow::Result<Vec<u8>> {
         if let Some(hex) = &self.hex {
             return from_hex(hex);
@@ -180,6 +204,15 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     }
     let options =
         CallOptions::deadline(Duration::from_millis(args.deadline_ms)).with_metadata(metadata);
+    if let MethodArgs::Stream(raw) = &args.method {
+        anyhow::ensure!(
+            args.count <= 1,
+            "--count applies to unary calls, not streams"
+        );
+        let printed = print_stream(&cluster, raw, options, args.verbose).await;
+        cluster.close();
+        return printed;
+    }
     let call = Call::from_args(&args.method)?;
     let mut last = None;
     for _ in 0..args.count.max(1) {
@@ -204,6 +237,36 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             Err(status.into())
         }
     }
+}
+
+/// Calls a server-streaming method and prints each message as it arrives,
+/// then the end: nothing more when it ended well, the status otherwise
+/// (after the messages that came before it).
+async fn print_stream(
+    cluster: &Cluster,
+    raw: &RawArgs,
+    options: CallOptions,
+    verbose: bool,
+) -> anyhow::Result<()> {
+    let method = raw.method().server_streaming();
+    let body = raw.body()?;
+    let failed = |status: quicall::Status| {
+        if let Some(metadata) = status.metadata().filter(|_| verbose) {
+            print_metadata('<', metadata);
+        }
+        anyhow::Error::from(status)
+    };
+    let mut responses = cluster
+        .server_stream(&method, &body[..], options)
+        .await
+        .map_err(failed)?;
+    while let Some(message) = responses.message().await.map_err(failed)? {
+        println!("{}", raw.show(&message));
+    }
+    if verbose {
+        print_metadata('<', responses.metadata());
+    }
+    Ok(())
 }
 
 /// `key:value` arguments as metadata.
@@ -253,19 +316,12 @@ impl Call {
             }),
             MethodArgs::Echo { text } => Call::Echo(text.clone()),
             MethodArgs::Whoami => Call::Whoami,
-            MethodArgs::Raw(raw) => {
-                let name: &'static str = Box::leak(raw.name.clone().into_boxed_str());
-                let method = quicall::Method::new(name);
-                Call::Raw {
-                    method: if raw.idempotent {
-                        method.idempotent()
-                    } else {
-                        method
-                    },
-                    body: raw.body()?,
-                    hex_output: raw.hex_output,
-                }
-            }
+            MethodArgs::Raw(raw) => Call::Raw {
+                method: raw.method(),
+                body: raw.body()?,
+                hex_output: raw.hex_output,
+            },
+            MethodArgs::Stream(_) => anyhow::bail!("a stream is not a unary call"),
         })
     }
 
