@@ -370,6 +370,15 @@ fn call_prints_a_server_stream_message_by_message() {
         "{stderr}"
     );
     assert!(out.stdout.is_empty());
+    // A unary method called as a stream (the request does not say which
+    // for server streams: docs/wire.md, section 15): an error that says so.
+    let out = call(&["demo.Echo/Echo", "--text", "hi"]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("is the method server-streaming"),
+        "{stderr}"
+    );
 }
 
 #[test]

@@ -6,6 +6,10 @@ use crate::io::{self, ReadFail};
 use crate::wire::{self, ErrorCode, RESPONSE_HEADER_LEN, ResponseFlags, ResponseHead, WireError};
 use crate::{Chunks, Code, Metadata, Status};
 
+/// More after a unary response's body: what a server stream would send.
+const AFTER_BODY: &str =
+    "bytes after the response body (a stream's messages: is the method unary on the server?)";
+
 /// Most entries a response's metadata may have.
 const MAX_RESPONSE_METADATA_ENTRIES: usize = 1024;
 
@@ -107,12 +111,12 @@ impl CallStream {
             .await
             .map_err(|e| read_status(e, "response body"))?;
         if body.excess {
-            return Err(Status::internal("bytes after the response body"));
+            return Err(Status::internal(AFTER_BODY));
         }
         let body = body.chunks;
         match io::read_fin(&mut self.recv).await {
             Ok(true) => {}
-            Ok(false) => return Err(Status::internal("bytes after the response body")),
+            Ok(false) => return Err(Status::internal(AFTER_BODY)),
             Err(e) => return Err(read_status(ReadFail::Read(e), "end of response")),
         }
         self.complete();
@@ -148,7 +152,10 @@ impl CallStream {
             // The end: the status, as a unary response's.
             let answer = self.read_end(head, first, false).await?;
             if !answer.body.is_empty() {
-                return Err(Status::internal("a body after the end of the stream"));
+                return Err(Status::internal(
+                    "a body after the end of the stream (a unary answer: is the method \
+                     server-streaming on the server?)",
+                ));
             }
             return Ok(StreamPart::End(answer.metadata));
         }
