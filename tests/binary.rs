@@ -277,22 +277,25 @@ fn call_command(dir: &std::path::Path, addr: &str) -> Command {
     command
 }
 
+/// Runs `quicall call ARGS` against the server at `addr` (see
+/// [`call_command`]) and waits for it, at most 30 s.
+fn run_call(dir: &std::path::Path, addr: &str, args: &[&str]) -> std::process::Output {
+    let child = call_command(dir, addr)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_bounded(child, Duration::from_secs(30))
+}
+
 #[test]
 fn call_reaches_any_method_by_name_with_a_raw_body() {
     use common::serve_process::{ServeProcess, write_certs};
     let dir = tempfile::tempdir().unwrap();
     write_certs(dir.path());
     let server = ServeProcess::start(dir.path(), "127.0.0.1:0");
-    let call = |args: &[&str]| {
-        let child = call_command(dir.path(), &server.addr)
-            .arg("raw")
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        wait_bounded(child, Duration::from_secs(30))
-    };
+    let call = |args: &[&str]| run_call(dir.path(), &server.addr, &[&["raw"], args].concat());
     // calc.Calc/Add with 2 and 3 as little-endian i64 (docs/wire.md, section 10).
     let out = call(&[
         "calc.Calc/Add",
@@ -330,16 +333,7 @@ fn call_prints_a_server_stream_message_by_message() {
     let dir = tempfile::tempdir().unwrap();
     write_certs(dir.path());
     let server = ServeProcess::start(dir.path(), "127.0.0.1:0");
-    let call = |args: &[&str]| {
-        let child = call_command(dir.path(), &server.addr)
-            .arg("stream")
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        wait_bounded(child, Duration::from_secs(30))
-    };
+    let call = |args: &[&str]| run_call(dir.path(), &server.addr, &[&["stream"], args].concat());
     // demo.Count/Up with 5 (a little-endian u64): 0 to 4, one per line.
     let out = call(&[
         "demo.Count/Up",
@@ -387,14 +381,19 @@ fn call_sends_metadata_and_prints_the_answers_with_verbose() {
     let dir = tempfile::tempdir().unwrap();
     write_certs(dir.path());
     let server = ServeProcess::start(dir.path(), "127.0.0.1:0");
-    let child = call_command(dir.path(), &server.addr)
-        .args(["-H", "tenant: acme", "-H", "request-id:42", "-v"])
-        .args(["echo", "hello"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let out = wait_bounded(child, Duration::from_secs(30));
+    let out = run_call(
+        dir.path(),
+        &server.addr,
+        &[
+            "-H",
+            "tenant: acme",
+            "-H",
+            "request-id:42",
+            "-v",
+            "echo",
+            "hello",
+        ],
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "hello");
@@ -465,13 +464,7 @@ fn serve_exports_metrics_for_prometheus() {
         .and_then(|rest| rest.strip_suffix("/metrics"))
         .unwrap_or_else(|| panic!("{second:?}"))
         .to_owned();
-    let call = call_command(dir.path(), &addr)
-        .args(["--count", "3", "echo", "hi"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let out = wait_bounded(call, Duration::from_secs(30));
+    let out = run_call(dir.path(), &addr, &["--count", "3", "echo", "hi"]);
     assert!(
         out.status.success(),
         "{}",
