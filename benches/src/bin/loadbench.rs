@@ -21,6 +21,7 @@ use quicall::Limits;
 use quicall_benches::harness::output::{self, Row};
 use quicall_benches::harness::streams::StreamArgs;
 use quicall_benches::harness::systems::Pki;
+use quicall_benches::harness::tuning::QuicTuning;
 use quicall_benches::harness::{Echo, Outcome, System, Workload, closed_loop, open_loop};
 
 #[derive(Parser)]
@@ -98,20 +99,8 @@ struct Args {
     /// Ask the peer to acknowledge every N packets (QUIC ACK frequency).
     #[arg(long)]
     ack_every: Option<u32>,
-    /// The max ACK delay (microseconds) each QUIC system asks its peer for
-    /// (`Limits::max_ack_delay`); 0 keeps the peer's own (25 ms).
-    #[arg(long)]
-    max_ack_delay_us: Option<u64>,
-    /// Run the QUIC systems' timers on tokio's 1 ms tick
-    /// (`Limits::precise_timers` false), as before quicall kept their last
-    /// millisecond itself.
-    #[arg(long)]
-    coarse_timers: bool,
-    /// Congestion controller of the QUIC systems, towards loopback and
-    /// network peers alike: cubic, newreno, bbr (default: `Limits`', CUBIC
-    /// on loopback and BBR towards the network).
-    #[arg(long)]
-    congestion: Option<quicall::transport::Congestion>,
+    #[command(flatten)]
+    tuning: QuicTuning,
     /// Measure a quicall server in another process or on another host
     /// (`quicall serve`) instead of in-process servers: its address
     /// (host:port). Only the quicall system runs then; needs --ca, --cert
@@ -255,25 +244,15 @@ async fn run(
         .with_context(|| format!("creating {}", args.out.display()))?;
     let mut jsonl = std::fs::File::create(args.out.join("results.jsonl"))?;
     let pki = Pki::new()?;
-    let limits = Limits {
+    let limits = args.tuning.apply(Limits {
         max_mtu: args.max_mtu,
         loopback_mtu: args.loopback_mtu,
         stream_receive_window: args.stream_window,
         receive_window: args.receive_window,
         send_window: args.send_window,
-        congestion: args.congestion.unwrap_or(Limits::default().congestion),
-        loopback_congestion: args
-            .congestion
-            .unwrap_or(Limits::default().loopback_congestion),
         ack_every: args.ack_every,
-        max_ack_delay: args
-            .max_ack_delay_us
-            .map_or(Limits::default().max_ack_delay, |us| {
-                (us > 0).then(|| Duration::from_micros(us))
-            }),
-        precise_timers: !args.coarse_timers,
         ..Limits::default()
-    };
+    });
     let secs = Duration::from_secs_f64(args.secs.clamp(0.05, 60.0));
     // The run's settings, repeated on every JSON line.
     let settings = format!(

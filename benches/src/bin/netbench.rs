@@ -22,6 +22,7 @@ use quicall::Limits;
 use quicall_benches::harness::netmatrix::{self, Cell, Measured, PathSpec};
 use quicall_benches::harness::output::{self, Row};
 use quicall_benches::harness::systems::Pki;
+use quicall_benches::harness::tuning::QuicTuning;
 use quicall_benches::harness::{Echo, System, Workload, closed_loop};
 use quicall_netlab::{Lab, LabError, Path};
 
@@ -56,19 +57,8 @@ struct Args {
     /// Worker threads of the servers' runtime and of the clients'.
     #[arg(long, default_value_t = 2)]
     threads: usize,
-    /// The max ACK delay (microseconds) the QUIC systems ask of a network
-    /// peer (`Limits::max_ack_delay`); 0 keeps the peer's own (25 ms).
-    #[arg(long)]
-    max_ack_delay_us: Option<u64>,
-    /// Run the QUIC systems' timers on tokio's 1 ms tick
-    /// (`Limits::precise_timers` false), as before quicall kept their last
-    /// millisecond itself.
-    #[arg(long)]
-    coarse_timers: bool,
-    /// Congestion controller of the QUIC systems towards the other host:
-    /// cubic, newreno, bbr (default: `Limits::congestion`'s, BBR).
-    #[arg(long)]
-    congestion: Option<quicall::transport::Congestion>,
+    #[command(flatten)]
+    tuning: QuicTuning,
     /// TCP's congestion controller on both hosts (gRPC's and tarpc's), by
     /// its kernel name (`cubic`, `bbr`, `reno`); by default the machine's
     /// (`net.ipv4.tcp_congestion_control`), which the run prints. A lab
@@ -119,16 +109,7 @@ fn main() -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.out)?;
     let mut jsonl = std::fs::File::create(args.out.join("results.jsonl"))?;
     let pki = Pki::new()?;
-    let limits = Limits {
-        congestion: args.congestion.unwrap_or(Limits::default().congestion),
-        max_ack_delay: args
-            .max_ack_delay_us
-            .map_or(Limits::default().max_ack_delay, |us| {
-                (us > 0).then(|| Duration::from_micros(us))
-            }),
-        precise_timers: !args.coarse_timers,
-        ..Limits::default()
-    };
+    let limits = args.tuning.apply(Limits::default());
     let secs = Duration::from_secs_f64(args.secs.clamp(0.1, 60.0));
     let paths: Vec<PathSpec> = args
         .rtt_ms

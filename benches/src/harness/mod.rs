@@ -9,6 +9,7 @@ pub mod run;
 pub mod streams;
 pub mod systems;
 pub mod tarpc_echo;
+pub mod tuning;
 
 pub use run::{Mode, Outcome, Workload, closed_loop, open_loop};
 pub use systems::{Echo, System};
