@@ -1,0 +1,95 @@
+//! `netbench`, as the README promises it: one command that runs the
+//! comparison on a lossy path and writes the table, the JSON lines and the
+//! charts; and, where no lab can be made, a line saying why and status 2.
+
+use std::process::Command;
+
+/// Where the lab cannot be made (here: not root), say so and exit 2.
+#[test]
+fn without_a_lab_it_says_why_and_exits_2() {
+    if !is_root() || Command::new("setpriv").arg("--version").output().is_err() {
+        eprintln!("SKIPPED: needs root and setpriv to run netbench as another user");
+        return;
+    }
+    let out = Command::new("setpriv")
+        .args(["--reuid", "65534", "--regid", "65534", "--clear-groups"])
+        .arg(env!("CARGO_BIN_EXE_netbench"))
+        .args(["--secs", "0.1", "--out", "/nonexistent/netbench"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("network lab") && stderr.contains("not running as root"),
+        "{stderr}"
+    );
+}
+
+/// A one-cell matrix: two systems at 1% loss; its table, JSON lines and
+/// chart, with the loss the lab applied.
+#[test]
+fn a_small_matrix_writes_its_table_lines_and_chart() {
+    if !is_root() {
+        eprintln!("SKIPPED: the network lab needs root");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_netbench"))
+        .args([
+            "--systems",
+            "quicall,grpc-tls",
+            "--loss-pct",
+            "1",
+            "--rtt-ms",
+            "0",
+        ])
+        .args(["--payloads", "64", "--concurrency", "1", "--secs", "0.3"])
+        .arg("--out")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if out.status.code() == Some(2) {
+        eprintln!("SKIPPED: {stderr}");
+        return;
+    }
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    // Every row as it goes, then the table.
+    assert!(
+        stdout.lines().any(|l| l.starts_with("quicall ")),
+        "{stdout}"
+    );
+    assert!(
+        stdout.lines().any(|l| l.starts_with("grpc-tls ")),
+        "{stdout}"
+    );
+    let table = std::fs::read_to_string(dir.path().join("matrix.md")).unwrap();
+    assert!(table.contains("#### no added delay"), "{table}");
+    let row = table
+        .lines()
+        .find(|l| l.starts_with("| 1% ("))
+        .unwrap_or_else(|| panic!("{table}"));
+    // The loss set, the loss measured, the cell, both systems, four targets.
+    assert!(row.contains("| 64 B | 1 |"), "{row}");
+    assert_eq!(row.split('|').count(), 9 + 2, "{row}");
+    assert!(table.contains("Targets met:"), "{table}");
+    let lines = std::fs::read_to_string(dir.path().join("results.jsonl")).unwrap();
+    let lines: Vec<serde_json::Value> = lines
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2);
+    for line in &lines {
+        assert_eq!(line["loss_pct"], 1.0);
+        assert_eq!(line["errors"], 0);
+        assert!(line["calls"].as_u64().unwrap() > 0, "{line}");
+    }
+    let chart = std::fs::read_to_string(dir.path().join("p999-rtt0ms-64B.svg")).unwrap();
+    assert!(chart.starts_with("<svg") && chart.contains("quicall"));
+}
+
+fn is_root() -> bool {
+    use std::os::unix::fs::MetadataExt as _;
+    std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
+}
