@@ -100,6 +100,15 @@ fn the_lab_drops_its_share_cuts_and_heals() {
     assert!(names.iter().all(|ns| !left.contains(ns.as_str())), "{left}");
 }
 
+/// Moves the calling thread onto `host` and binds a UDP socket there, at
+/// `port` (0: any), whose reads give up after `timeout`.
+fn udp_on(host: &Host, port: u16, timeout: Duration) -> UdpSocket {
+    host.enter().unwrap();
+    let socket = UdpSocket::bind((host.addr(), port)).unwrap();
+    socket.set_read_timeout(Some(timeout)).unwrap();
+    socket
+}
+
 /// Round trips of `n` datagrams from `from` to an echo on `to`, one at a
 /// time (those that came back).
 fn echo_round_trips(from: &Host, to: &Host, n: usize) -> Vec<Duration> {
@@ -107,11 +116,7 @@ fn echo_round_trips(from: &Host, to: &Host, n: usize) -> Vec<Duration> {
     let echo = {
         let to = to.clone();
         std::thread::spawn(move || {
-            to.enter().unwrap();
-            let socket = UdpSocket::bind(target).unwrap();
-            socket
-                .set_read_timeout(Some(Duration::from_millis(500)))
-                .unwrap();
+            let socket = udp_on(&to, target.port(), Duration::from_millis(500));
             let mut buf = [0u8; 64];
             while let Ok((len, peer)) = socket.recv_from(&mut buf) {
                 socket.send_to(&buf[..len], peer).unwrap();
@@ -121,11 +126,7 @@ fn echo_round_trips(from: &Host, to: &Host, n: usize) -> Vec<Duration> {
     std::thread::sleep(Duration::from_millis(100));
     let from = from.clone();
     let rtts = std::thread::spawn(move || {
-        from.enter().unwrap();
-        let socket = UdpSocket::bind((from.addr(), 0)).unwrap();
-        socket
-            .set_read_timeout(Some(Duration::from_millis(300)))
-            .unwrap();
+        let socket = udp_on(&from, 0, Duration::from_millis(300));
         let mut buf = [0u8; 64];
         (0..n as u32)
             .filter_map(|i| {
@@ -242,11 +243,7 @@ fn datagram_order(from: &Host, to: &Host, n: u32) -> Vec<u32> {
     let receiver = {
         let to = to.clone();
         std::thread::spawn(move || {
-            to.enter().unwrap();
-            let socket = UdpSocket::bind(target).unwrap();
-            socket
-                .set_read_timeout(Some(Duration::from_millis(500)))
-                .unwrap();
+            let socket = udp_on(&to, target.port(), Duration::from_millis(500));
             let (mut order, mut buf) = (Vec::new(), [0u8; 4]);
             while socket.recv(&mut buf).is_ok() {
                 order.push(u32::from_le_bytes(buf));
@@ -257,8 +254,7 @@ fn datagram_order(from: &Host, to: &Host, n: u32) -> Vec<u32> {
     std::thread::sleep(Duration::from_millis(100));
     let from = from.clone();
     std::thread::spawn(move || {
-        from.enter().unwrap();
-        let socket = UdpSocket::bind((from.addr(), 0)).unwrap();
+        let socket = udp_on(&from, 0, Duration::from_millis(500));
         for i in 0..n {
             socket.send_to(&i.to_le_bytes(), target).unwrap();
             if i % 32 == 31 {
