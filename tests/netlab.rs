@@ -432,15 +432,20 @@ fn a_cluster_follows_real_dns_and_loses_no_call_when_a_host_vanishes() {
     assert!(resolver_ok, "the lab's dnsmasq answers");
 
     // The load: 8 callers, idempotent calls with 5 s deadlines, until told
-    // to stop; every answer counted by server, every failure kept.
+    // to stop; every answer counted by server, every failure kept, and each
+    // caller's finished calls counted apart (`calls[i]`).
     let answers: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
     let failures: Arc<Mutex<Vec<String>>> = Arc::default();
-    let (stop, calls) = (
-        Arc::new(AtomicBool::new(false)),
-        Arc::new(AtomicUsize::new(0)),
-    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let calls: Arc<Vec<AtomicUsize>> = Arc::new((0..8).map(|_| AtomicUsize::new(0)).collect());
+    let total = |calls: &[AtomicUsize]| {
+        calls
+            .iter()
+            .map(|c| c.load(Ordering::Relaxed))
+            .sum::<usize>()
+    };
     let load: Vec<_> = (0..8)
-        .map(|_| {
+        .map(|i| {
             let (cluster, answers, failures) = (cluster.clone(), answers.clone(), failures.clone());
             let (stop, calls) = (stop.clone(), calls.clone());
             clients.spawn(async move {
@@ -454,7 +459,7 @@ fn a_cluster_follows_real_dns_and_loses_no_call_when_a_host_vanishes() {
                         }
                         Err(status) => failures.lock().unwrap().push(status.to_string()),
                     }
-                    calls.fetch_add(1, Ordering::Relaxed);
+                    calls[i].fetch_add(1, Ordering::Relaxed);
                     tokio::time::sleep(Duration::from_millis(2)).await;
                 }
             })
@@ -485,11 +490,19 @@ fn a_cluster_follows_real_dns_and_loses_no_call_when_a_host_vanishes() {
     wait_until("s1 leaves the cluster", &|| {
         !cluster.servers().contains(&s1_addr)
     });
-    let s1_before = count("s1");
-    let calls_before = calls.load(Ordering::Relaxed);
-    wait_until("200 more calls", &|| {
-        calls.load(Ordering::Relaxed) >= calls_before + 200
+    // A call that picked s1 just before it left may still finish there: once
+    // every caller has finished one more call, every later call was sent
+    // after s1 left.
+    let at_removal: Vec<usize> = calls.iter().map(|c| c.load(Ordering::Relaxed)).collect();
+    wait_until("every caller finishes its call in flight", &|| {
+        calls
+            .iter()
+            .zip(&at_removal)
+            .all(|(c, &n)| c.load(Ordering::Relaxed) > n)
     });
+    let s1_before = count("s1");
+    let calls_before = total(&calls);
+    wait_until("200 more calls", &|| total(&calls) >= calls_before + 200);
     assert_eq!(count("s1"), s1_before, "a removed server gets no calls");
     // 4. s2's host vanishes mid-load (every packet to or from it dropped,
     // nothing closed): its calls go elsewhere, none is lost.
@@ -518,7 +531,7 @@ fn a_cluster_follows_real_dns_and_loses_no_call_when_a_host_vanishes() {
         failures.is_empty(),
         "{} of {} calls failed: {:?}",
         failures.len(),
-        calls.load(Ordering::Relaxed),
+        total(&calls),
         &failures[..failures.len().min(5)]
     );
     drop(cluster);
