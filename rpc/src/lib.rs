@@ -41,6 +41,7 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod admission;
 pub mod balance;
 mod caller;
 mod client;
