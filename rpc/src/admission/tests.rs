@@ -287,7 +287,12 @@ fn the_limit_stays_within_its_bounds() {
     // Calls that take 1 µs, one at a time: the learned concurrency is tiny;
     // the limit is the floor and its headroom.
     for i in 1..=1000u64 {
-        limit.sample(Duration::from_micros(1), true, 1, Duration::from_micros(2 * i));
+        limit.sample(
+            Duration::from_micros(1),
+            true,
+            1,
+            Duration::from_micros(2 * i),
+        );
     }
     assert!((3..=6).contains(&limit.limit()), "{}", limit.limit());
     // Calls that take 10 s and finish 1,000 a second: held at the bound.
@@ -319,4 +324,3 @@ fn windows_of_failures_halve_the_limit_and_quiet_windows_teach_nothing() {
     assert_eq!(limit.limit(), 32);
     assert_eq!(limit.no_load_latency(), None);
 }
-

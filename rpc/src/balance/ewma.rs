@@ -59,6 +59,31 @@ impl PeakEwma {
         self.stamp = self.stamp.max(now);
     }
 
+    /// A server refused a call for overload (it shed it): the estimate at
+    /// least doubles at once, from no less than `floor`, up to `cap`, so
+    /// that calls go elsewhere before the server's latency says so; it
+    /// decays back as any peak does.
+    ///
+    /// ```
+    /// use quicall_rpc::balance::PeakEwma;
+    /// use std::time::Duration;
+    ///
+    /// let ms = Duration::from_millis;
+    /// let mut ewma = PeakEwma::new(ms(1), Duration::from_secs(5));
+    /// ewma.observe(ms(2), ms(0));
+    /// ewma.overloaded(ms(1), Duration::from_secs(1), ms(0));
+    /// assert_eq!(ewma.estimate(ms(0)), ms(4));
+    /// for _ in 0..20 {
+    ///     ewma.overloaded(ms(1), Duration::from_secs(1), ms(0));
+    /// }
+    /// assert_eq!(ewma.estimate(ms(0)), Duration::from_secs(1));
+    /// ```
+    pub fn overloaded(&mut self, floor: Duration, cap: Duration, now: Duration) {
+        let current = self.estimate_ns(now).max(floor.as_nanos() as f64);
+        self.estimate_ns = (2.0 * current).min(cap.as_nanos() as f64);
+        self.stamp = self.stamp.max(now);
+    }
+
     /// The estimate at `now`, decayed since the last observation.
     pub fn estimate(&self, now: Duration) -> Duration {
         Duration::from_nanos((self.estimate_ns * self.decay(now)) as u64)

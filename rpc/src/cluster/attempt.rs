@@ -88,7 +88,7 @@ impl<X: Exchange> Call<'_, X> {
     pub(super) async fn run(&self) -> Result<X::Output, Status> {
         let servers = self.inner.servers();
         let mut tried = Tried::default();
-        let mut attempts = 0u32;
+        let (mut attempts, mut shed) = (0u32, 0u32);
         loop {
             let Some(first) = self.pick(&servers, &tried) else {
                 return Err(none_available(&servers));
@@ -105,6 +105,12 @@ impl<X: Exchange> Call<'_, X> {
             let status = match result {
                 Ok(body) => return Ok(body),
                 Err(status) => status,
+            };
+            shed += u32::from(is_shed(&status));
+            let status = if shed == attempts {
+                overloaded(status, attempts, servers.len())
+            } else {
+                status
             };
             if !status.is_retry_safe(self.idempotent)
                 || attempts >= self.inner.options.max_attempts
@@ -256,6 +262,16 @@ impl<X: Exchange> Call<'_, X> {
     }
 }
 
+/// The status of a call that every server tried shed: RESOURCE_EXHAUSTED,
+/// not processed, saying so (the servers' own message kept).
+fn overloaded(status: Status, attempts: u32, servers: usize) -> Status {
+    let message = format!(
+        "overloaded: every attempt was shed ({attempts} attempts, {servers} servers): {}",
+        status.message()
+    );
+    status.with_message(message)
+}
+
 /// The status of a call that may not be retried for want of budget.
 fn exhausted(status: Status) -> Status {
     let message = format!("{} (not retried: retry budget exhausted)", status.message());
@@ -306,10 +322,21 @@ async fn attempt<X: Exchange>(
     match &result {
         Ok(_) => outcome.answer(Code::Ok),
         Err(status) if is_server_failure(status) => outcome.failure(status, Some(&conn)),
+        Err(status) if is_shed(status) => outcome.shed(status.code()),
         Err(status) => outcome.answer(status.code()),
     }
     result
 }
+
+/// RESOURCE_EXHAUSTED, not processed: the server shed the call (it is
+/// past its capacity, or this client past its share of it). Safe to send
+/// elsewhere.
+pub(super) fn is_shed(status: &Status) -> bool {
+    status.code() == Code::ResourceExhausted && status.was_not_processed()
+}
+
+/// Most a shed answer raises a server's latency estimate to.
+const SHED_PENALTY_CAP: Duration = Duration::from_secs(1);
 
 /// An attempt's `tracing` span (a retry or a hedge is one more), when a
 /// subscriber wants it: the server, its status and latency.
@@ -373,6 +400,20 @@ impl Outcome<'_> {
         self.member.ewma().observe(latency, now);
         self.member.health().on_success(now);
         self.member.stats.record(latency, code);
+    }
+
+    /// The server answered, but shed the call: it is alive, and past its
+    /// capacity. Its latency estimate doubles at once (from no less than a
+    /// new server's), and the fast refusal is not taken as its latency.
+    fn shed(&mut self, code: Code) {
+        self.done = true;
+        let now = self.inner.now();
+        let floor = self.inner.options.initial_latency;
+        self.member
+            .ewma()
+            .overloaded(floor, SHED_PENALTY_CAP.max(floor), now);
+        self.member.health().on_success(now);
+        self.member.stats.record(self.start.elapsed(), code);
     }
 
     fn failure(&mut self, status: &Status, conn: Option<&Connection>) {

@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::context::Extras;
 use super::intercept::{self, Outcome};
+use super::limiter::Arrival;
 use super::requests::Reader;
 use super::router::{Input, Route};
 use super::shares::{CallSlot, Charge, Peer, Refusal};
@@ -34,6 +35,7 @@ pub(crate) const MAX_STATUS_MESSAGE: usize = 4096;
 
 pub(super) async fn serve(
     shared: Arc<Shared>,
+    arrival: Option<Arrival>,
     peer: Arc<Peer>,
     identity: Option<Arc<PeerIdentity>>,
     remote: SocketAddr,
@@ -74,7 +76,8 @@ pub(super) async fn serve(
     };
     let received = Instant::now();
 
-    let (head, route, _slot) = match admit(&shared, &peer, identity.as_deref(), &header) {
+    let (head, route, mut slot) = match admit(&shared, &peer, identity.as_deref(), &header, arrival)
+    {
         Ok(admitted) => admitted,
         Err(status) => {
             // The bytes that came with the header are not kept while the
@@ -290,6 +293,13 @@ pub(super) async fn serve(
             }
         }
     };
+    // The handler's latency teaches the adaptive limit (a call that ran out
+    // of time, or whose caller left, as a failure).
+    slot.handled(match &ended {
+        None => false,
+        Some(Ok(Err(status))) => status.code() != Code::DeadlineExceeded,
+        Some(_) => true,
+    });
     let Some(outcome) = ended else {
         let _ = send.reset(ErrorCode::CANCELLED.into());
         tracing::debug!(%remote, method = route.name, "caller cancelled; handler dropped");
@@ -468,6 +478,7 @@ fn admit<'a>(
     peer: &'a Peer,
     identity: Option<&PeerIdentity>,
     header: &[u8; REQUEST_HEADER_LEN],
+    arrival: Option<Arrival>,
 ) -> Result<(RequestHead, &'a Route, CallSlot<'a>), Status> {
     let options = &shared.options;
     let head = match wire::decode_request(header, options.max_request_size) {
@@ -517,7 +528,10 @@ fn admit<'a>(
     if shared.draining.load(Ordering::Relaxed) {
         return Err(Status::unavailable("server is shutting down"));
     }
-    let slot = CallSlot::take(&shared.calls, peer)
+    // Streams may last for hours: only unary calls count against the
+    // adaptive limit.
+    let unary = !route.shape.streams_requests() && !route.shape.streams_responses();
+    let slot = CallSlot::take(&shared.calls, peer, arrival.map(|a| (a, unary)))
         .map_err(|refusal| refusal_status(Some(refusal), peer, options))?;
     Ok((head, route, slot))
 }
@@ -542,6 +556,9 @@ pub(super) fn refusal_status(
             "{} holds {} bytes of requests, the most one caller may",
             peer.key, options.max_request_bytes_per_peer
         ),
+        Some(Refusal::Overloaded) => {
+            "server overloaded: at its adaptive concurrency limit (load shed)".to_owned()
+        }
     })
 }
 

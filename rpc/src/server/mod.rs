@@ -5,6 +5,7 @@ mod access;
 mod call;
 mod context;
 mod intercept;
+mod limiter;
 mod options;
 mod requests;
 mod router;
@@ -47,6 +48,8 @@ struct Shared {
     peers: Peers,
     /// Per-method metrics, and the registry that exports them.
     registry: prometheus_client::registry::Registry,
+    /// The adaptive admission of unary calls, if the options ask for it.
+    limiter: Option<Arc<limiter::Limiter>>,
 }
 
 /// A running server. Dropping it closes it at once, like [`Server::abort`];
@@ -94,6 +97,11 @@ pub struct Gauges {
     /// send buffer, bounded by the connection's send window, is not
     /// counted.
     pub buffered_response_bytes: usize,
+    /// The adaptive concurrency limit now
+    /// ([`ServerOptions::admission`]), or `None` without one.
+    pub concurrency_limit: Option<usize>,
+    /// Calls refused so far because the adaptive limit was reached.
+    pub calls_shed: u64,
 }
 
 /// How a shutdown ended.
@@ -125,6 +133,13 @@ impl Server {
         let mut registry = prometheus_client::registry::Registry::default();
         metrics.register_server(&mut registry);
         router.attach_meters(&metrics);
+        let limiter = options.admission.map(|adaptive| {
+            Arc::new(limiter::Limiter::new(
+                adaptive,
+                options.max_calls_in_flight,
+                &mut registry,
+            ))
+        });
         let shared = Arc::new(Shared {
             registry,
             router,
@@ -135,6 +150,7 @@ impl Server {
             draining: AtomicBool::new(false),
             streams: AtomicUsize::new(0),
             response_bytes: AtomicUsize::new(0),
+            limiter,
         });
         let accept_task = tokio::spawn(accept_loop(endpoint.clone(), shared.clone()));
         Ok(Server {
@@ -204,6 +220,12 @@ impl Server {
             buffered_request_bytes: options.max_buffered_request_bytes
                 - self.shared.body_bytes.available_permits(),
             buffered_response_bytes: self.shared.response_bytes.load(Ordering::Relaxed),
+            concurrency_limit: self.shared.limiter.as_deref().map(limiter::Limiter::limit),
+            calls_shed: self
+                .shared
+                .limiter
+                .as_deref()
+                .map_or(0, limiter::Limiter::shed),
         }
     }
 
@@ -298,8 +320,10 @@ async fn serve_connection(shared: Arc<Shared>, incoming: Incoming) {
     loop {
         match conn.accept_bi().await {
             Ok((send, recv)) => {
+                let arrival = shared.limiter.as_ref().map(limiter::Limiter::arrive);
                 tokio::spawn(call::serve(
                     shared.clone(),
+                    arrival,
                     share.peer().clone(),
                     identity.clone(),
                     remote,

@@ -28,6 +28,24 @@ pub struct ServerOptions {
     /// Calls admitted at once across all connections; more are answered
     /// RESOURCE_EXHAUSTED (not processed). Default 1024.
     pub max_calls_in_flight: usize,
+    /// Adaptive admission of unary calls: the server learns how many it
+    /// finishes without a queue ([`crate::admission`]) and answers the
+    /// excess RESOURCE_EXHAUSTED (not processed) at once, so that under
+    /// overload the calls it admits keep their latency and a cluster
+    /// client sends the rest elsewhere. The fixed limits stay the outer
+    /// bounds. Streaming calls (which may last for hours) are held to the
+    /// fixed limits only. Default `None`: off.
+    ///
+    /// ```
+    /// use quicall_rpc::ServerOptions;
+    /// use quicall_rpc::admission::Adaptive;
+    /// let options = ServerOptions {
+    ///     admission: Some(Adaptive::default()),
+    ///     ..ServerOptions::default()
+    /// };
+    /// # let _ = options;
+    /// ```
+    pub admission: Option<crate::admission::Adaptive>,
     /// Bytes of request bodies held in memory at once across all calls; a call
     /// whose body would go over is answered RESOURCE_EXHAUSTED (not
     /// processed). Default 256 MiB.
@@ -112,6 +130,7 @@ impl Default for ServerOptions {
             max_request_size: 4 << 20,
             max_response_size: 16 << 20,
             max_calls_in_flight: 1024,
+            admission: None,
             max_buffered_request_bytes: 256 << 20,
             max_calls_per_peer: 256,
             max_request_bytes_per_peer: 64 << 20,

@@ -16,6 +16,8 @@ use std::sync::{Arc, Mutex, Weak};
 use quicall_transport::PeerIdentity;
 use tokio::sync::Semaphore;
 
+use super::limiter::Arrival;
+
 /// Who a share belongs to.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(crate) enum PeerKey {
@@ -177,18 +179,29 @@ pub(crate) enum Refusal {
     ServerBytes,
     /// This peer holds all the request bytes it may.
     PeerBytes,
+    /// The server's adaptive limit is reached: it is past its capacity.
+    Overloaded,
 }
 
-/// A call's slot, taken from the server's and its peer's: given back when
-/// dropped.
-#[derive(Debug)]
+/// A call's slot, taken from the server's and its peer's (and from the
+/// adaptive limit, for a unary call on a server that has one): given back
+/// when dropped.
 pub(crate) struct CallSlot<'a> {
     server: &'a Semaphore,
     peer: &'a Peer,
+    admitted: Option<Arrival>,
 }
 
 impl<'a> CallSlot<'a> {
-    pub(crate) fn take(server: &'a Semaphore, peer: &'a Peer) -> Result<Self, Refusal> {
+    /// Takes a slot within the fixed limits, then under the adaptive limit
+    /// if the call's stream had an `arrival` (a `unary` call without room
+    /// is refused): the fixed limits are the outer bounds, and a call over
+    /// them is refused as such, whatever the adaptive limit.
+    pub(crate) fn take(
+        server: &'a Semaphore,
+        peer: &'a Peer,
+        arrival: Option<(Arrival, bool)>,
+    ) -> Result<Self, Refusal> {
         if !try_add(&peer.calls, 1, peer.limits.calls) {
             return Err(Refusal::PeerCalls);
         }
@@ -199,7 +212,32 @@ impl<'a> CallSlot<'a> {
                 return Err(Refusal::ServerCalls);
             }
         }
-        Ok(Self { server, peer })
+        // From here, dropping `slot` gives back what was taken.
+        let mut slot = Self {
+            server,
+            peer,
+            admitted: None,
+        };
+        if let Some((arrival, unary)) = arrival {
+            slot.admitted = arrival.admit(unary).map_err(|()| Refusal::Overloaded)?;
+        }
+        Ok(slot)
+    }
+
+    /// The handler has ended (`ok`: in time): see [`Admitted::handled`].
+    pub(crate) fn handled(&mut self, ok: bool) {
+        if let Some(admitted) = &mut self.admitted {
+            admitted.handled(ok);
+        }
+    }
+}
+
+impl std::fmt::Debug for CallSlot<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CallSlot")
+            .field("peer", &self.peer.key)
+            .field("adaptive", &self.admitted.is_some())
+            .finish()
     }
 }
 
@@ -306,22 +344,22 @@ mod tests {
         let peers = Peers::new(LIMITS);
         let a = peers.connect(name("a")).unwrap();
         let b = peers.connect(name("b")).unwrap();
-        let a1 = CallSlot::take(&server, a.peer()).unwrap();
-        let _a2 = CallSlot::take(&server, a.peer()).unwrap();
+        let a1 = CallSlot::take(&server, a.peer(), None).unwrap();
+        let _a2 = CallSlot::take(&server, a.peer(), None).unwrap();
         assert_eq!(
-            CallSlot::take(&server, a.peer()).unwrap_err(),
+            CallSlot::take(&server, a.peer(), None).unwrap_err(),
             Refusal::PeerCalls
         );
         // The peer's refusal took nothing from the server.
         assert_eq!(server.available_permits(), 1);
-        let _b1 = CallSlot::take(&server, b.peer()).unwrap();
+        let _b1 = CallSlot::take(&server, b.peer(), None).unwrap();
         assert_eq!(
-            CallSlot::take(&server, b.peer()).unwrap_err(),
+            CallSlot::take(&server, b.peer(), None).unwrap_err(),
             Refusal::ServerCalls
         );
         drop(a1);
         assert_eq!(server.available_permits(), 1);
-        let _b2 = CallSlot::take(&server, b.peer()).unwrap();
+        let _b2 = CallSlot::take(&server, b.peer(), None).unwrap();
     }
 
     #[test]

@@ -1,0 +1,325 @@
+//! Overload over real QUIC: a server with adaptive admission and a
+//! CPU-bound handler, offered far more than it can do, sheds the excess at
+//! once and keeps answering what it admits; a cluster client sends shed
+//! calls elsewhere, and fails fast when every server sheds.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use common::{Pki, bounded, cluster_of, loopback, serve_with};
+use quicall::rpc::admission::Adaptive;
+use quicall::{
+    CallOptions, Client, ClientOptions, ClusterOptions, Code, Method, Router, Server,
+    ServerOptions, Status,
+};
+
+const SPIN: Method<[u8], [u8]> = Method::new("test.Load/Spin").idempotent();
+
+/// Burns `cost` of CPU on the worker that runs it (no await: what a
+/// CPU-bound handler does to a runtime).
+fn spin(cost: Duration) {
+    let start = Instant::now();
+    let mut x = 0u64;
+    while start.elapsed() < cost {
+        x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+    }
+}
+
+fn spinning_router(cost: Duration) -> Router {
+    Router::new()
+        .route(&SPIN, move |_ctx, _req: quicall::Msg<[u8]>| async move {
+            spin(cost);
+            Ok::<_, Status>(&b"done"[..])
+        })
+        .unwrap()
+}
+
+/// What a caller saw.
+#[derive(Default)]
+struct Tally {
+    ok: AtomicUsize,
+    shed: AtomicUsize,
+    other: std::sync::Mutex<Vec<String>>,
+}
+
+impl Tally {
+    fn count(&self, result: Result<impl Sized, Status>) {
+        match result {
+            Ok(_) => self.ok.fetch_add(1, Ordering::Relaxed),
+            Err(s) if s.code() == Code::ResourceExhausted && s.was_not_processed() => {
+                self.shed.fetch_add(1, Ordering::Relaxed)
+            }
+            Err(s) => {
+                self.other.lock().unwrap().push(s.to_string());
+                0
+            }
+        };
+    }
+}
+
+/// `callers` tasks, each calling back to back until `length` has passed
+/// (pausing `pause` after a refusal, as a client that backs off would).
+async fn closed_loop(
+    client: &Client,
+    callers: usize,
+    length: Duration,
+    pause: Duration,
+) -> Arc<Tally> {
+    let tally = Arc::new(Tally::default());
+    let end = Instant::now() + length;
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..callers {
+        let (client, tally) = (client.clone(), tally.clone());
+        tasks.spawn(async move {
+            let options = CallOptions::deadline(Duration::from_secs(2));
+            while Instant::now() < end {
+                let result = client.call_with(&SPIN, &b"x"[..], options.clone()).await;
+                let refused = result.is_err();
+                tally.count(result);
+                if refused {
+                    tokio::time::sleep(pause).await;
+                }
+            }
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.unwrap();
+    }
+    tally
+}
+
+#[test]
+fn an_overloaded_server_sheds_at_once_keeps_serving_and_recovers() {
+    let pki = Pki::new();
+    // The server on two workers of its own: its capacity is two calls at a
+    // time, 2 ms of CPU each.
+    let server_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let options = ServerOptions {
+        admission: Some(Adaptive {
+            min_limit: 2,
+            window_calls: 50,
+            min_window_calls: 10,
+            ..Adaptive::default()
+        }),
+        ..ServerOptions::default()
+    };
+    let server = server_rt
+        .block_on(async { serve_with(&pki, spinning_router(Duration::from_millis(2)), options) });
+    let client_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    client_rt.block_on(async {
+        let client = Client::connect(
+            server.local_addr(),
+            "localhost",
+            pki.client_tls(),
+            ClientOptions::default(),
+        )
+        .await
+        .unwrap();
+        // 32 callers against a capacity of 2 calls at a time.
+        let overload = bounded(closed_loop(
+            &client,
+            32,
+            Duration::from_secs(4),
+            Duration::from_millis(10),
+        ))
+        .await;
+        let (ok, shed) = (
+            overload.ok.load(Ordering::Relaxed),
+            overload.shed.load(Ordering::Relaxed),
+        );
+        let gauges = server.gauges();
+        println!(
+            "overload: {ok} answered, {shed} shed, limit {:?}, {} shed by the server",
+            gauges.concurrency_limit, gauges.calls_shed
+        );
+        // Every call ended with an answer or a refusal: none ran out of
+        // time waiting in a queue.
+        let other = overload.other.lock().unwrap();
+        assert!(
+            other.is_empty(),
+            "{} other ends: {:?}",
+            other.len(),
+            &other[..other.len().min(5)]
+        );
+        assert!(ok >= 100, "admitted calls keep completing: {ok}");
+        assert!(shed > 0, "the excess is shed");
+        assert_eq!(gauges.calls_shed as usize, shed);
+        let limit = gauges.concurrency_limit.unwrap();
+        assert!(limit < 32, "the limit was learned: {limit}");
+        // The refusal names the cause.
+        let refused = bounded(async {
+            loop {
+                let mut burst = tokio::task::JoinSet::new();
+                for _ in 0..64 {
+                    let client = client.clone();
+                    burst.spawn(async move { client.call(&SPIN, &b"x"[..]).await.map(|_| ()) });
+                }
+                let results = burst.join_all().await;
+                if let Some(Err(s)) = results.into_iter().find(Result::is_err) {
+                    break s;
+                }
+            }
+        })
+        .await;
+        assert_eq!(refused.code(), Code::ResourceExhausted);
+        assert!(refused.was_not_processed());
+        assert!(refused.message().contains("overloaded"), "{refused}");
+
+        // Load drops to one caller: nothing is shed, and the limit comes
+        // back up as the headroom grows again.
+        let shed_before = server.gauges().calls_shed;
+        let calm = bounded(closed_loop(
+            &client,
+            1,
+            Duration::from_secs(3),
+            Duration::from_millis(10),
+        ))
+        .await;
+        assert_eq!(calm.shed.load(Ordering::Relaxed), 0);
+        assert!(calm.other.lock().unwrap().is_empty());
+        assert_eq!(server.gauges().calls_shed, shed_before);
+        let recovered = server.gauges().concurrency_limit.unwrap();
+        println!(
+            "calm: {} answered, limit {recovered}",
+            calm.ok.load(Ordering::Relaxed)
+        );
+        assert!(
+            recovered >= 2 && recovered >= limit,
+            "{recovered} after {limit}"
+        );
+        // The gauge and the counter are exported.
+        let metrics = server.metrics_text();
+        assert!(
+            metrics.contains("quicall_server_concurrency_limit "),
+            "{metrics}"
+        );
+        assert!(metrics.contains(&format!("quicall_server_calls_shed_total {shed_before}")));
+    });
+    drop(server_rt);
+}
+
+/// A method whose handler waits until the test lets it go.
+const HOLD: Method<[u8], [u8]> = Method::new("test.Load/Hold").idempotent();
+
+fn holding_server(pki: &Pki, gate: Arc<tokio::sync::Semaphore>, calls: usize) -> Server {
+    let router = Router::new()
+        .route(&HOLD, move |_ctx, _req: quicall::Msg<[u8]>| {
+            let gate = gate.clone();
+            async move {
+                let _ = gate.acquire().await.unwrap();
+                Ok::<_, Status>(&b"held"[..])
+            }
+        })
+        .unwrap();
+    let options = ServerOptions {
+        max_calls_in_flight: calls,
+        ..ServerOptions::default()
+    };
+    Server::bind(loopback(), pki.server_tls(), router, options).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_every_server_sheds_calls_fail_fast_and_say_so() {
+    let pki = Pki::new();
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let (a, b) = (
+        holding_server(&pki, gate.clone(), 1),
+        holding_server(&pki, gate.clone(), 1),
+    );
+    let options = ClusterOptions {
+        retry_budget: quicall::rpc::balance::RetryBudgetConfig {
+            min_per_second: 100,
+            ..Default::default()
+        },
+        ..ClusterOptions::default()
+    };
+    let cluster = cluster_of(&pki, &[&a, &b], options).await;
+    // Two calls fill both servers (the second goes to the free one: the
+    // first server's refusal sends it on).
+    let held: Vec<_> = (0..2)
+        .map(|_| {
+            let cluster = cluster.clone();
+            tokio::spawn(async move { cluster.call(&HOLD, &b""[..]).await })
+        })
+        .collect();
+    bounded(async {
+        while a.calls_in_flight() + b.calls_in_flight() < 2 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    // Every further call is shed by both servers and fails at once, while
+    // the held calls are still running.
+    for _ in 0..10 {
+        let status = bounded(cluster.call(&HOLD, &b""[..])).await.unwrap_err();
+        assert_eq!(status.code(), Code::ResourceExhausted, "{status}");
+        assert!(status.was_not_processed());
+        assert!(
+            status
+                .message()
+                .contains("overloaded: every attempt was shed (3 attempts, 2 servers)"),
+            "{status}"
+        );
+    }
+    assert_eq!(a.calls_in_flight() + b.calls_in_flight(), 2);
+    gate.add_permits(2);
+    for call in held {
+        assert_eq!(&*bounded(call).await.unwrap().unwrap(), b"held");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shed_calls_go_elsewhere_and_the_shedding_server_gets_fewer() {
+    let pki = Pki::new();
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    // `a` takes one call at a time (and holds it); `b` takes many.
+    let a = holding_server(&pki, gate.clone(), 1);
+    let b = holding_server(&pki, gate.clone(), 1024);
+    let cluster = cluster_of(&pki, &[&a, &b], ClusterOptions::default()).await;
+    let calls: Vec<_> = (0..40)
+        .map(|_| {
+            let cluster = cluster.clone();
+            tokio::spawn(async move { cluster.call(&HOLD, &b""[..]).await })
+        })
+        .collect();
+    bounded(async {
+        while a.calls_in_flight() + b.calls_in_flight() < 40 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    // Every call was admitted somewhere: `a` holds one, `b` the rest.
+    assert_eq!(a.calls_in_flight(), 1);
+    assert_eq!(b.calls_in_flight(), 39);
+    gate.add_permits(40);
+    for call in calls {
+        assert!(bounded(call).await.unwrap().is_ok());
+    }
+    // The refusals raised `a`'s latency estimate above `b`'s at once.
+    let snapshot = cluster.snapshot();
+    let estimate = |server: &Server| {
+        snapshot
+            .servers
+            .iter()
+            .find(|s| s.addr == server.local_addr())
+            .unwrap()
+            .latency_estimate
+    };
+    assert!(
+        estimate(&a) > estimate(&b),
+        "{:?} vs {:?}",
+        estimate(&a),
+        estimate(&b)
+    );
+}
