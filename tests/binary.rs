@@ -66,6 +66,8 @@ fn demo_runs_to_completion_and_exits_zero() {
         "3. server-3 killed",
         "4. server-3 restarted",
         "5. one server stream through the cluster: 1000000 messages in order",
+        "6. load spike",
+        "   adaptive ",
     ] {
         assert!(stdout.contains(phase), "phase {phase:?} missing: {stdout}");
     }

@@ -1,8 +1,11 @@
 //! `quicall demo`: a mutual-TLS cluster of three servers on loopback. Part
 //! one shows who is answered and who is refused; part two runs a cluster
-//! client through a slow server, a killed server and its restart.
+//! client through a slow server, a killed server and its restart; part
+//! three offers five times a cluster's capacity, with fixed limits and with
+//! adaptive admission.
 
 mod phases;
+mod spike;
 mod tls;
 
 pub use tls::add_request;
@@ -205,6 +208,11 @@ async fn demo(args: Args) -> anyhow::Result<()> {
 
     tls::answers_and_refusals(dir.path(), &servers).await?;
     phases::run(dir.path(), &mut servers, &args).await?;
+    spike::run(
+        dir.path(),
+        Duration::from_secs_f64(args.phase_secs.max(0.5)),
+    )
+    .await?;
 
     for server in &mut servers {
         if let Some(server) = server.server.take() {
