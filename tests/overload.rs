@@ -145,7 +145,7 @@ fn an_overloaded_server_sheds_at_once_keeps_serving_and_recovers() {
         );
         // Every call ended with an answer or a refusal: none ran out of
         // time waiting in a queue.
-        let other = overload.other.lock().unwrap();
+        let other = std::mem::take(&mut *overload.other.lock().unwrap());
         assert!(
             other.is_empty(),
             "{} other ends: {:?}",
