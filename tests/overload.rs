@@ -12,8 +12,7 @@ use std::time::{Duration, Instant};
 use common::{Pki, bounded, cluster_of, loopback, serve_with};
 use quicall::rpc::admission::Adaptive;
 use quicall::{
-    CallOptions, Client, ClientOptions, ClusterOptions, Code, Method, Router, Server,
-    ServerOptions, Status,
+    CallOptions, Client, ClusterOptions, Code, Method, Router, Server, ServerOptions, Status,
 };
 
 const SPIN: Method<[u8], [u8]> = Method::new("test.Load/Spin").idempotent();
@@ -118,14 +117,7 @@ fn an_overloaded_server_sheds_at_once_keeps_serving_and_recovers() {
         .build()
         .unwrap();
     client_rt.block_on(async {
-        let client = Client::connect(
-            server.local_addr(),
-            "localhost",
-            pki.client_tls(),
-            ClientOptions::default(),
-        )
-        .await
-        .unwrap();
+        let client = common::connect(&pki, &server).await;
         // 32 callers against a capacity of 2 calls at a time.
         let overload = bounded(closed_loop(
             &client,
