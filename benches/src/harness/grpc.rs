@@ -22,17 +22,21 @@ const PATH: &str = "/bench.Echo/Echo";
 
 type BoxFuture<T, E> = Pin<Box<dyn Future<Output = Result<T, E>> + Send>>;
 
-/// The service `bench.Echo` with its one method, routed by path.
+/// The service `bench.Echo` with its one method, routed by path; each call
+/// first burns `cost` of CPU on its worker (zero: a plain echo).
 #[derive(Clone, Default)]
-pub struct EchoService;
+pub struct EchoService {
+    pub cost: std::time::Duration,
+}
 
-struct Unary;
+struct Unary(std::time::Duration);
 
 impl tonic::server::UnaryService<EchoMessage> for Unary {
     type Response = EchoMessage;
     type Future = std::future::Ready<Result<tonic::Response<EchoMessage>, tonic::Status>>;
 
     fn call(&mut self, request: tonic::Request<EchoMessage>) -> Self::Future {
+        crate::harness::spin(self.0);
         std::future::ready(Ok(tonic::Response::new(request.into_inner())))
     }
 }
@@ -47,12 +51,13 @@ impl tower::Service<http::Request<tonic::body::Body>> for EchoService {
     }
 
     fn call(&mut self, request: http::Request<tonic::body::Body>) -> Self::Future {
+        let cost = self.cost;
         Box::pin(async move {
             if request.uri().path() == PATH {
                 let mut grpc = tonic::server::Grpc::new(tonic_prost::ProstCodec::default())
                     .max_decoding_message_size(64 << 20)
                     .max_encoding_message_size(64 << 20);
-                Ok(grpc.unary(Unary, request).await)
+                Ok(grpc.unary(Unary(cost), request).await)
             } else {
                 Ok(tonic::Status::unimplemented(request.uri().path().to_owned()).into_http())
             }
@@ -78,9 +83,26 @@ pub async fn serve(
     tls: Option<&GrpcTls>,
     ip: std::net::IpAddr,
 ) -> anyhow::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    serve_with(tls, ip, EchoService::default(), None).await
+}
+
+/// [`serve`] with `service`, and with tonic's `concurrency_limit_per_connection`
+/// and `load_shed` if `shed_over` is set (calls past the limit answered
+/// RESOURCE_EXHAUSTED at once instead of waiting).
+pub async fn serve_with(
+    tls: Option<&GrpcTls>,
+    ip: std::net::IpAddr,
+    service: EchoService,
+    shed_over: Option<usize>,
+) -> anyhow::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
     let incoming = TcpIncoming::bind(SocketAddr::new(ip, 0))?.with_nodelay(Some(true));
     let addr = incoming.local_addr()?;
     let mut builder = tonic::transport::Server::builder();
+    if let Some(limit) = shed_over {
+        builder = builder
+            .concurrency_limit_per_connection(limit)
+            .load_shed(true);
+    }
     if let Some(tls) = tls {
         builder = builder.tls_config(
             ServerTlsConfig::new()
@@ -88,7 +110,7 @@ pub async fn serve(
                 .client_ca_root(Certificate::from_pem(&tls.ca)),
         )?;
     }
-    let router = builder.add_service(EchoService);
+    let router = builder.add_service(service);
     let task = tokio::spawn(async move {
         let _ = router.serve_with_incoming(incoming).await;
     });

@@ -5,6 +5,7 @@
 pub mod grpc;
 pub mod netmatrix;
 pub mod output;
+pub mod overload;
 pub mod run;
 pub mod streams;
 pub mod systems;
@@ -22,4 +23,16 @@ static ORIGIN: std::sync::LazyLock<std::time::Instant> =
 /// written into it, read back by the receiver in the same process.
 pub fn stamp() -> u64 {
     ORIGIN.elapsed().as_nanos() as u64
+}
+
+/// Burns `cost` of CPU on the calling thread (no await: what a CPU-bound
+/// handler does to its runtime's worker).
+pub fn spin(cost: std::time::Duration) {
+    if cost.is_zero() {
+        return;
+    }
+    let start = std::time::Instant::now();
+    while start.elapsed() < cost {
+        std::hint::spin_loop();
+    }
 }

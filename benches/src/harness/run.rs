@@ -97,7 +97,8 @@ impl Counters {
     }
 }
 
-fn record(histogram: &mut Histogram<u64>, latency: Duration) {
+/// Records `latency` in microseconds (the unit of every histogram here).
+pub fn record(histogram: &mut Histogram<u64>, latency: Duration) {
     histogram.saturating_record(latency.as_micros().max(1) as u64);
 }
 
