@@ -38,6 +38,18 @@ struct Args {
     /// server, so each is a server's limit).
     #[arg(long, value_delimiter = ',', default_value = "2,32")]
     tonic_limits: Vec<usize>,
+    /// Attempts of a quicall call at most (a shed call is retried on
+    /// another server within the retry budget); the cluster's default is 3.
+    #[arg(long, default_value_t = 3)]
+    max_attempts: u32,
+    /// Systems to run, of quicall-fixed, quicall-adaptive, tonic (all by
+    /// default).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "quicall-fixed,quicall-adaptive,tonic"
+    )]
+    systems: Vec<String>,
     /// Where the table, JSON lines and charts go.
     #[arg(long, default_value = "target/overloadbench")]
     out: PathBuf,
@@ -58,14 +70,24 @@ async fn main() -> anyhow::Result<()> {
     let cost = Duration::from_micros(args.cost_us);
     let length = Duration::from_secs_f64(args.secs);
     let payload = Bytes::from(vec![0x5au8; 64]);
-    let mut contenders = vec![Contender::QuicallFixed, Contender::QuicallAdaptive];
-    contenders.extend(args.tonic_limits.iter().map(|&n| Contender::Tonic(n)));
+    let wants = |name: &str| args.systems.iter().any(|s| s == name);
+    let mut contenders = Vec::new();
+    if wants("quicall-fixed") {
+        contenders.push(Contender::QuicallFixed);
+    }
+    if wants("quicall-adaptive") {
+        contenders.push(Contender::QuicallAdaptive);
+    }
+    if wants("tonic") {
+        contenders.extend(args.tonic_limits.iter().map(|&n| Contender::Tonic(n)));
+    }
 
     // The cluster's capacity: quicall with fixed limits, 24 callers back to
     // back (the servers never idle, nothing is shed).
     let measured = {
         let servers = three(Contender::QuicallFixed, &pki, cost)?;
-        let caller = Caller::connect(Contender::QuicallFixed, &pki, &servers).await?;
+        let caller =
+            Caller::connect(Contender::QuicallFixed, &pki, &servers, args.max_attempts).await?;
         capacity(&caller, 4, length / 3, &payload).await; // warm-up
         capacity(&caller, 24, length, &payload).await
     };
@@ -79,7 +101,7 @@ async fn main() -> anyhow::Result<()> {
     let mut cells = Vec::new();
     for &contender in &contenders {
         let servers = three(contender, &pki, cost)?;
-        let caller = Caller::connect(contender, &pki, &servers).await?;
+        let caller = Caller::connect(contender, &pki, &servers, args.max_attempts).await?;
         open_loop(&caller, 0.3 * measured, length / 3, &payload).await; // warm-up
         let quiet = open_loop(&caller, 0.3 * measured, length, &payload).await;
         unloaded.push((contender, quiet.p_us(0.99)));
@@ -87,7 +109,7 @@ async fn main() -> anyhow::Result<()> {
             // Fresh servers for each load: what one learned from another
             // load does not carry over.
             let servers = three(contender, &pki, cost)?;
-            let caller = Caller::connect(contender, &pki, &servers).await?;
+            let caller = Caller::connect(contender, &pki, &servers, args.max_attempts).await?;
             open_loop(&caller, 0.3 * measured, length / 3, &payload).await; // warm-up
             let offered = load * measured;
             let tally = open_loop(&caller, offered, length, &payload).await;

@@ -170,10 +170,13 @@ pub enum Caller {
 pub const DEADLINE: Duration = Duration::from_secs(1);
 
 impl Caller {
+    /// A client of `servers`; quicall's makes at most `max_attempts` of a
+    /// call (the first and the retries).
     pub async fn connect(
         contender: Contender,
         pki: &Pki,
         servers: &[CoreServer],
+        max_attempts: u32,
     ) -> anyhow::Result<Self> {
         Ok(match contender {
             Contender::Tonic(_) => {
@@ -191,12 +194,12 @@ impl Caller {
                 let list = servers
                     .iter()
                     .map(|s| (s.addr.to_string(), "localhost".to_string()));
-                let cluster = Cluster::new(
-                    Discovery::fixed(list),
-                    pki.client_tls(),
-                    ClusterOptions::default(),
-                )
-                .await?;
+                let options = ClusterOptions {
+                    max_attempts,
+                    ..ClusterOptions::default()
+                };
+                let cluster =
+                    Cluster::new(Discovery::fixed(list), pki.client_tls(), options).await?;
                 Caller::Quicall(cluster)
             }
         })
