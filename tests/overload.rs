@@ -315,3 +315,57 @@ async fn shed_calls_go_elsewhere_and_the_shedding_server_gets_fewer() {
         estimate(&b)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_retry_budget_bounds_retries_when_every_server_sheds() {
+    let pki = Pki::new();
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let servers: Vec<_> = (0..3)
+        .map(|_| holding_server(&pki, gate.clone(), 1))
+        .collect();
+    let refs: Vec<_> = servers.iter().collect();
+    let options = ClusterOptions {
+        retry_budget: quicall::rpc::balance::RetryBudgetConfig {
+            ratio: 0.2,
+            min_per_second: 0,
+            ttl: Duration::from_secs(10),
+        },
+        max_attempts: 5,
+        ..ClusterOptions::default()
+    };
+    let cluster = cluster_of(&pki, &refs, options).await;
+    // Fill every server (from a client of its own), then send 200 calls
+    // that all are shed.
+    let filler = cluster_of(&pki, &refs, ClusterOptions::default()).await;
+    let held: Vec<_> = (0..3)
+        .map(|_| {
+            let filler = filler.clone();
+            tokio::spawn(async move { filler.call(&HOLD, &b""[..]).await })
+        })
+        .collect();
+    bounded(async {
+        while servers.iter().map(Server::calls_in_flight).sum::<usize>() < 3 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    let before = cluster.snapshot().total;
+    let calls = 200;
+    for _ in 0..calls {
+        let status = bounded(cluster.call(&HOLD, &b""[..])).await.unwrap_err();
+        assert_eq!(status.code(), Code::ResourceExhausted, "{status}");
+    }
+    let total = cluster.snapshot().total.since(&before);
+    println!(
+        "{calls} calls shed: {} retries, {} refused by the budget",
+        total.retries, total.budget_exhausted
+    );
+    // Each call deposits 0.2 of a retry: at most 40, however many servers
+    // shed and however many attempts a call may make.
+    assert!(total.retries <= 40, "{} retries", total.retries);
+    assert!(total.budget_exhausted > 0);
+    gate.add_permits(3);
+    for call in held {
+        assert!(bounded(call).await.unwrap().is_ok());
+    }
+}
