@@ -205,19 +205,35 @@ fn an_overloaded_server_sheds_at_once_keeps_serving_and_recovers() {
 const HOLD: Method<[u8], [u8]> = Method::new("test.Load/Hold").idempotent();
 
 fn holding_server(pki: &Pki, gate: Arc<tokio::sync::Semaphore>, calls: usize) -> Server {
+    holding_server_with(
+        pki,
+        gate,
+        ServerOptions {
+            max_calls_in_flight: calls,
+            ..ServerOptions::default()
+        },
+        Arc::default(),
+    )
+}
+
+/// A server of [`HOLD`] whose handlers count themselves in `entered`
+/// before they wait.
+fn holding_server_with(
+    pki: &Pki,
+    gate: Arc<tokio::sync::Semaphore>,
+    options: ServerOptions,
+    entered: Arc<AtomicUsize>,
+) -> Server {
     let router = Router::new()
         .route(&HOLD, move |_ctx, _req: quicall::Msg<[u8]>| {
             let gate = gate.clone();
+            entered.fetch_add(1, Ordering::SeqCst);
             async move {
                 let _ = gate.acquire().await.unwrap();
                 Ok::<_, Status>(&b"held"[..])
             }
         })
         .unwrap();
-    let options = ServerOptions {
-        max_calls_in_flight: calls,
-        ..ServerOptions::default()
-    };
     Server::bind(loopback(), pki.server_tls(), router, options).unwrap()
 }
 
@@ -365,6 +381,70 @@ async fn the_retry_budget_bounds_retries_when_every_server_sheds() {
     assert!(total.retries <= 40, "{} retries", total.retries);
     assert!(total.budget_exhausted > 0);
     gate.add_permits(3);
+    for call in held {
+        assert!(bounded(call).await.unwrap().is_ok());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn low_priority_calls_are_shed_first_and_high_priority_ones_last() {
+    use quicall::rpc::admission::Priority;
+    let pki = Pki::new();
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    // A limit of 4 that nothing changes (no call ends until the gate opens).
+    let options = ServerOptions {
+        admission: Some(Adaptive {
+            min_limit: 4,
+            initial_limit: 4,
+            ..Adaptive::default()
+        }),
+        ..ServerOptions::default()
+    };
+    let entered = Arc::new(AtomicUsize::new(0));
+    let server = holding_server_with(&pki, gate.clone(), options, entered.clone());
+    let client = common::connect(&pki, &server).await;
+    assert_eq!(server.gauges().concurrency_limit, Some(4));
+    let mut held = Vec::new();
+    // Sends a call of `priority`: Some(task) if the server holds it, None
+    // if it was refused for overload.
+    let mut send = async |priority: Priority| {
+        let before = entered.load(Ordering::SeqCst);
+        let options = CallOptions::default().with_metadata(priority.metadata());
+        let call = tokio::spawn({
+            let client = client.clone();
+            async move { client.call_with(&HOLD, &b""[..], options).await.map(|_| ()) }
+        });
+        // Held (its handler runs) or answered (refused).
+        bounded(async {
+            while entered.load(Ordering::SeqCst) == before && !call.is_finished() {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        })
+        .await;
+        if call.is_finished() {
+            let status = call.await.unwrap().unwrap_err();
+            assert_eq!(status.code(), Code::ResourceExhausted, "{status}");
+            assert!(status.was_not_processed());
+            false
+        } else {
+            held.push(call);
+            true
+        }
+    };
+    // Half the limit in flight: a low-priority call no longer gets in, a
+    // normal one does, up to the limit; a high one, up to half again.
+    assert!(send(Priority::Normal).await);
+    assert!(send(Priority::Normal).await);
+    assert!(!send(Priority::Low).await);
+    assert!(send(Priority::Normal).await);
+    assert!(send(Priority::Normal).await);
+    assert!(!send(Priority::Normal).await);
+    assert!(send(Priority::High).await);
+    assert!(send(Priority::High).await);
+    assert!(!send(Priority::High).await);
+    assert!(!send(Priority::Low).await);
+    assert_eq!(server.gauges().calls_shed, 4);
+    gate.add_permits(held.len());
     for call in held {
         assert!(bounded(call).await.unwrap().is_ok());
     }

@@ -297,5 +297,76 @@ impl AdaptiveLimit {
     }
 }
 
+/// Key of the metadata entry that carries a call's [`Priority`]
+/// (`low`, `normal` or `high`; absent or anything else: normal).
+pub const PRIORITY: &str = "quicall-priority";
+
+/// How readily a call is shed: under the adaptive limit, low-priority
+/// calls go first and high-priority ones last. Sent in the call's metadata
+/// under [`PRIORITY`].
+///
+/// ```
+/// use quicall_rpc::CallOptions;
+/// use quicall_rpc::admission::Priority;
+/// let options = CallOptions::default().with_metadata(Priority::Low.metadata());
+/// assert_eq!(Priority::of(&options.metadata), Priority::Low);
+/// // With a limit of 8: a low-priority call is admitted with fewer than
+/// // 4 calls in flight, a normal one with fewer than 8, a high one with
+/// // fewer than 12.
+/// assert!(!Priority::Low.admits(4, 8));
+/// assert!(Priority::Normal.admits(7, 8));
+/// assert!(Priority::High.admits(11, 8) && !Priority::High.admits(12, 8));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default, Hash)]
+pub enum Priority {
+    /// Shed first: admitted while fewer than half the limit are in flight
+    /// (batch work, prefetches, retries of background jobs).
+    Low,
+    /// Admitted up to the limit.
+    #[default]
+    Normal,
+    /// Shed last: admitted up to half again the limit (calls a user waits
+    /// on, health checks of the control plane).
+    High,
+}
+
+impl Priority {
+    /// The priority a call's metadata carries.
+    pub fn of(metadata: &crate::Metadata) -> Self {
+        match metadata.get(PRIORITY) {
+            Some(b"low") => Priority::Low,
+            Some(b"high") => Priority::High,
+            _ => Priority::Normal,
+        }
+    }
+
+    /// Metadata that carries this priority.
+    pub fn metadata(self) -> crate::Metadata {
+        let value = match self {
+            Priority::Low => "low",
+            Priority::Normal => "normal",
+            Priority::High => "high",
+        };
+        crate::Metadata::new()
+            .with(PRIORITY, value)
+            .expect("a valid key and value")
+    }
+
+    /// Whether a call of this priority is admitted with `in_flight` calls
+    /// ahead of it under a limit of `limit`.
+    pub fn admits(self, in_flight: usize, limit: usize) -> bool {
+        in_flight < self.bound(limit)
+    }
+
+    /// The most calls in flight a call of this priority may join.
+    pub fn bound(self, limit: usize) -> usize {
+        match self {
+            Priority::Low => limit.div_ceil(2),
+            Priority::Normal => limit,
+            Priority::High => limit + limit.div_ceil(2),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests;

@@ -21,6 +21,7 @@ use super::router::{Input, Route};
 use super::shares::{CallSlot, Charge, Peer, Refusal};
 use super::unwind::{CatchUnwind, panic_message};
 use super::{Context, ServerOptions, Shared};
+use crate::admission::Priority;
 use crate::io::{self, ReadFail};
 use crate::meter::CallMeter;
 use crate::wire::{
@@ -195,6 +196,20 @@ pub(super) async fn serve(
         }
     };
 
+    // Under the adaptive limit, a call's priority decides how full the
+    // server may be for it to stay.
+    if shared.limiter.is_some()
+        && let Err(refusal) = slot.prioritize(Priority::of(&metadata))
+    {
+        let status = refusal_status(Some(refusal), &peer, options).not_processed();
+        return respond(
+            &mut send,
+            counted(Err(status), options, None, meter, false),
+            timer,
+            &shared,
+        )
+        .await;
+    }
     let cancel = CancellationToken::new();
     // A request stream's reader (which a handler may hand to a task of its
     // own) stops reading when the call is over.
@@ -531,7 +546,8 @@ fn admit<'a>(
     // Streams may last for hours: only unary calls count against the
     // adaptive limit.
     let unary = !route.shape.streams_requests() && !route.shape.streams_responses();
-    let slot = CallSlot::take(&shared.calls, peer, arrival.map(|a| (a, unary)))
+    let metadata = head.metadata_len.is_some();
+    let slot = CallSlot::take(&shared.calls, peer, arrival.map(|a| (a, unary, metadata)))
         .map_err(|refusal| refusal_status(Some(refusal), peer, options))?;
     Ok((head, route, slot))
 }

@@ -13,7 +13,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use tokio::time::Instant;
 
-use crate::admission::{Adaptive, AdaptiveLimit};
+use crate::admission::{Adaptive, AdaptiveLimit, Priority};
 
 pub(crate) struct Limiter {
     /// The learned limit, read by every admission.
@@ -60,16 +60,20 @@ impl Limiter {
     /// say) is part of the latency the limit learns from.
     pub(crate) fn arrive(self: &Arc<Self>) -> Arrival {
         let limit = self.limit.load(Ordering::Relaxed);
-        let admitted = self
+        // Room for the most any priority may join; the call's own bound is
+        // checked once its priority is known.
+        let bound = Priority::High.bound(limit);
+        let taken = self
             .in_flight
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < limit).then_some(n + 1)
-            })
-            .is_ok();
+                (n < bound).then_some(n + 1)
+            });
         Arrival {
             limiter: self.clone(),
             accepted: Instant::now(),
-            held: admitted,
+            held: taken.is_ok(),
+            ahead: taken.unwrap_or_else(|n| n),
+            limit,
         }
     }
 
@@ -91,24 +95,44 @@ pub(crate) struct Arrival {
     accepted: Instant,
     /// Whether the call counts in flight.
     held: bool,
+    /// Calls in flight when it was accepted, and the limit then.
+    ahead: usize,
+    limit: usize,
 }
 
 impl Arrival {
-    /// The call's header has been read: a unary call without room is
-    /// refused (and counted shed); a streaming call (which may last for
-    /// hours) gives back its place, and is held to the fixed limits alone.
-    pub(crate) fn admit(mut self, unary: bool) -> Result<Option<Arrival>, ()> {
-        match (unary, self.held) {
-            (true, true) => Ok(Some(self)),
-            (true, false) => {
-                self.limiter.shed.inc();
-                Err(())
-            }
-            (false, _) => {
-                self.release();
-                Ok(None)
-            }
+    /// The call's header has been read: a streaming call (which may last
+    /// for hours) gives back its place, and is held to the fixed limits
+    /// alone; a unary call is admitted if a call of normal priority would
+    /// be, else refused (and counted shed), unless its priority is still to
+    /// be read (`metadata`: it is decided by [`Arrival::prioritize`]).
+    pub(crate) fn admit(mut self, unary: bool, metadata: bool) -> Result<Option<Arrival>, ()> {
+        if !unary {
+            self.release();
+            return Ok(None);
         }
+        if !self.held || (!metadata && !Priority::Normal.admits(self.ahead, self.limit)) {
+            self.refuse();
+            return Err(());
+        }
+        Ok(Some(self))
+    }
+
+    /// The call's priority is known: it stays if calls of its priority
+    /// are admitted with as many ahead of it, else it is refused (and
+    /// counted shed).
+    pub(crate) fn prioritize(&mut self, priority: Priority) -> Result<(), ()> {
+        if self.held && priority.admits(self.ahead, self.limit) {
+            Ok(())
+        } else {
+            self.refuse();
+            Err(())
+        }
+    }
+
+    fn refuse(&mut self) {
+        self.release();
+        self.limiter.shed.inc();
     }
 
     /// The handler has ended: its latency since the stream was accepted

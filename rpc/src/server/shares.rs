@@ -17,6 +17,7 @@ use quicall_transport::PeerIdentity;
 use tokio::sync::Semaphore;
 
 use super::limiter::Arrival;
+use crate::admission::Priority;
 
 /// Who a share belongs to.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -194,13 +195,14 @@ pub(crate) struct CallSlot<'a> {
 
 impl<'a> CallSlot<'a> {
     /// Takes a slot within the fixed limits, then under the adaptive limit
-    /// if the call's stream had an `arrival` (a `unary` call without room
-    /// is refused): the fixed limits are the outer bounds, and a call over
-    /// them is refused as such, whatever the adaptive limit.
+    /// if the call's stream had an `arrival` (see [`Arrival::admit`]; the
+    /// flags say whether the call is unary and carries metadata): the
+    /// fixed limits are the outer bounds, and a call over them is refused
+    /// as such, whatever the adaptive limit.
     pub(crate) fn take(
         server: &'a Semaphore,
         peer: &'a Peer,
-        arrival: Option<(Arrival, bool)>,
+        arrival: Option<(Arrival, bool, bool)>,
     ) -> Result<Self, Refusal> {
         if !try_add(&peer.calls, 1, peer.limits.calls) {
             return Err(Refusal::PeerCalls);
@@ -218,10 +220,22 @@ impl<'a> CallSlot<'a> {
             peer,
             admitted: None,
         };
-        if let Some((arrival, unary)) = arrival {
-            slot.admitted = arrival.admit(unary).map_err(|()| Refusal::Overloaded)?;
+        if let Some((arrival, unary, metadata)) = arrival {
+            slot.admitted = arrival
+                .admit(unary, metadata)
+                .map_err(|()| Refusal::Overloaded)?;
         }
         Ok(slot)
+    }
+
+    /// The call's priority, from its metadata: see [`Arrival::prioritize`].
+    pub(crate) fn prioritize(&mut self, priority: Priority) -> Result<(), Refusal> {
+        match &mut self.admitted {
+            Some(arrival) => arrival
+                .prioritize(priority)
+                .map_err(|()| Refusal::Overloaded),
+            None => Ok(()),
+        }
     }
 
     /// The handler has ended (`ok`: in time): see [`Admitted::handled`].
