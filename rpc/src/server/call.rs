@@ -36,7 +36,7 @@ pub(crate) const MAX_STATUS_MESSAGE: usize = 4096;
 
 pub(super) async fn serve(
     shared: Arc<Shared>,
-    arrival: Option<Arrival>,
+    mut arrival: Option<Arrival>,
     peer: Arc<Peer>,
     identity: Option<Arc<PeerIdentity>>,
     remote: SocketAddr,
@@ -49,10 +49,24 @@ pub(super) async fn serve(
     // response); it is registered only if a phase has to wait.
     let timer = tokio::time::sleep(options.header_timeout);
     tokio::pin!(timer);
-    let header = tokio::select! {
-        biased;
-        header = io::read_header::<REQUEST_HEADER_LEN>(&mut recv) => Ok(header),
-        () = &mut timer => Err(()),
+    let header = {
+        let read = io::read_header::<REQUEST_HEADER_LEN>(&mut recv);
+        tokio::pin!(read);
+        match poll_once(read.as_mut()).await {
+            Poll::Ready(header) => Ok(header),
+            Poll::Pending => {
+                // Waiting on the network: no place under the adaptive limit
+                // meanwhile (one is taken again when the header has come).
+                if let Some(arrival) = &mut arrival {
+                    arrival.pause();
+                }
+                tokio::select! {
+                    biased;
+                    header = read => Ok(header),
+                    () = &mut timer => Err(()),
+                }
+            }
+        }
     };
     let (header, first) = match header {
         Ok(Ok(header)) => header,
@@ -108,16 +122,34 @@ pub(super) async fn serve(
     let mut charge = Charge::new(&shared.body_bytes, &peer);
     let mut refused = None;
     timer.as_mut().reset(deadline.min(body_by));
-    let body = tokio::select! {
-        biased;
-        body = read_request(&mut recv, (head.stream, route.keeps_chunks), meta_len + len, first, |n| match charge.add(n) {
-            Ok(()) => true,
-            Err(refusal) => {
-                refused = Some(refusal);
-                false
+    let body = {
+        let read = read_request(
+            &mut recv,
+            (head.stream, route.keeps_chunks),
+            meta_len + len,
+            first,
+            |n| match charge.add(n) {
+                Ok(()) => true,
+                Err(refusal) => {
+                    refused = Some(refusal);
+                    false
+                }
+            },
+        );
+        tokio::pin!(read);
+        match poll_once(read.as_mut()).await {
+            Poll::Ready(body) => Ok(body),
+            Poll::Pending => {
+                // Waiting on the network: no place under the adaptive limit
+                // meanwhile.
+                slot.pause();
+                tokio::select! {
+                    biased;
+                    body = read => Ok(body),
+                    () = &mut timer => Err(()),
+                }
             }
-        }) => Ok(body),
-        () = &mut timer => Err(()),
+        }
     };
     let (metadata, body, rest) = match body {
         // The metadata block and the body, read as one (a request stream's
@@ -179,6 +211,17 @@ pub(super) async fn serve(
             .await;
         }
     };
+    // A body that had to be waited for takes a place again (or is shed).
+    if let Err(refusal) = slot.resume(head.metadata_len.is_some()) {
+        let status = refusal_status(Some(refusal), &peer, options).not_processed();
+        return respond(
+            &mut send,
+            counted(Err(status), options, None, meter, false),
+            timer,
+            &shared,
+        )
+        .await;
+    }
     let metadata = match Metadata::decode(metadata, options.max_metadata_entries) {
         Ok(metadata) => metadata,
         Err(e) => {
@@ -397,6 +440,11 @@ pub(super) async fn serve(
         &shared,
     )
     .await;
+}
+
+/// Polls `future` once: its output if it is ready now, without waiting.
+async fn poll_once<F: std::future::Future>(mut future: Pin<&mut F>) -> Poll<F::Output> {
+    std::future::poll_fn(move |cx| Poll::Ready(future.as_mut().poll(cx))).await
 }
 
 /// Frames the answer and counts it in the method's metrics.

@@ -59,22 +59,16 @@ impl Limiter {
     /// so that the time it waits for a worker (behind CPU-bound handlers,
     /// say) is part of the latency the limit learns from.
     pub(crate) fn arrive(self: &Arc<Self>) -> Arrival {
-        let limit = self.limit.load(Ordering::Relaxed);
-        // Room for the most any priority may join; the call's own bound is
-        // checked once its priority is known.
-        let bound = Priority::High.bound(limit);
-        let taken = self
-            .in_flight
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < bound).then_some(n + 1)
-            });
-        Arrival {
+        let mut arrival = Arrival {
             limiter: self.clone(),
             accepted: Instant::now(),
-            held: taken.is_ok(),
-            ahead: taken.unwrap_or_else(|n| n),
-            limit,
-        }
+            held: false,
+            paused: false,
+            ahead: 0,
+            limit: 0,
+        };
+        arrival.take();
+        arrival
     }
 
     /// The limit now.
@@ -89,18 +83,93 @@ impl Limiter {
 }
 
 /// A stream's place under the limit, taken when it was accepted (if there
-/// was room), given back when its handler ends or when it is dropped.
+/// was room), given back while the call waits on the network for its
+/// header or body (which costs the server nothing, and which a peer could
+/// otherwise stretch to hold every place), taken again when they have
+/// come, given back for good when its handler ends or when it is dropped.
 pub(crate) struct Arrival {
     limiter: Arc<Limiter>,
+    /// When it last took its place.
     accepted: Instant,
     /// Whether the call counts in flight.
     held: bool,
-    /// Calls in flight when it was accepted, and the limit then.
+    /// Whether it gave back its place to wait on the network.
+    paused: bool,
+    /// Calls in flight when it took its place, and the limit then.
     ahead: usize,
     limit: usize,
 }
 
 impl Arrival {
+    /// Takes a place if there is room for a call of any priority (its own
+    /// bound is checked once its priority is known).
+    fn take(&mut self) {
+        let limiter = &*self.limiter;
+        let limit = limiter.limit.load(Ordering::Relaxed);
+        let bound = Priority::High.bound(limit);
+        let taken = limiter
+            .in_flight
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < bound).then_some(n + 1)
+            });
+        self.held = taken.is_ok();
+        self.ahead = taken.unwrap_or_else(|n| n);
+        self.limit = limit;
+        self.accepted = Instant::now();
+    }
+
+    /// The call waits on the network: its place is given back.
+    pub(crate) fn pause(&mut self) {
+        if self.held {
+            self.release();
+            self.paused = true;
+        }
+    }
+
+    /// What it waited for has come: it takes a place again, if there is
+    /// room.
+    fn unpause(&mut self) {
+        if std::mem::replace(&mut self.paused, false) {
+            self.take();
+        }
+    }
+
+    /// Whether a call whose priority is not known yet (`metadata`) or is
+    /// normal may stay.
+    fn may_stay(&mut self, metadata: bool) -> bool {
+        self.refresh();
+        self.held && (metadata || Priority::Normal.admits(self.ahead, self.limit))
+    }
+
+    /// Calls ahead of it now: of those in flight when it took its place,
+    /// the ones that still are. (Approximated as the fewer of those then
+    /// and of all in flight now but itself: calls accepted after it are
+    /// not ahead of it, and streams that gave back their places since,
+    /// having sent no header, or been refused, are not either. Without
+    /// this, a peer that opens streams in bursts, each costing the server
+    /// nothing, could fill the places the calls in its bursts see.)
+    fn refresh(&mut self) {
+        if self.held {
+            let now = self.limiter.in_flight.load(Ordering::Acquire);
+            self.ahead = self.ahead.min(now.saturating_sub(1));
+        }
+    }
+
+    /// After [`Arrival::pause`] and the wait, takes a place again: a call
+    /// without room is refused (and counted shed).
+    pub(crate) fn resume(&mut self, metadata: bool) -> Result<(), ()> {
+        if !self.paused {
+            return Ok(());
+        }
+        self.unpause();
+        if self.may_stay(metadata) {
+            Ok(())
+        } else {
+            self.refuse();
+            Err(())
+        }
+    }
+
     /// The call's header has been read: a streaming call (which may last
     /// for hours) gives back its place, and is held to the fixed limits
     /// alone; a unary call is admitted if a call of normal priority would
@@ -111,7 +180,9 @@ impl Arrival {
             self.release();
             return Ok(None);
         }
-        if !self.held || (!metadata && !Priority::Normal.admits(self.ahead, self.limit)) {
+        // A header that had to be waited for takes its place now.
+        self.unpause();
+        if !self.may_stay(metadata) {
             self.refuse();
             return Err(());
         }
@@ -122,6 +193,7 @@ impl Arrival {
     /// are admitted with as many ahead of it, else it is refused (and
     /// counted shed).
     pub(crate) fn prioritize(&mut self, priority: Priority) -> Result<(), ()> {
+        self.refresh();
         if self.held && priority.admits(self.ahead, self.limit) {
             Ok(())
         } else {

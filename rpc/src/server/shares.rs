@@ -228,6 +228,21 @@ impl<'a> CallSlot<'a> {
         Ok(slot)
     }
 
+    /// The call waits on the network for its body: see [`Arrival::pause`].
+    pub(crate) fn pause(&mut self) {
+        if let Some(arrival) = &mut self.admitted {
+            arrival.pause();
+        }
+    }
+
+    /// Its body has come: see [`Arrival::resume`].
+    pub(crate) fn resume(&mut self, metadata: bool) -> Result<(), Refusal> {
+        match &mut self.admitted {
+            Some(arrival) => arrival.resume(metadata).map_err(|()| Refusal::Overloaded),
+            None => Ok(()),
+        }
+    }
+
     /// The call's priority, from its metadata: see [`Arrival::prioritize`].
     pub(crate) fn prioritize(&mut self, priority: Priority) -> Result<(), Refusal> {
         match &mut self.admitted {
