@@ -136,23 +136,13 @@ impl Arrival {
 
     /// Whether a call whose priority is not known yet (`metadata`) or is
     /// normal may stay.
-    fn may_stay(&mut self, metadata: bool) -> bool {
-        self.refresh();
+    /// Whether it may stay, by the calls that were ahead of it when it
+    /// took its place. (Not by those in flight now: with a handler that
+    /// holds its worker, the calls accepted with it are read one after
+    /// another, each when the one before has ended, so that "now" there
+    /// is always room, and the queue they stand in would never be seen.)
+    fn may_stay(&self, metadata: bool) -> bool {
         self.held && (metadata || Priority::Normal.admits(self.ahead, self.limit))
-    }
-
-    /// Calls ahead of it now: of those in flight when it took its place,
-    /// the ones that still are. (Approximated as the fewer of those then
-    /// and of all in flight now but itself: calls accepted after it are
-    /// not ahead of it, and streams that gave back their places since,
-    /// having sent no header, or been refused, are not either. Without
-    /// this, a peer that opens streams in bursts, each costing the server
-    /// nothing, could fill the places the calls in its bursts see.)
-    fn refresh(&mut self) {
-        if self.held {
-            let now = self.limiter.in_flight.load(Ordering::Acquire);
-            self.ahead = self.ahead.min(now.saturating_sub(1));
-        }
     }
 
     /// After [`Arrival::pause`] and the wait, takes a place again: a call
@@ -193,7 +183,6 @@ impl Arrival {
     /// are admitted with as many ahead of it, else it is refused (and
     /// counted shed).
     pub(crate) fn prioritize(&mut self, priority: Priority) -> Result<(), ()> {
-        self.refresh();
         if self.held && priority.admits(self.ahead, self.limit) {
             Ok(())
         } else {
