@@ -1,9 +1,11 @@
 //! The server's adaptive admission (see [`crate::admission`]): a count of
 //! calls in flight against the learned limit, taken without a lock when a
-//! stream is accepted (before it waits for a worker); a unary call without
-//! room is refused once its header is read, and each admitted call's
-//! latency is fed back when its handler ends (a short lock, never held
-//! across an await).
+//! stream is accepted (before it waits for a worker: behind CPU-bound
+//! handlers, that wait is the queue), given back while the call waits on
+//! the network for its header or body and taken again when they come; a
+//! unary call without room is refused once its header is read, and each
+//! admitted call's latency is fed back when its handler ends (a short
+//! lock, never held across an await).
 
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -54,10 +56,10 @@ impl Limiter {
         }
     }
 
-    /// A stream has just been accepted (its header not read yet): it is
-    /// admitted if fewer than the limit are in flight, and counts from now,
-    /// so that the time it waits for a worker (behind CPU-bound handlers,
-    /// say) is part of the latency the limit learns from.
+    /// A stream has just been accepted (its header not read yet): it takes
+    /// a place if there is room for a call of any priority, and counts from
+    /// now, so that the time it waits for a worker (behind CPU-bound
+    /// handlers, say) is part of the latency the limit learns from.
     pub(crate) fn arrive(self: &Arc<Self>) -> Arrival {
         let mut arrival = Arrival {
             limiter: self.clone(),
