@@ -186,10 +186,9 @@ fn an_overloaded_server_sheds_at_once_keeps_serving_and_recovers() {
             "calm: {} answered, limit {recovered}",
             calm.ok.load(Ordering::Relaxed)
         );
-        assert!(
-            recovered >= 2 && recovered >= limit,
-            "{recovered} after {limit}"
-        );
+        // Back to its full headroom for bursts: twice the no-load
+        // concurrency (the two workers), whatever it was at under load.
+        assert!(recovered >= 4, "{recovered} after {limit}");
         // The gauge and the counter are exported.
         let metrics = server.metrics_text();
         assert!(

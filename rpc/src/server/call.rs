@@ -211,17 +211,6 @@ pub(super) async fn serve(
             .await;
         }
     };
-    // A body that had to be waited for takes a place again (or is shed).
-    if let Err(refusal) = slot.resume(head.metadata_len.is_some()) {
-        let status = refusal_status(Some(refusal), &peer, options).not_processed();
-        return respond(
-            &mut send,
-            counted(Err(status), options, None, meter, false),
-            timer,
-            &shared,
-        )
-        .await;
-    }
     let metadata = match Metadata::decode(metadata, options.max_metadata_entries) {
         Ok(metadata) => metadata,
         Err(e) => {
@@ -239,10 +228,13 @@ pub(super) async fn serve(
         }
     };
 
-    // Under the adaptive limit, a call's priority decides how full the
-    // server may be for it to stay.
+    // Under the adaptive limit: a call whose body had to be waited for
+    // takes a place again, and its priority decides how full the server
+    // may be for it to stay.
     if shared.limiter.is_some()
-        && let Err(refusal) = slot.prioritize(Priority::of(&metadata))
+        && let Err(refusal) = slot
+            .resume()
+            .and_then(|()| slot.prioritize(Priority::of(&metadata)))
     {
         let status = refusal_status(Some(refusal), &peer, options).not_processed();
         return respond(

@@ -148,13 +148,14 @@ impl Arrival {
     }
 
     /// After [`Arrival::pause`] and the wait, takes a place again: a call
-    /// without room is refused (and counted shed).
-    pub(crate) fn resume(&mut self, metadata: bool) -> Result<(), ()> {
+    /// without room for any priority is refused (and counted shed); its
+    /// own priority's bound is checked by [`Arrival::prioritize`].
+    pub(crate) fn resume(&mut self) -> Result<(), ()> {
         if !self.paused {
             return Ok(());
         }
         self.unpause();
-        if self.may_stay(metadata) {
+        if self.may_stay(true) {
             Ok(())
         } else {
             self.refuse();

@@ -236,9 +236,9 @@ impl<'a> CallSlot<'a> {
     }
 
     /// Its body has come: see [`Arrival::resume`].
-    pub(crate) fn resume(&mut self, metadata: bool) -> Result<(), Refusal> {
+    pub(crate) fn resume(&mut self) -> Result<(), Refusal> {
         match &mut self.admitted {
-            Some(arrival) => arrival.resume(metadata).map_err(|()| Refusal::Overloaded),
+            Some(arrival) => arrival.resume().map_err(|()| Refusal::Overloaded),
             None => Ok(()),
         }
     }
