@@ -103,7 +103,7 @@ fn an_overloaded_server_sheds_at_once_keeps_serving_and_recovers() {
     let options = ServerOptions {
         admission: Some(Adaptive {
             min_limit: 2,
-            window_calls: 50,
+            window_calls: 25,
             min_window_calls: 10,
             ..Adaptive::default()
         }),
