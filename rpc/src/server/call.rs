@@ -52,21 +52,14 @@ pub(super) async fn serve(
     let header = {
         let read = io::read_header::<REQUEST_HEADER_LEN>(&mut recv);
         tokio::pin!(read);
-        match poll_once(read.as_mut()).await {
-            Poll::Ready(header) => Ok(header),
-            Poll::Pending => {
-                // Waiting on the network: no place under the adaptive limit
-                // meanwhile (one is taken again when the header has come).
-                if let Some(arrival) = &mut arrival {
-                    arrival.pause();
-                }
-                tokio::select! {
-                    biased;
-                    header = read => Ok(header),
-                    () = &mut timer => Err(()),
-                }
+        // Waiting on the network: no place under the adaptive limit
+        // meanwhile (one is taken again when the header has come).
+        until(read, timer.as_mut(), || {
+            if let Some(arrival) = &mut arrival {
+                arrival.pause();
             }
-        }
+        })
+        .await
     };
     let (header, first) = match header {
         Ok(Ok(header)) => header,
@@ -137,19 +130,9 @@ pub(super) async fn serve(
             },
         );
         tokio::pin!(read);
-        match poll_once(read.as_mut()).await {
-            Poll::Ready(body) => Ok(body),
-            Poll::Pending => {
-                // Waiting on the network: no place under the adaptive limit
-                // meanwhile.
-                slot.pause();
-                tokio::select! {
-                    biased;
-                    body = read => Ok(body),
-                    () = &mut timer => Err(()),
-                }
-            }
-        }
+        // Waiting on the network: no place under the adaptive limit
+        // meanwhile.
+        until(read, timer.as_mut(), || slot.pause()).await
     };
     let (metadata, body, rest) = match body {
         // The metadata block and the body, read as one (a request stream's
@@ -434,9 +417,24 @@ pub(super) async fn serve(
     .await;
 }
 
-/// Polls `future` once: its output if it is ready now, without waiting.
-async fn poll_once<F: std::future::Future>(mut future: Pin<&mut F>) -> Poll<F::Output> {
-    std::future::poll_fn(move |cx| Poll::Ready(future.as_mut().poll(cx))).await
+/// `read`'s output, or `Err(())` if `timer` fires first; `waiting` is
+/// called once, if `read` is not ready when first polled.
+async fn until<F: std::future::Future>(
+    mut read: Pin<&mut F>,
+    mut timer: Pin<&mut Sleep>,
+    mut waiting: impl FnMut(),
+) -> Result<F::Output, ()> {
+    let mut first = true;
+    std::future::poll_fn(move |cx| {
+        if let Poll::Ready(out) = read.as_mut().poll(cx) {
+            return Poll::Ready(Ok(out));
+        }
+        if std::mem::take(&mut first) {
+            waiting();
+        }
+        timer.as_mut().poll(cx).map(|()| Err(()))
+    })
+    .await
 }
 
 /// Frames the answer and counts it in the method's metrics.
