@@ -136,10 +136,9 @@ impl Arrival {
         }
     }
 
-    /// Whether a call whose priority is not known yet (`metadata`) or is
-    /// normal may stay.
-    /// Whether it may stay, by the calls that were ahead of it when it
-    /// took its place. (Not by those in flight now: with a handler that
+    /// Whether a call of normal priority, or one whose priority is not
+    /// known yet (`metadata`), may stay, by the calls that were ahead of it
+    /// when it took its place. (Not by those in flight now: with a handler that
     /// holds its worker, the calls accepted with it are read one after
     /// another, each when the one before has ended, so that "now" there
     /// is always room, and the queue they stand in would never be seen.)
@@ -199,8 +198,8 @@ impl Arrival {
         self.limiter.shed.inc();
     }
 
-    /// The handler has ended: its latency since the stream was accepted
-    /// teaches the limit, and the call no longer counts (its answer may
+    /// The handler has ended: its latency since it took its place teaches
+    /// the limit, and the call no longer counts (its answer may
     /// take a while to be read, which costs the server nothing). `ok` is
     /// false when it ran out of time (its deadline passed, or its caller
     /// left). A call dropped without this (refused or malformed after its
