@@ -55,6 +55,32 @@ fn echo_header(len: u32) -> [u8; quicall::wire::REQUEST_HEADER_LEN] {
     .encode()
 }
 
+/// Sends a byte every 100 ms (1,000 at most): a body trickling in.
+async fn trickle(send: &mut quicall::transport::quinn::SendStream) {
+    for _ in 0..1000 {
+        if send.write_all(&[0]).await.is_err() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Runs `sending` (and then waits) until the server answers the stream:
+/// `Some(true)` for an answer, `Some(false)` for a reset.
+async fn answer_while(
+    recv: &mut quicall::transport::quinn::RecvStream,
+    sending: impl std::future::Future<Output = ()>,
+) -> Option<bool> {
+    let sending = async {
+        sending.await;
+        std::future::pending::<()>().await
+    };
+    tokio::select! {
+        answer = recv.read_to_end(1 << 20) => Some(answer.is_ok()),
+        () = sending => None,
+    }
+}
+
 /// What the attacker's streams got back.
 #[derive(Default, Debug)]
 struct Tally {
@@ -132,21 +158,12 @@ async fn slow_bodies_from_one_peer_do_not_starve_the_others() {
         let (mut send, mut recv) = conn.open_bi().await.ok()?;
         let len = if k % 2 == 0 { 64 << 10 } else { 4 << 20 };
         send.write_all(&echo_header(len)).await.ok()?;
-        let trickle = async {
+        answer_while(&mut recv, async {
             if k % 2 == 1 {
-                for _ in 0..1000 {
-                    if send.write_all(&[0]).await.is_err() {
-                        break;
-                    }
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
+                trickle(&mut send).await;
             }
-            std::future::pending::<()>().await
-        };
-        tokio::select! {
-            answer = recv.read_to_end(1 << 20) => Some(answer.is_ok()),
-            () = trickle => None,
-        }
+        })
+        .await
     });
     let ((peak_calls, peak_bytes), tally) = tokio::join!(watch, attack);
     let ok = good.check().await;
@@ -310,7 +327,7 @@ async fn streams_waiting_on_the_network_hold_no_place_under_the_adaptive_limit()
     let until = Instant::now() + Duration::from_secs(3);
     let tally = keep_attacking(&conn, 300, until, |conn, k| async move {
         let (mut send, mut recv) = conn.open_bi().await.ok()?;
-        let trickle = async {
+        answer_while(&mut recv, async {
             match k % 3 {
                 // Silent: the stream opened with one byte of a header.
                 0 => {
@@ -321,20 +338,11 @@ async fn streams_waiting_on_the_network_hold_no_place_under_the_adaptive_limit()
                 }
                 _ => {
                     let _ = send.write_all(&echo_header(4 << 20)).await;
-                    for _ in 0..1000 {
-                        if send.write_all(&[0]).await.is_err() {
-                            break;
-                        }
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                    }
+                    trickle(&mut send).await;
                 }
             }
-            std::future::pending::<()>().await
-        };
-        tokio::select! {
-            answer = recv.read_to_end(1 << 20) => Some(answer.is_ok()),
-            () = trickle => None,
-        }
+        })
+        .await
     })
     .await;
     let (ok, failures) = good.finish().await;
