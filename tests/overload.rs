@@ -216,7 +216,7 @@ fn holding_server(pki: &Pki, gate: Arc<tokio::sync::Semaphore>, calls: usize) ->
 }
 
 /// A server of [`HOLD`] whose handlers count themselves in `entered`
-/// before they wait.
+/// before they wait (and of the demo's server stream `COUNT`).
 fn holding_server_with(
     pki: &Pki,
     gate: Arc<tokio::sync::Semaphore>,
@@ -232,6 +232,7 @@ fn holding_server_with(
                 Ok::<_, Status>(&b"held"[..])
             }
         })
+        .and_then(|r| r.route_server_stream(&quicall::demo::COUNT, quicall::demo::count))
         .unwrap();
     Server::bind(loopback(), pki.server_tls(), router, options).unwrap()
 }
@@ -444,6 +445,105 @@ async fn low_priority_calls_are_shed_first_and_high_priority_ones_last() {
     assert!(!send(Priority::Low).await);
     assert_eq!(server.gauges().calls_shed, 4);
     gate.add_permits(held.len());
+    for call in held {
+        assert!(bounded(call).await.unwrap().is_ok());
+    }
+}
+
+/// Waits (bounded) until `n` handlers have entered.
+async fn entered_reaches(entered: &AtomicUsize, n: usize) {
+    bounded(async {
+        while entered.load(Ordering::SeqCst) < n {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_are_held_to_the_fixed_limits_alone() {
+    let pki = Pki::new();
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let entered = Arc::new(AtomicUsize::new(0));
+    // An adaptive limit of one call; room for two in the fixed limits.
+    let options = ServerOptions {
+        admission: Some(Adaptive {
+            min_limit: 1,
+            initial_limit: 1,
+            ..Adaptive::default()
+        }),
+        max_calls_in_flight: 2,
+        ..ServerOptions::default()
+    };
+    let server = holding_server_with(&pki, gate.clone(), options, entered.clone());
+    let client = common::connect(&pki, &server).await;
+    assert_eq!(server.gauges().concurrency_limit, Some(1));
+    let held = tokio::spawn({
+        let client = client.clone();
+        async move { client.call(&HOLD, &b""[..]).await.map(|_| ()) }
+    });
+    entered_reaches(&entered, 1).await;
+    // The adaptive limit is full: a unary call is shed...
+    let status = bounded(client.call(&HOLD, &b""[..])).await.unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status}");
+    assert!(status.message().contains("overloaded"), "{status}");
+    // ...and a server stream is not: it counts against the fixed limits only.
+    let mut numbers = bounded(client.server_stream(
+        &quicall::demo::COUNT,
+        &zerocopy::little_endian::U64::new(5),
+        CallOptions::default(),
+    ))
+    .await
+    .unwrap();
+    let mut got = Vec::new();
+    while let Some(n) = bounded(numbers.message()).await.unwrap() {
+        got.push(n.get());
+    }
+    assert_eq!(got, [0, 1, 2, 3, 4]);
+    assert_eq!(server.gauges().calls_shed, 1);
+    gate.add_permits(1);
+    assert!(bounded(held).await.unwrap().is_ok());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fixed_limits_stay_the_outer_bounds() {
+    let pki = Pki::new();
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let entered = Arc::new(AtomicUsize::new(0));
+    // An adaptive limit asked to start at 8, on a server that takes 2.
+    let options = ServerOptions {
+        admission: Some(Adaptive {
+            min_limit: 8,
+            initial_limit: 8,
+            ..Adaptive::default()
+        }),
+        max_calls_in_flight: 2,
+        ..ServerOptions::default()
+    };
+    let server = holding_server_with(&pki, gate.clone(), options, entered.clone());
+    assert_eq!(server.gauges().concurrency_limit, Some(2));
+    assert!(
+        ServerOptions::default().admission.is_none(),
+        "off by default"
+    );
+    let client = common::connect(&pki, &server).await;
+    let held: Vec<_> = (0..2)
+        .map(|_| {
+            let client = client.clone();
+            tokio::spawn(async move { client.call(&HOLD, &b""[..]).await.map(|_| ()) })
+        })
+        .collect();
+    entered_reaches(&entered, 2).await;
+    // The third is refused by the fixed limit, and says so.
+    let status = bounded(client.call(&HOLD, &b""[..])).await.unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status}");
+    assert!(status.was_not_processed());
+    assert!(
+        status.message().contains("server busy: 2 calls in flight"),
+        "{status}"
+    );
+    assert_eq!(server.gauges().calls_shed, 0);
+    gate.add_permits(2);
     for call in held {
         assert!(bounded(call).await.unwrap().is_ok());
     }
