@@ -107,21 +107,25 @@ impl<X: Exchange> Call<'_, X> {
                 Err(status) => status,
             };
             shed += u32::from(is_shed(&status));
-            let status = if shed == attempts {
-                overloaded(status, attempts, servers.len())
-            } else {
-                status
+            // The status a call gives up with says so if every attempt was
+            // shed (worded only then: not for each attempt retried).
+            let last = |status| {
+                if shed == attempts {
+                    overloaded(status, attempts, servers.len())
+                } else {
+                    status
+                }
             };
             if !status.is_retry_safe(self.idempotent)
                 || attempts >= self.inner.options.max_attempts
                 || self.deadline.is_some_and(|d| Instant::now() >= d)
             {
-                return Err(status);
+                return Err(last(status));
             }
             if !self.inner.lock_budget().try_withdraw(self.inner.now()) {
                 self.stats.add_budget_exhausted();
                 self.inner.total.add_budget_exhausted();
-                return Err(exhausted(status));
+                return Err(exhausted(last(status)));
             }
             self.stats.add_retry();
             self.inner.total.add_retry();
