@@ -217,6 +217,16 @@ pub(crate) async fn read_fin(recv: &mut RecvStream) -> Result<bool, ReadError> {
 /// (see [`COALESCE_BELOW`]).
 pub(crate) const BATCH: usize = 64 << 10;
 
+/// Bytes a stream's writer hands QUIC before it lets other tasks run, when
+/// QUIC takes everything at once (the flow-control window has room): the
+/// connection's driver, often on the same thread, then sends them, rather
+/// than waiting until the writer has filled the whole window. A window
+/// written before its first packet leaves is made, sent and read in turn,
+/// not together, and each message waits behind a window's worth (a 64 B
+/// server stream: p50 6 ms before, 1 to 2.5 ms after; 16 KiB requests
+/// written 128 at a time between yields were a 2 MiB burst).
+pub(crate) const YIELD_AFTER: usize = 4 * BATCH;
+
 /// Bodies shorter than this are copied next to their headers into a batch
 /// buffer: QUIC keeps every chunk it is given as a segment until it is
 /// acknowledged, and walks them per packet, so thousands of tiny segments

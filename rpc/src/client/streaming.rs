@@ -154,6 +154,21 @@ impl Responses {
         result
     }
 
+    /// The next message if all of it is here already: no await, no timer,
+    /// no future (a stream read as fast as it comes finds most messages
+    /// so, several to each chunk QUIC delivers). `None` sends the reader
+    /// the long way, which also tells of anything but a message.
+    fn ready(&mut self) -> Option<Bytes> {
+        if self.first.is_some() || self.done {
+            return None;
+        }
+        let body = CallStream::ready_message(&mut self.pending, self.max_message)?;
+        if let Some(flow) = &self.flow {
+            flow.responses(1, MESSAGE_HEADER_LEN + body.len());
+        }
+        Some(body)
+    }
+
     fn end(&mut self, code: Code) {
         self.done = true;
         self.ending.end(code, self.timing.start);
@@ -197,8 +212,25 @@ impl<Resp: Message + ?Sized> ResponseStream<Resp> {
     /// server's metadata is then in [`ResponseStream::metadata`]), or the
     /// status the call ended with. After the end or a failure, `None`.
     pub async fn message(&mut self) -> Result<Option<Msg<Resp>>, Status> {
+        let ready = std::future::poll_fn(|cx| self.poll_ready(cx)).await;
+        if let Some(body) = ready {
+            return self.decode(Ok(Some(body)));
+        }
         let body = self.responses.next().await;
         self.decode(body)
+    }
+
+    /// A message already here, taken in this poll (nothing is held across
+    /// a wait, so a dropped read loses nothing), within the task's
+    /// cooperative budget: a reader that always finds one still lets other
+    /// tasks run. `Ready(None)`: none is, read the long way.
+    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> Poll<Option<Bytes>> {
+        let coop = std::task::ready!(tokio::task::coop::poll_proceed(cx));
+        let body = self.responses.source().and_then(Responses::ready);
+        if body.is_some() {
+            coop.made_progress();
+        }
+        Poll::Ready(body)
     }
 
     /// The metadata the server sent with the end of the stream (empty
@@ -224,13 +256,17 @@ impl<Resp: Message + ?Sized> ResponseStream<Resp> {
 impl<Resp: Message + ?Sized> Stream for ResponseStream<Resp> {
     type Item = Result<Msg<Resp>, Status>;
 
-    /// Each message read through this costs one allocation (the read's
-    /// future); [`ResponseStream::message`] costs none.
+    /// A message already received costs no allocation; one that must be
+    /// waited for costs one (the read's future), which
+    /// [`ResponseStream::message`] does not.
     fn poll_next(
         self: Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
+        if let Some(body) = std::task::ready!(this.poll_ready(cx)) {
+            return Poll::Ready(this.decode(Ok(Some(body))).transpose());
+        }
         this.responses
             .poll_next(cx)
             .map(|body| this.decode(body).transpose())
@@ -258,6 +294,8 @@ pub struct RequestSink<Req: ?Sized> {
     method: &'static str,
     timing: Timing,
     sent: u64,
+    /// Bytes QUIC took since this sender last let other tasks run.
+    unyielded: usize,
     /// A cluster's count of the method's messages.
     flow: Option<Arc<Flow>>,
     _req: PhantomData<fn(*const Req)>,
@@ -271,6 +309,7 @@ impl<Req: Message + ?Sized> RequestSink<Req> {
             method,
             timing,
             sent: 0,
+            unyielded: 0,
             flow: None,
             _req: PhantomData,
         }
@@ -289,8 +328,15 @@ impl<Req: Message + ?Sized> RequestSink<Req> {
 
     async fn send_message(&mut self, request: impl Encode<Req>) -> Result<(), SendFail> {
         // A sender whose writes never wait (QUIC's buffers have room) still
-        // lets other tasks run.
-        tokio::task::consume_budget().await;
+        // lets other tasks run: the connection's driver among them, which
+        // sends what was written (see `io::YIELD_AFTER`). Before the write,
+        // so that a send dropped here loses nothing.
+        if self.unyielded >= io::YIELD_AFTER {
+            self.unyielded = 0;
+            tokio::task::yield_now().await;
+        } else {
+            tokio::task::consume_budget().await;
+        }
         let Some(send) = self.send.as_mut() else {
             return Err(SendFail::Other(Status::failed_precondition(format!(
                 "the requests of {} are finished",
@@ -322,6 +368,7 @@ impl<Req: Message + ?Sized> RequestSink<Req> {
         {
             Ok(Ok(())) => {
                 self.sent += 1;
+                self.unyielded += len;
                 if let Some(flow) = &self.flow {
                     flow.requests(1, len);
                 }

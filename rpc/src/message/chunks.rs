@@ -166,6 +166,19 @@ impl Chunks {
         }
     }
 
+    /// Gives each chunk to `f`, in order (no empty one): what
+    /// [`IntoIterator`] does, without making and dropping an iterator over
+    /// the chunks after the first when there are none (the common case,
+    /// once per message of a stream).
+    pub(crate) fn for_each_chunk(self, mut f: impl FnMut(Bytes)) {
+        if !self.first.is_empty() {
+            f(self.first);
+        }
+        if let Some(more) = self.more {
+            more.chunks.into_iter().for_each(f);
+        }
+    }
+
     /// The first chunk and the rest, to be written in order.
     pub(crate) fn into_parts(self) -> (Bytes, Vec<Bytes>) {
         let rest = self.more.map_or_else(Vec::new, |more| more.chunks.into());
@@ -339,6 +352,10 @@ mod tests {
         assert_eq!(chunks.iter().collect::<Vec<_>>(), [&b"ab"[..], &b"cde"[..]]);
         assert_eq!(chunks.to_bytes(), "abcde");
         assert_eq!(Chunks::new().iter().count(), 0);
+        let mut given = Vec::new();
+        chunks.clone().for_each_chunk(|chunk| given.push(chunk));
+        assert_eq!(given, [&b"ab"[..], &b"cde"[..]]);
+        Chunks::new().for_each_chunk(|_| panic!("no chunk in an empty body"));
         assert!(Chunks::from(None).is_empty());
         assert_eq!(chunks, Chunks::from(Bytes::from_static(b"abcde")));
         assert_ne!(chunks, Chunks::from(Bytes::from_static(b"abcdf")));
