@@ -20,6 +20,7 @@ const SUM: Method<U64, U64> = Method::new("test.Up/Sum").client_streaming();
 const FIRST: Method<U64, U64> = Method::new("test.Up/First").client_streaming();
 const ECHO: Method<U64, U64> = Method::new("test.Both/Echo").bidi_streaming();
 const BYTES: Method<[u8], U64> = Method::new("test.Up/Bytes").client_streaming();
+const BYTES_ECHO: Method<[u8], [u8]> = Method::new("test.Both/Bytes").bidi_streaming();
 const UNARY: Method<[u8], [u8]> = Method::new("test.Up/Unary");
 
 /// The server's largest request (and so request message).
@@ -114,6 +115,10 @@ fn router(
                 });
                 Ok::<_, Status>(out)
             }
+        })
+        .unwrap()
+        .route_bidi_stream(&BYTES_ECHO, |_ctx, requests| async move {
+            Ok::<_, Status>(requests)
         })
         .unwrap()
         .route(&UNARY, |_ctx, req| async move { Ok::<_, Status>(req) })
@@ -223,6 +228,108 @@ async fn a_bidirectional_call_interleaves_one_for_one() {
     sink.finish();
     assert!(bounded(replies.message()).await.unwrap().is_none());
     assert_eq!(bounded(ended.recv()).await, Some(Ok(1000)));
+    settles(&server, 1).await;
+}
+
+/// The `i`th request of the mixed-size run: short ones (copied into a
+/// batch) and long ones (sent apart, uncopied) in an irregular order, each
+/// marked with its number.
+fn mixed(i: u32) -> bytes::Bytes {
+    let len = match i % 7 {
+        0 => 4,
+        3 => 5000,
+        5 => 2048,
+        _ => 4 + (i as usize * 31) % 600,
+    };
+    let mut bytes = vec![(i % 251) as u8; len];
+    bytes[..4].copy_from_slice(&i.to_le_bytes());
+    bytes.into()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_all_sends_requests_ready_together_in_order() {
+    let pki = Pki::new();
+    let (server, mut ended, _) = start(&pki);
+    let client = connect(&pki, &server).await;
+
+    // Requests all ready at once, short and long mixed: every one arrives,
+    // whole and in order.
+    let total = 20_000u32;
+    let (mut sink, mut echoes) = bounded(client.bidi_stream(&BYTES_ECHO, CallOptions::default()))
+        .await
+        .unwrap();
+    let writer = tokio::spawn(async move {
+        let sent = sink.send_all(stream::iter((0..total).map(mixed))).await?;
+        sink.finish();
+        Ok::<_, Status>((sent, sink.count()))
+    });
+    let mut next = 0u32;
+    bounded(async {
+        while let Some(echo) = echoes.message().await.unwrap() {
+            assert_eq!(&echo[..], &mixed(next)[..], "request {next}");
+            next += 1;
+        }
+    })
+    .await;
+    assert_eq!(next, total);
+    let sent = u64::from(total);
+    assert_eq!(bounded(writer).await.unwrap().unwrap(), (sent, sent));
+
+    // A stream that waits: what it yielded is sent before the wait (each
+    // request here is sent only after the echo of the one before, which a
+    // sender waiting for a fuller batch would never see).
+    let (mut sink, mut replies) = bounded(client.bidi_stream(&ECHO, CallOptions::default()))
+        .await
+        .unwrap();
+    let (requests, outgoing) = stream::channel(1);
+    let writer = tokio::spawn(async move {
+        let sent = sink.send_all(outgoing).await?;
+        // More requests after the first stream: the sink is still open.
+        sink.send(&U64::new(999)).await?;
+        sink.finish();
+        Ok::<_, Status>(sent)
+    });
+    bounded(async {
+        for n in 0..500u64 {
+            requests.send(U64::new(n * 3)).await.unwrap();
+            assert_eq!(replies.message().await.unwrap().unwrap().get(), n * 3);
+        }
+    })
+    .await;
+    drop(requests);
+    assert_eq!(bounded(writer).await.unwrap().unwrap(), 500);
+    assert_eq!(
+        bounded(replies.message()).await.unwrap().unwrap().get(),
+        999
+    );
+    assert!(bounded(replies.message()).await.unwrap().is_none());
+    assert_eq!(bounded(ended.recv()).await, Some(Ok(501)));
+
+    // After finish, send_all fails without sending.
+    let (mut sink, _replies) = bounded(client.bidi_stream(&ECHO, CallOptions::default()))
+        .await
+        .unwrap();
+    sink.finish();
+    let status = bounded(sink.send_all(stream::iter([U64::new(1)].into_iter())))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::FailedPrecondition, "{status}");
+    assert_eq!(bounded(ended.recv()).await, Some(Ok(0)));
+
+    // A handler that answers at its first request: send_all on a client
+    // stream fails with that answer, which finish() returns too.
+    let mut call = bounded(client.client_stream(&FIRST, CallOptions::default()))
+        .await
+        .unwrap();
+    let status = bounded(call.send_all(stream::iter((0..200_000u64).map(|_| U64::new(0)))))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::FailedPrecondition, "{status}");
+    assert!(call.count() >= 1);
+    assert_eq!(
+        bounded(call.finish()).await.unwrap_err().code(),
+        Code::FailedPrecondition
+    );
     settles(&server, 1).await;
 }
 

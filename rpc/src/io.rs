@@ -243,6 +243,43 @@ pub(crate) fn append(batch: &mut BytesMut, bytes: &[u8]) {
     batch.extend_from_slice(bytes);
 }
 
+/// Adds a message's body to what is written next: copied into `batch` if
+/// short, else after what `batch` holds, as a chunk of its own. Returns the
+/// bytes added to `chunks`.
+pub(crate) fn gather(batch: &mut BytesMut, chunks: &mut Vec<Bytes>, bytes: Bytes) -> usize {
+    if bytes.len() < COALESCE_BELOW {
+        append(batch, &bytes);
+        return 0;
+    }
+    let moved = batch.len() + bytes.len();
+    if !batch.is_empty() {
+        chunks.push(batch.split().freeze());
+    }
+    chunks.push(bytes);
+    moved
+}
+
+/// Room left in a batch below which the next message is framed in a new
+/// one: a header and a body short enough to be copied.
+const ROOM: usize = COALESCE_BELOW + crate::wire::MESSAGE_HEADER_LEN;
+
+/// Makes sure `batch` has room for a short message: when it has not, what
+/// it holds goes to `chunks` as it is and it takes a new buffer. Without
+/// this, the message that overflows it would make it grow, copying every
+/// message before it (once per batch: a second copy of a stream's bytes).
+/// Returns the bytes added to `chunks`.
+pub(crate) fn make_room(batch: &mut BytesMut, chunks: &mut Vec<Bytes>) -> usize {
+    if batch.capacity() - batch.len() >= ROOM {
+        return 0;
+    }
+    let moved = batch.len();
+    if moved > 0 {
+        chunks.push(batch.split().freeze());
+    }
+    batch.reserve(BATCH);
+    moved
+}
+
 /// One message (`head`, and `tail` if any) as the chunks to write: header
 /// and a short body copied together into `batch`, a long body apart.
 pub(crate) fn coalesce(batch: &mut BytesMut, head: Bytes, tail: Chunks) -> (Bytes, Chunks) {

@@ -59,6 +59,11 @@ pub struct StreamArgs {
     /// Only the server streams (to profile one shape).
     #[arg(long)]
     pub server_streams_only: bool,
+    /// quicall's echo writer sends its requests with `send_all` over an
+    /// iterator (all ready at once, framed together) instead of one `send`
+    /// each: more messages/s, and then a queue as long as the windows allow.
+    #[arg(long)]
+    pub batched_requests: bool,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -156,7 +161,7 @@ async fn measure(args: StreamArgs, servers: tokio::runtime::Handle) -> anyhow::R
             }
             let row = match shape {
                 Shape::ServerStream => quicall_produce(&client, n, size).await?,
-                Shape::Bidi => quicall_echo(&client, n, size).await?,
+                Shape::Bidi => quicall_echo(&client, n, size, args.batched_requests).await?,
             };
             print_row(&row, None);
             if !args.no_grpc {
@@ -270,13 +275,20 @@ async fn quicall_produce(client: &Client, n: u64, size: usize) -> anyhow::Result
     })
 }
 
-async fn quicall_echo(client: &Client, n: u64, size: usize) -> anyhow::Result<Row> {
+async fn quicall_echo(client: &Client, n: u64, size: usize, batched: bool) -> anyhow::Result<Row> {
     let mut latency = histogram();
     let start = Instant::now();
     let (mut sink, mut echoes) = client.bidi_stream(&ECHO, CallOptions::default()).await?;
     let writer = tokio::spawn(async move {
-        for _ in 0..n {
-            sink.send(grpc_stream::stamped(size)).await?;
+        if batched {
+            // Every request ready at once: framed together, as many as a
+            // batch holds, written at once.
+            let requests = (0..n).map(|_| grpc_stream::stamped(size));
+            sink.send_all(stream::iter(requests)).await?;
+        } else {
+            for _ in 0..n {
+                sink.send(grpc_stream::stamped(size)).await?;
+            }
         }
         sink.finish();
         Ok::<_, Status>(())

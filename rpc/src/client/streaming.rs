@@ -17,7 +17,7 @@ use tokio::time::{Instant, timeout_at};
 use super::stream::{Answer, CallStream, StreamPart, connection_status, write_status};
 use super::{CallOptions, Client, Ending, Response, begin_call, begin_stream};
 use crate::io;
-use crate::message::frame;
+use crate::message::{frame, frame_append};
 use crate::meter::Flow;
 use crate::pull::{Pulled, Source};
 use crate::wire::{ErrorCode, MESSAGE_HEADER_LEN, message_header};
@@ -280,6 +280,31 @@ enum SendFail {
     Other(Status),
 }
 
+impl SendFail {
+    fn into_status(self) -> Status {
+        match self {
+            SendFail::Stopped => write_status(WriteError::Stopped(0u32.into())),
+            SendFail::Other(status) => status,
+        }
+    }
+}
+
+/// A write's outcome: `Ok(Err(Stopped))` when the server stopped reading
+/// (its answer says why), `Err` with the status of any other failure.
+async fn written_or_stopped(
+    write: impl Future<Output = Result<(), WriteError>>,
+) -> Result<Result<(), SendFail>, Status> {
+    match write.await {
+        Ok(()) => Ok(Ok(())),
+        Err(WriteError::Stopped(_)) => Ok(Err(SendFail::Stopped)),
+        Err(e) => Err(write_status(e)),
+    }
+}
+
+fn too_large() -> Status {
+    Status::invalid_argument("request message exceeds the protocol's 4 GiB limit")
+}
+
 /// The requests of a client-streaming or bidirectional call, sent one
 /// message at a time. [`RequestSink::send`] returns once QUIC has taken the
 /// message (flow control: a server that reads slowly slows the sender);
@@ -319,58 +344,216 @@ impl<Req: Message + ?Sized> RequestSink<Req> {
     /// deadline, a lost connection, or CANCELLED when the server no longer
     /// reads the requests (it has answered; the response says why).
     pub async fn send(&mut self, request: impl Encode<Req>) -> Result<(), Status> {
-        match self.send_message(request).await {
-            Ok(()) => Ok(()),
-            Err(SendFail::Stopped) => Err(write_status(WriteError::Stopped(0u32.into()))),
-            Err(SendFail::Other(status)) => Err(status),
+        self.send_message(request)
+            .await
+            .map_err(SendFail::into_status)
+    }
+
+    /// Sends every request `requests` yields, in order, and returns how
+    /// many it sent (the requests are not finished:
+    /// [`RequestSink::finish`] ends them). The requests the stream has
+    /// ready at once are framed together and handed to QUIC in one write
+    /// (up to 64 KiB; a body of 2 KiB or more goes as a chunk of its own,
+    /// uncopied), where [`RequestSink::send`] costs one write per request:
+    /// for small requests sent back to back, far less work per message.
+    /// What the stream yielded is sent before it is polled again after it
+    /// waits, so nothing waits for a batch to fill. Fails as `send` does; a
+    /// request that cannot be encoded fails with INVALID_ARGUMENT after
+    /// those before it were sent.
+    ///
+    /// ```no_run
+    /// # async fn example(client: quicall_rpc::Client) -> Result<(), quicall_rpc::Status> {
+    /// use quicall_rpc::{CallOptions, Method, stream};
+    ///
+    /// const ECHO: Method<[u8], [u8]> = Method::new("demo.Lines/Echo").bidi_streaming();
+    ///
+    /// let (mut lines, mut echoes) = client.bidi_stream(&ECHO, CallOptions::default()).await?;
+    /// let sent = lines
+    ///     .send_all(stream::iter((0..10_000).map(|i| format!("line {i}").into_bytes())))
+    ///     .await?;
+    /// lines.finish();
+    /// assert_eq!(sent, 10_000);
+    /// while let Some(echo) = echoes.message().await? {
+    ///     println!("{}", String::from_utf8_lossy(&echo));
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn send_all<S, R>(&mut self, requests: S) -> Result<u64, Status>
+    where
+        S: Stream<Item = R>,
+        R: Encode<Req>,
+    {
+        let before = self.sent;
+        self.send_stream(requests)
+            .await
+            .map_err(SendFail::into_status)?;
+        Ok(self.sent - before)
+    }
+
+    async fn send_stream<S, R>(&mut self, requests: S) -> Result<(), SendFail>
+    where
+        S: Stream<Item = R>,
+        R: Encode<Req>,
+    {
+        let mut requests = std::pin::pin!(requests);
+        let mut chunks: Vec<Bytes> = Vec::new();
+        loop {
+            self.pace().await;
+            self.usable()?;
+            let next = std::future::poll_fn(|cx| requests.as_mut().poll_next(cx)).await;
+            let Some(mut request) = next else {
+                return Ok(());
+            };
+            // This request and those ready after it, framed into the
+            // batch; then why the gathering stopped.
+            let mut apart = io::make_room(&mut self.batch, &mut chunks);
+            let mut count = 0u64;
+            let stop = loop {
+                match self.frame_into(request, &mut chunks) {
+                    Ok(moved) => {
+                        count += 1;
+                        apart += moved;
+                    }
+                    Err(status) => break Some(Err(status)),
+                }
+                if self.batch.len() + apart >= io::BATCH {
+                    break None;
+                }
+                apart += io::make_room(&mut self.batch, &mut chunks);
+                let ready = std::future::poll_fn(|cx| Poll::Ready(requests.as_mut().poll_next(cx)));
+                match ready.await {
+                    Poll::Ready(Some(next)) => request = next,
+                    Poll::Ready(None) => break Some(Ok(())),
+                    Poll::Pending => break None,
+                }
+            };
+            if !self.batch.is_empty() {
+                chunks.push(self.batch.split().freeze());
+            }
+            if !chunks.is_empty() {
+                let len = chunks.iter().map(Bytes::len).sum();
+                self.write_batch(&mut chunks, count, len).await?;
+                chunks.clear();
+            }
+            match stop {
+                Some(Ok(())) => return Ok(()),
+                Some(Err(status)) => return Err(SendFail::Other(status)),
+                None => {}
+            }
         }
     }
 
-    async fn send_message(&mut self, request: impl Encode<Req>) -> Result<(), SendFail> {
-        // A sender whose writes never wait (QUIC's buffers have room) still
-        // lets other tasks run: the connection's driver among them, which
-        // sends what was written (see `io::YIELD_AFTER`). Before the write,
-        // so that a send dropped here loses nothing.
+    /// Frames `request` at the end of the batch (a long body's chunks
+    /// after it, in `chunks`), or the status that refuses it (nothing of it
+    /// framed). Returns the bytes added to `chunks`.
+    fn frame_into(
+        &mut self,
+        request: impl Encode<Req>,
+        chunks: &mut Vec<Bytes>,
+    ) -> Result<usize, Status> {
+        let start = self.batch.len();
+        let header = |len: usize| message_header(u32::try_from(len).unwrap_or(u32::MAX));
+        let (tail, body_len) =
+            frame_append::<Req, MESSAGE_HEADER_LEN>(&mut self.batch, request, header)
+                .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        if u32::try_from(body_len).is_err() {
+            self.batch.truncate(start);
+            return Err(too_large());
+        }
+        let mut moved = 0;
+        tail.for_each_chunk(|chunk| moved += io::gather(&mut self.batch, chunks, chunk));
+        Ok(moved)
+    }
+
+    /// Lets other tasks run: at once after [`io::YIELD_AFTER`] bytes QUIC
+    /// took without waiting (the connection's driver among them, which
+    /// sends them), else within the cooperative budget. Called before a
+    /// write, so that a send dropped here loses nothing.
+    async fn pace(&mut self) {
         if self.unyielded >= io::YIELD_AFTER {
             self.unyielded = 0;
             tokio::task::yield_now().await;
         } else {
             tokio::task::consume_budget().await;
         }
-        let Some(send) = self.send.as_mut() else {
-            return Err(SendFail::Other(Status::failed_precondition(format!(
-                "the requests of {} are finished",
-                self.method
-            ))));
-        };
+    }
+
+    /// Whether requests may still be sent.
+    fn usable(&self) -> Result<(), SendFail> {
+        if self.send.is_some() {
+            return Ok(());
+        }
+        Err(SendFail::Other(Status::failed_precondition(format!(
+            "the requests of {} are finished",
+            self.method
+        ))))
+    }
+
+    async fn send_message(&mut self, request: impl Encode<Req>) -> Result<(), SendFail> {
+        // A sender whose writes never wait (QUIC's buffers have room) still
+        // lets other tasks run.
+        self.pace().await;
+        self.usable()?;
         let header = |len: usize| message_header(u32::try_from(len).unwrap_or(u32::MAX));
         let framed = frame::<Req, MESSAGE_HEADER_LEN>(request, header, &[])
             .map_err(|e| SendFail::Other(Status::invalid_argument(e.to_string())))?;
         if u32::try_from(framed.body_len).is_err() {
-            return Err(SendFail::Other(Status::invalid_argument(
-                "request message exceeds the protocol's 4 GiB limit",
-            )));
+            return Err(SendFail::Other(too_large()));
         }
         let len = MESSAGE_HEADER_LEN + framed.body_len;
         let (head, tail) = io::coalesce(&mut self.batch, framed.head, framed.tail);
-        let write = async {
-            match io::write_chunks(send, head, tail).await {
-                Ok(()) => Ok(Ok(())),
-                Err(WriteError::Stopped(_)) => Ok(Err(SendFail::Stopped)),
-                Err(e) => Err(write_status(e)),
-            }
+        let Some(send) = self.send.as_mut() else {
+            return self.usable();
         };
+        let write = io::write_chunks(send, head, tail);
         let (n, method) = (self.sent + 1, self.method);
-        match self
+        let written = self
             .timing
-            .within(|| format!("request {n} of {method}"), write)
-            .await
-        {
+            .within(
+                || format!("request {n} of {method}"),
+                written_or_stopped(write),
+            )
+            .await;
+        self.settle(written, 1, len)
+    }
+
+    /// Writes `chunks`, the `count` requests framed in them (`len` bytes).
+    async fn write_batch(
+        &mut self,
+        chunks: &mut [Bytes],
+        count: u64,
+        len: usize,
+    ) -> Result<(), SendFail> {
+        let Some(send) = self.send.as_mut() else {
+            return self.usable();
+        };
+        let write = send.write_all_chunks(chunks);
+        let (first, last, method) = (self.sent + 1, self.sent + count, self.method);
+        let written = self
+            .timing
+            .within(
+                || format!("requests {first} to {last} of {method}"),
+                written_or_stopped(write),
+            )
+            .await;
+        self.settle(written, count, len)
+    }
+
+    /// Counts a write that went through, or ends the requests after one
+    /// that failed.
+    fn settle(
+        &mut self,
+        written: Result<Result<(), SendFail>, Status>,
+        count: u64,
+        len: usize,
+    ) -> Result<(), SendFail> {
+        match written {
             Ok(Ok(())) => {
-                self.sent += 1;
+                self.sent += count;
                 self.unyielded += len;
                 if let Some(flow) = &self.flow {
-                    flow.requests(1, len);
+                    flow.requests(count, len);
                 }
                 Ok(())
             }
@@ -436,7 +619,28 @@ impl<Req: Message + ?Sized, Resp: Message + ?Sized> ClientStream<Req, Resp> {
     /// if it answered OK ([`finish`](ClientStream::finish) returns that
     /// answer).
     pub async fn send(&mut self, request: impl Encode<Req>) -> Result<(), Status> {
-        match self.sink.send_message(request).await {
+        let sent = self.sink.send_message(request).await;
+        self.after_send(sent).await
+    }
+
+    /// Sends every request `requests` yields, those ready at once together
+    /// (see [`RequestSink::send_all`]), and returns how many it sent; fails
+    /// as [`send`](ClientStream::send) does.
+    pub async fn send_all<S, R>(&mut self, requests: S) -> Result<u64, Status>
+    where
+        S: Stream<Item = R>,
+        R: Encode<Req>,
+    {
+        let before = self.sink.sent;
+        let sent = self.sink.send_stream(requests).await;
+        self.after_send(sent).await?;
+        Ok(self.sink.sent - before)
+    }
+
+    /// What a send's caller is told: when the server stopped reading, the
+    /// status it answered with (kept for [`finish`](ClientStream::finish)).
+    async fn after_send(&mut self, sent: Result<(), SendFail>) -> Result<(), Status> {
+        match sent {
             Ok(()) => Ok(()),
             Err(SendFail::Other(status)) => Err(status),
             Err(SendFail::Stopped) => {

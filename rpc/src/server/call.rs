@@ -740,7 +740,7 @@ async fn stream_out(
         tokio::task::consume_budget().await;
         timer.as_mut().reset(deadline);
         // Bytes in `chunks` (the batch's are counted by its length).
-        let mut apart = make_room(&mut batch, &mut chunks);
+        let mut apart = io::make_room(&mut batch, &mut chunks);
         let next = std::future::poll_fn(|cx| messages.as_mut().poll_frame(cx, &mut batch));
         let mut item = tokio::select! {
             biased;
@@ -756,7 +756,9 @@ async fn stream_out(
             match item {
                 Some(Ok(tail)) => {
                     count += 1;
-                    tail.for_each_chunk(|chunk| apart += gather(&mut batch, &mut chunks, chunk));
+                    tail.for_each_chunk(|chunk| {
+                        apart += io::gather(&mut batch, &mut chunks, chunk)
+                    });
                 }
                 None => break Some(Ok(())),
                 Some(Err(status)) => break Some(Err(status)),
@@ -764,7 +766,7 @@ async fn stream_out(
             if batch.len() + apart >= GATHER_BYTES {
                 break None;
             }
-            apart += make_room(&mut batch, &mut chunks);
+            apart += io::make_room(&mut batch, &mut chunks);
             let ready = std::future::poll_fn(|cx| {
                 Poll::Ready(messages.as_mut().poll_frame(cx, &mut batch))
             });
@@ -830,43 +832,6 @@ impl Drop for Held<'_> {
     fn drop(&mut self) {
         self.0.fetch_sub(self.1, Ordering::Relaxed);
     }
-}
-
-/// Adds a message's body to what is written next: copied into `batch` if
-/// short, else after what `batch` holds, as a chunk of its own. Returns the
-/// bytes added to `chunks`.
-fn gather(batch: &mut BytesMut, chunks: &mut Vec<Bytes>, bytes: Bytes) -> usize {
-    if bytes.len() < io::COALESCE_BELOW {
-        io::append(batch, &bytes);
-        return 0;
-    }
-    let moved = batch.len() + bytes.len();
-    if !batch.is_empty() {
-        chunks.push(batch.split().freeze());
-    }
-    chunks.push(bytes);
-    moved
-}
-
-/// Room left in a batch below which the next message is framed in a new
-/// one: a header and a body short enough to be copied.
-const ROOM: usize = io::COALESCE_BELOW + wire::RESPONSE_HEADER_LEN;
-
-/// Makes sure `batch` has room for a short message: when it has not, what
-/// it holds goes to `chunks` as it is and it takes a new buffer. Without
-/// this, the message that overflows it would make it grow, copying every
-/// message before it (once per batch: a second copy of a stream's bytes).
-/// Returns the bytes added to `chunks`.
-fn make_room(batch: &mut BytesMut, chunks: &mut Vec<Bytes>) -> usize {
-    if batch.capacity() - batch.len() >= ROOM {
-        return 0;
-    }
-    let moved = batch.len();
-    if moved > 0 {
-        chunks.push(batch.split().freeze());
-    }
-    batch.reserve(io::BATCH);
-    moved
 }
 
 /// Sends the response, giving the reader the response timeout plus the
