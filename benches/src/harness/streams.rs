@@ -64,6 +64,11 @@ pub struct StreamArgs {
     /// each: more messages/s, and then a queue as long as the windows allow.
     #[arg(long)]
     pub batched_requests: bool,
+    /// quicall's per-stream receive window on both sides, in KiB
+    /// (`Limits::stream_receive_window`; default 2 MiB, as tonic's client;
+    /// its server has 1 MiB).
+    #[arg(long)]
+    pub stream_window_kib: Option<u32>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -114,7 +119,10 @@ pub fn run(args: StreamArgs) -> anyhow::Result<()> {
 
 async fn measure(args: StreamArgs, servers: tokio::runtime::Handle) -> anyhow::Result<()> {
     let pki = Pki::new()?;
-    let limits = Limits::default();
+    let mut limits = Limits::default();
+    if let Some(kib) = args.stream_window_kib {
+        limits.stream_receive_window = kib << 10;
+    }
     let quicall_server = servers
         .spawn({
             let (tls, limits) = (pki.server_tls(), limits.clone());
