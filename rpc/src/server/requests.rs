@@ -116,6 +116,24 @@ impl Reader {
         }
     }
 
+    /// The next message if all of it has arrived already, counted (no
+    /// await, no timer, no future); `None` sends the reader the long way,
+    /// which also tells of a bad header or the end.
+    fn take_ready(&mut self) -> Option<Result<Bytes, Status>> {
+        if !matches!(self.state, State::Open) {
+            return None;
+        }
+        release(
+            &self.shared.body_bytes,
+            &self.peer,
+            std::mem::take(&mut self.held),
+        );
+        Some(match self.ready()? {
+            Ok(body) => Ok(self.counted(body)),
+            Err((status, stop)) => Err(self.fail(status, stop)),
+        })
+    }
+
     /// `body`, the next message, counted.
     fn counted(&mut self, body: Bytes) -> Bytes {
         self.read += 1;
@@ -313,8 +331,27 @@ impl<Req: Message + ?Sized> Requests<Req> {
     /// The next request, `None` once the caller has sent its last, or the
     /// status that ended the stream.
     pub async fn message(&mut self) -> Result<Option<Msg<Req>>, Status> {
+        if let Some(body) = std::future::poll_fn(|cx| self.poll_ready(cx)).await {
+            return self.decode(body.map(Some));
+        }
         let body = self.reader.next().await;
         self.decode(body)
+    }
+
+    /// A request already here, taken in this poll (nothing is held across
+    /// a wait, so a dropped read loses nothing), within the task's
+    /// cooperative budget: a handler that always finds one still lets
+    /// other tasks run. `Ready(None)`: none is, read the long way.
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> Poll<Option<Result<Bytes, Status>>> {
+        let coop = std::task::ready!(tokio::task::coop::poll_proceed(cx));
+        let body = self.reader.source().and_then(Reader::take_ready);
+        if body.is_some() {
+            coop.made_progress();
+        }
+        Poll::Ready(body)
     }
 
     /// How many requests have been read so far.
@@ -348,13 +385,17 @@ impl<Req: Message + ?Sized> Requests<Req> {
 impl<Req: Message + ?Sized> Stream for Requests<Req> {
     type Item = Result<Msg<Req>, Status>;
 
-    /// Each message read through this costs one allocation (the read's
-    /// future); [`Requests::message`] costs none.
+    /// A request already received costs no allocation; one that must be
+    /// waited for costs one (the read's future), which
+    /// [`Requests::message`] does not.
     fn poll_next(
         self: Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
+        if let Some(body) = std::task::ready!(this.poll_ready(cx)) {
+            return Poll::Ready(this.decode(body.map(Some)).transpose());
+        }
         this.reader
             .poll_next(cx)
             .map(|body| this.decode(body).transpose())
