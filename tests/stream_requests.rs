@@ -21,7 +21,11 @@ const FIRST: Method<U64, U64> = Method::new("test.Up/First").client_streaming();
 const ECHO: Method<U64, U64> = Method::new("test.Both/Echo").bidi_streaming();
 const BYTES: Method<[u8], U64> = Method::new("test.Up/Bytes").client_streaming();
 const BYTES_ECHO: Method<[u8], [u8]> = Method::new("test.Both/Bytes").bidi_streaming();
+const STALL: Method<U64, U64> = Method::new("test.Up/Stall").client_streaming();
 const UNARY: Method<[u8], [u8]> = Method::new("test.Up/Unary");
+
+/// Lets the STALL handler read on.
+static RESUME: tokio::sync::Notify = tokio::sync::Notify::const_new();
 
 /// The server's largest request (and so request message).
 const MAX_REQUEST: u32 = 64 * 1024;
@@ -115,6 +119,18 @@ fn router(
                 });
                 Ok::<_, Status>(out)
             }
+        })
+        .unwrap()
+        // Reads one request, then no more until the test says so: the
+        // caller's writes wait once the windows are full.
+        .route_client_stream(&STALL, |_ctx, mut numbers| async move {
+            numbers.message().await?;
+            RESUME.notified().await;
+            let mut sum = 0;
+            while let Some(n) = numbers.message().await? {
+                sum += n.get();
+            }
+            Ok::<_, Status>(U64::new(sum))
         })
         .unwrap()
         .route_bidi_stream(&BYTES_ECHO, |_ctx, requests| async move {
@@ -330,6 +346,44 @@ async fn send_all_sends_requests_ready_together_in_order() {
         bounded(call.finish()).await.unwrap_err().code(),
         Code::FailedPrecondition
     );
+    settles(&server, 1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_send_dropped_mid_write_resets_the_requests_instead_of_cutting_a_message() {
+    let pki = Pki::new();
+    let (server, _ended, _) = start(&pki);
+    let client = connect(&pki, &server).await;
+    let mut call = bounded(client.client_stream(&STALL, CallOptions::default()))
+        .await
+        .unwrap();
+    // Requests until the windows are full: the last write waits (part of
+    // its batch may be on the stream already) and is dropped there.
+    let endless = stream::iter((0..u64::MAX).map(U64::new));
+    let dropped = tokio::time::timeout(Duration::from_secs(3), call.send_all(endless)).await;
+    assert!(dropped.is_err(), "send_all ended: {dropped:?}");
+    assert!(call.count() > 0);
+    // What is sent next would be read as the rest of a cut message: the
+    // requests are reset instead, and the send says why.
+    let status = bounded(call.send(&U64::new(1))).await.unwrap_err();
+    assert_eq!(status.code(), Code::Cancelled, "{status}");
+    assert!(status.message().contains("dropped"), "{status}");
+    // The handler, reading on, finds the requests reset (not a message
+    // cut short, which would be INVALID_ARGUMENT or a protocol error).
+    RESUME.notify_one();
+    let answer = bounded(call.finish()).await.unwrap_err();
+    assert_eq!(answer.code(), Code::Cancelled, "{answer}");
+
+    // The same through a bidirectional call's sink, whose finish() resets.
+    let (mut sink, _replies) = bounded(client.bidi_stream(&ECHO, CallOptions::default()))
+        .await
+        .unwrap();
+    let endless = stream::iter((0..u64::MAX).map(U64::new));
+    let dropped = tokio::time::timeout(Duration::from_secs(3), sink.send_all(endless)).await;
+    assert!(dropped.is_err(), "send_all ended: {dropped:?}");
+    sink.finish();
+    let status = bounded(sink.send(&U64::new(1))).await.unwrap_err();
+    assert_eq!(status.code(), Code::FailedPrecondition, "{status}");
     settles(&server, 1).await;
 }
 

@@ -67,7 +67,7 @@ pub struct StreamArgs {
     /// quicall's per-stream receive window on both sides, in KiB
     /// (`Limits::stream_receive_window`; default 2 MiB, as tonic's client;
     /// its server has 1 MiB).
-    #[arg(long)]
+    #[arg(id = "streams_window_kib", long = "stream-window-kib")]
     pub stream_window_kib: Option<u32>,
 }
 

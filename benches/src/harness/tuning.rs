@@ -23,10 +23,6 @@ pub struct QuicTuning {
     /// on loopback and BBR towards the network).
     #[arg(long)]
     pub congestion: Option<Congestion>,
-    /// Each QUIC stream's receive window, in KiB
-    /// (`Limits::stream_receive_window`, default 2 MiB).
-    #[arg(long)]
-    pub stream_window_kib: Option<u32>,
 }
 
 impl QuicTuning {
@@ -39,9 +35,6 @@ impl QuicTuning {
                 (us > 0).then(|| Duration::from_micros(us))
             }),
             precise_timers: limits.precise_timers && !self.coarse_timers,
-            stream_receive_window: self
-                .stream_window_kib
-                .map_or(limits.stream_receive_window, |kib| kib << 10),
             ..limits
         }
     }
@@ -59,16 +52,13 @@ mod tests {
         assert_eq!(same.loopback_congestion, defaults.loopback_congestion);
         assert_eq!(same.max_ack_delay, defaults.max_ack_delay);
         assert!(same.precise_timers);
-        assert_eq!(same.stream_receive_window, defaults.stream_receive_window);
         let tuned = QuicTuning {
             max_ack_delay_us: Some(0),
             coarse_timers: true,
             congestion: Some(Congestion::NewReno),
-            stream_window_kib: Some(64),
         }
         .apply(defaults.clone());
         assert_eq!(tuned.congestion, Congestion::NewReno);
-        assert_eq!(tuned.stream_receive_window, 64 << 10);
         assert_eq!(tuned.loopback_congestion, Congestion::NewReno);
         assert_eq!(tuned.max_ack_delay, None);
         assert!(!tuned.precise_timers);

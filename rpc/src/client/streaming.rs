@@ -321,6 +321,11 @@ pub struct RequestSink<Req: ?Sized> {
     sent: u64,
     /// Bytes QUIC took since this sender last let other tasks run.
     unyielded: usize,
+    /// A write began and has not ended: set while a send waits for QUIC,
+    /// still set if its future was dropped then (part of a message may be
+    /// on the stream, and anything sent after it would be read as its
+    /// rest).
+    torn: bool,
     /// A cluster's count of the method's messages.
     flow: Option<Arc<Flow>>,
     _req: PhantomData<fn(*const Req)>,
@@ -335,6 +340,7 @@ impl<Req: Message + ?Sized> RequestSink<Req> {
             timing,
             sent: 0,
             unyielded: 0,
+            torn: false,
             flow: None,
             _req: PhantomData,
         }
@@ -479,8 +485,19 @@ impl<Req: Message + ?Sized> RequestSink<Req> {
         }
     }
 
-    /// Whether requests may still be sent.
-    fn usable(&self) -> Result<(), SendFail> {
+    /// Whether requests may still be sent. After a send dropped in the
+    /// middle of its write, the requests are reset: the server's handler
+    /// sees the call cancelled, and this send fails with CANCELLED.
+    fn usable(&mut self) -> Result<(), SendFail> {
+        if self.torn {
+            self.torn = false;
+            self.reset();
+            return Err(SendFail::Other(Status::cancelled(format!(
+                "a send of {} was dropped while its message was being written; \
+                 the requests were reset",
+                self.method
+            ))));
+        }
         if self.send.is_some() {
             return Ok(());
         }
@@ -507,6 +524,7 @@ impl<Req: Message + ?Sized> RequestSink<Req> {
             return self.usable();
         };
         let write = io::write_chunks(send, head, tail);
+        self.torn = true;
         let (n, method) = (self.sent + 1, self.method);
         let written = self
             .timing
@@ -529,6 +547,7 @@ impl<Req: Message + ?Sized> RequestSink<Req> {
             return self.usable();
         };
         let write = send.write_all_chunks(chunks);
+        self.torn = true;
         let (first, last, method) = (self.sent + 1, self.sent + count, self.method);
         let written = self
             .timing
@@ -548,6 +567,7 @@ impl<Req: Message + ?Sized> RequestSink<Req> {
         count: u64,
         len: usize,
     ) -> Result<(), SendFail> {
+        self.torn = false;
         match written {
             Ok(Ok(())) => {
                 self.sent += count;
@@ -570,8 +590,15 @@ impl<Req: Message + ?Sized> RequestSink<Req> {
     }
 
     /// Ends the requests (the stream's FIN): the server's handler reads the
-    /// end after the last message. Later sends fail.
+    /// end after the last message. Later sends fail. After a send dropped
+    /// in the middle of its write, the requests are reset instead (the
+    /// handler sees the call cancelled, not a message cut short).
     pub fn finish(&mut self) {
+        if self.torn {
+            self.torn = false;
+            self.reset();
+            return;
+        }
         if let Some(mut send) = self.send.take() {
             // Fails only if the server stopped the side already.
             let _ = send.finish();
