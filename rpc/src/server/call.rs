@@ -147,25 +147,13 @@ pub(super) async fn serve(
         Ok(Err(BodyFail::Malformed(status))) => {
             let _ = recv.stop(ErrorCode::PROTOCOL.into());
             drop(charge);
-            return respond(
-                &mut send,
-                counted(Err(status.not_processed()), options, None, meter, false),
-                timer,
-                &shared,
-            )
-            .await;
+            return refuse(&mut send, status, timer, &shared, meter).await;
         }
         Ok(Err(BodyFail::Refused)) => {
             let _ = recv.stop(ErrorCode::REJECTED.into());
             drop(charge);
             let status = refusal_status(refused, &peer, options).not_processed();
-            return respond(
-                &mut send,
-                counted(Err(status), options, None, meter, false),
-                timer,
-                &shared,
-            )
-            .await;
+            return refuse(&mut send, status, timer, &shared, meter).await;
         }
         Ok(Err(BodyFail::Broken)) => {
             let _ = send.reset(ErrorCode::CANCELLED.into());
@@ -185,13 +173,7 @@ pub(super) async fn serve(
                     options.min_transfer_rate
                 ))
             };
-            return respond(
-                &mut send,
-                counted(Err(status.not_processed()), options, None, meter, false),
-                timer,
-                &shared,
-            )
-            .await;
+            return refuse(&mut send, status, timer, &shared, meter).await;
         }
     };
     let metadata = match Metadata::decode(metadata, options.max_metadata_entries) {
@@ -201,13 +183,7 @@ pub(super) async fn serve(
                 MetadataError::TooMany(_) => Status::resource_exhausted(e.to_string()),
                 e => Status::invalid_argument(e.to_string()),
             };
-            return respond(
-                &mut send,
-                counted(Err(status.not_processed()), options, None, meter, false),
-                timer,
-                &shared,
-            )
-            .await;
+            return refuse(&mut send, status, timer, &shared, meter).await;
         }
     };
 
@@ -220,13 +196,7 @@ pub(super) async fn serve(
             .and_then(|()| slot.prioritize(Priority::of(&metadata)))
     {
         let status = refusal_status(Some(refusal), &peer, options).not_processed();
-        return respond(
-            &mut send,
-            counted(Err(status), options, None, meter, false),
-            timer,
-            &shared,
-        )
-        .await;
+        return refuse(&mut send, status, timer, &shared, meter).await;
     }
     let cancel = CancellationToken::new();
     // A request stream's reader (which a handler may hand to a task of its
@@ -832,6 +802,26 @@ impl Drop for Held<'_> {
     fn drop(&mut self) {
         self.0.fetch_sub(self.1, Ordering::Relaxed);
     }
+}
+
+/// Answers a call refused before its handler ran: `status`, marked
+/// NOT_PROCESSED (the caller may send it elsewhere), counted as the call's
+/// end.
+async fn refuse(
+    send: &mut SendStream,
+    status: Status,
+    timer: Pin<&mut Sleep>,
+    shared: &Shared,
+    meter: Option<CallMeter<'_>>,
+) {
+    let reply = counted(
+        Err(status.not_processed()),
+        &shared.options,
+        None,
+        meter,
+        false,
+    );
+    respond(send, reply, timer, shared).await;
 }
 
 /// Sends the response, giving the reader the response timeout plus the
