@@ -245,11 +245,14 @@ async fn when_every_server_sheds_calls_fail_fast_and_say_so() {
         holding_server(&pki, gate.clone(), 1),
         holding_server(&pki, gate.clone(), 1),
     );
+    // The servers' own refusals (the client's throttle, which would refuse
+    // most of these calls itself, is tested below).
     let options = ClusterOptions {
         retry_budget: quicall::rpc::balance::RetryBudgetConfig {
             min_per_second: 100,
             ..Default::default()
         },
+        throttle: None,
         ..ClusterOptions::default()
     };
     let cluster = cluster_of(&pki, &[&a, &b], options).await;
@@ -347,6 +350,8 @@ async fn the_retry_budget_bounds_retries_when_every_server_sheds() {
             ttl: Duration::from_secs(10),
         },
         max_attempts: 5,
+        // The budget alone (the throttle would refuse most calls first).
+        throttle: None,
         ..ClusterOptions::default()
     };
     let cluster = cluster_of(&pki, &refs, options).await;
@@ -384,6 +389,132 @@ async fn the_retry_budget_bounds_retries_when_every_server_sheds() {
     for call in held {
         assert!(bounded(call).await.unwrap().is_ok());
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_throttles_itself_while_its_servers_shed_and_lets_go_when_they_accept() {
+    use quicall::rpc::admission::Priority;
+    use quicall::rpc::balance::ThrottleConfig;
+    let pki = Pki::new();
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    // Three servers that admit one call each (nothing ends until the gate
+    // opens, so the limit stays 1) and count what they shed.
+    let options = ServerOptions {
+        admission: Some(Adaptive {
+            min_limit: 1,
+            initial_limit: 1,
+            ..Adaptive::default()
+        }),
+        ..ServerOptions::default()
+    };
+    let servers: Vec<_> = (0..3)
+        .map(|_| holding_server_with(&pki, gate.clone(), options.clone(), Arc::default()))
+        .collect();
+    let refs: Vec<_> = servers.iter().collect();
+    let filler = cluster_of(
+        &pki,
+        &refs,
+        ClusterOptions {
+            throttle: None,
+            ..ClusterOptions::default()
+        },
+    )
+    .await;
+    let held: Vec<_> = (0..3)
+        .map(|_| {
+            let filler = filler.clone();
+            tokio::spawn(async move { filler.call(&HOLD, &b""[..]).await })
+        })
+        .collect();
+    let in_flight = || servers.iter().map(Server::calls_in_flight).sum::<usize>();
+    let shed = || servers.iter().map(|s| s.gauges().calls_shed).sum::<u64>();
+    bounded(async {
+        while in_flight() < 3 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+
+    // 1,000 calls while every server is full: each is shed by a server or
+    // refused by the client itself, and the servers see only a few.
+    let options = ClusterOptions {
+        throttle: Some(ThrottleConfig {
+            k: 2.0,
+            window: Duration::from_secs(1),
+        }),
+        max_attempts: 1,
+        ..ClusterOptions::default()
+    };
+    let cluster = cluster_of(&pki, &refs, options).await;
+    let shed_before = shed();
+    let calls = 1000u64;
+    let mut refused_here = 0u64;
+    for _ in 0..calls {
+        let status = bounded(cluster.call(&HOLD, &b""[..])).await.unwrap_err();
+        assert_eq!(status.code(), Code::ResourceExhausted, "{status}");
+        assert!(status.was_not_processed(), "{status}");
+        if status
+            .message()
+            .contains("refused by this client before sending")
+        {
+            refused_here += 1;
+        }
+    }
+    let sent = shed() - shed_before;
+    let total = cluster.snapshot().total;
+    println!("{calls} calls: {sent} shed by the servers, {refused_here} refused by the client");
+    assert_eq!(total.throttled, refused_here);
+    assert_eq!(sent + refused_here, calls);
+    assert!(
+        sent <= 100,
+        "the servers were sent {sent} of {calls} calls they all shed"
+    );
+    let metrics = cluster.metrics_text();
+    assert!(
+        metrics.contains(&format!("quicall_client_throttled_total {refused_here}")),
+        "{metrics}"
+    );
+
+    // A high-priority call is never refused by the client: it reaches a
+    // server, which admits it above the limit.
+    let high = {
+        let cluster = cluster.clone();
+        tokio::spawn(async move {
+            let options = CallOptions::default().with_metadata(Priority::High.metadata());
+            cluster.call_with(&HOLD, &b""[..], options).await
+        })
+    };
+    bounded(async {
+        while in_flight() < 4 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+
+    // The servers accept again: within the window the client sends every
+    // call again.
+    gate.add_permits(1);
+    for call in held {
+        assert!(bounded(call).await.unwrap().is_ok());
+    }
+    assert!(bounded(high).await.unwrap().is_ok());
+    bounded(async {
+        let mut in_a_row = 0;
+        while in_a_row < 50 {
+            match cluster.call(&HOLD, &b""[..]).await {
+                Ok(_) => in_a_row += 1,
+                Err(status) => {
+                    assert!(
+                        status.message().contains("refused by this client"),
+                        "{status}"
+                    );
+                    in_a_row = 0;
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            }
+        }
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

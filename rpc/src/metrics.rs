@@ -22,6 +22,7 @@ pub struct Stats {
     hedges: AtomicU64,
     ejections: AtomicU64,
     budget_exhausted: AtomicU64,
+    throttled: AtomicU64,
     in_flight: AtomicU64,
 }
 
@@ -35,6 +36,7 @@ impl Default for Stats {
             hedges: AtomicU64::new(0),
             ejections: AtomicU64::new(0),
             budget_exhausted: AtomicU64::new(0),
+            throttled: AtomicU64::new(0),
             in_flight: AtomicU64::new(0),
         }
     }
@@ -80,6 +82,10 @@ impl Stats {
         self.budget_exhausted.fetch_add(1, Ordering::Relaxed);
     }
 
+    pub(crate) fn add_throttled(&self) {
+        self.throttled.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// The latency at quantile `q` (0.0 to 1.0) of what was recorded, if anything was.
     pub fn quantile(&self, q: f64) -> Option<Duration> {
         let h = self.latency.lock().unwrap_or_else(|e| e.into_inner());
@@ -105,6 +111,7 @@ impl Stats {
             hedges: self.hedges.load(Ordering::Relaxed),
             ejections: self.ejections.load(Ordering::Relaxed),
             budget_exhausted: self.budget_exhausted.load(Ordering::Relaxed),
+            throttled: self.throttled.load(Ordering::Relaxed),
             in_flight: self.in_flight.load(Ordering::Relaxed),
         }
     }
@@ -148,6 +155,9 @@ pub struct StatsSnapshot {
     pub ejections: u64,
     /// Retries or hedges not sent because the retry budget was empty.
     pub budget_exhausted: u64,
+    /// Calls refused by the cluster client's throttle, never sent (also
+    /// counted as RESOURCE_EXHAUSTED calls).
+    pub throttled: u64,
     /// Calls running when the snapshot was taken.
     pub in_flight: u64,
 }
@@ -165,6 +175,7 @@ impl StatsSnapshot {
             hedges: self.hedges - earlier.hedges,
             ejections: self.ejections - earlier.ejections,
             budget_exhausted: self.budget_exhausted - earlier.budget_exhausted,
+            throttled: self.throttled - earlier.throttled,
             in_flight: self.in_flight,
         }
     }

@@ -41,6 +41,13 @@ struct Args {
     /// aggregation, exported to nowhere (the SDK's cost, not an exporter's).
     #[arg(long, conflicts_with = "tracing")]
     otel: bool,
+    /// Through a cluster client of the one quicall server (its selection,
+    /// budget, throttle and per-server stats on the path).
+    #[arg(long)]
+    cluster: bool,
+    /// With `--cluster`: the cluster client's throttle off.
+    #[arg(long, requires = "cluster")]
+    no_throttle: bool,
 }
 
 /// An exporter that drops what it is given.
@@ -127,6 +134,37 @@ fn main() -> anyhow::Result<()> {
         let pki = Pki::new()?;
         let echo = Echo::start(args.system, &pki, &quicall::Limits::default()).await?;
         let payload = Bytes::from(vec![7u8; args.payload]);
+        if args.cluster {
+            let Echo::Quicall {
+                _server: Some(server),
+                ..
+            } = &echo
+            else {
+                anyhow::bail!("--cluster is for quicall");
+            };
+            let defaults = quicall::ClusterOptions::default();
+            let options = quicall::ClusterOptions {
+                throttle: defaults.throttle.filter(|_| !args.no_throttle),
+                ..defaults
+            };
+            let servers = quicall::Discovery::fixed([(
+                server.local_addr().to_string(),
+                "localhost".to_string(),
+            )]);
+            let cluster = quicall::Cluster::new(servers, pki.client_tls(), options).await?;
+            for _ in 0..args.calls {
+                let reply = cluster
+                    .call(&quicall::demo::ECHO, payload.clone())
+                    .await
+                    .context("echo call")?;
+                anyhow::ensure!(
+                    reply.len() == args.payload,
+                    "echo returned {} bytes",
+                    reply.len()
+                );
+            }
+            return Ok(());
+        }
         if args.metadata > 0 {
             let Echo::Quicall { client, .. } = &echo else {
                 anyhow::bail!("--metadata is for quicall");

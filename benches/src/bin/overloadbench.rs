@@ -1,7 +1,7 @@
 //! The overload benchmark: three servers whose calls cost CPU (each on one
 //! core of its own), an open loop at 1x, 2x and 5x the cluster's measured
 //! capacity, for quicall with its fixed limits, quicall with adaptive
-//! admission and tonic with `concurrency_limit_per_connection` and
+//! admission (with and without the cluster client's throttle) and tonic with `concurrency_limit_per_connection` and
 //! `load_shed`: goodput, the share shed, the share that failed (out of
 //! time), and the latency of the calls answered from when each was due;
 //! the systems take turns for `--rounds` rounds, and each one's median
@@ -18,6 +18,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use clap::Parser;
+use quicall::ClusterOptions;
+use quicall::rpc::balance::ThrottleConfig;
 use quicall_benches::harness::output::write_svg;
 use quicall_benches::harness::overload::{
     Caller, Contender, CoreServer, Tally, capacity, open_loop,
@@ -44,12 +46,17 @@ struct Args {
     /// another server within the retry budget); the cluster's default is 3.
     #[arg(long, default_value_t = 3)]
     max_attempts: u32,
-    /// Systems to run, of quicall-fixed, quicall-adaptive, tonic (all by
-    /// default).
+    /// The cluster client's throttle: attempts sent per attempt accepted
+    /// before it refuses calls itself (`ThrottleConfig::k`; default 2).
+    #[arg(long, default_value_t = 2.0)]
+    throttle_k: f64,
+    /// Systems to run, of quicall-fixed, quicall-adaptive,
+    /// quicall-unthrottled (adaptive admission, the client's throttle off),
+    /// tonic (all by default).
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "quicall-fixed,quicall-adaptive,tonic"
+        default_value = "quicall-fixed,quicall-adaptive,quicall-unthrottled,tonic"
     )]
     systems: Vec<String>,
     /// Rounds: the systems take turns, and each one's median round is
@@ -84,6 +91,9 @@ async fn main() -> anyhow::Result<()> {
     if wants("quicall-adaptive") {
         contenders.push(Contender::QuicallAdaptive);
     }
+    if wants("quicall-unthrottled") {
+        contenders.push(Contender::QuicallUnthrottled);
+    }
     if wants("tonic") {
         contenders.extend(args.tonic_limits.iter().map(|&n| Contender::Tonic(n)));
     }
@@ -92,8 +102,13 @@ async fn main() -> anyhow::Result<()> {
     // back (the servers never idle, nothing is shed).
     let measured = {
         let servers = three(Contender::QuicallFixed, &pki, cost)?;
-        let caller =
-            Caller::connect(Contender::QuicallFixed, &pki, &servers, args.max_attempts).await?;
+        let caller = Caller::connect(
+            Contender::QuicallFixed,
+            &pki,
+            &servers,
+            cluster_options(&args),
+        )
+        .await?;
         capacity(&caller, 4, length / 3, &payload).await; // warm-up
         capacity(&caller, 24, length, &payload).await
     };
@@ -235,7 +250,7 @@ async fn one_run(
 ) -> anyhow::Result<Tally> {
     let length = Duration::from_secs_f64(args.secs);
     let servers = three(contender, pki, cost)?;
-    let caller = Caller::connect(contender, pki, &servers, args.max_attempts).await?;
+    let caller = Caller::connect(contender, pki, &servers, cluster_options(args)).await?;
     open_loop(&caller, warm, length / 3, payload).await;
     Ok(open_loop(&caller, rate, length, payload).await)
 }
@@ -336,4 +351,17 @@ fn goodput_chart(path: &std::path::Path, cells: &[Cell], capacity: f64) -> anyho
         .draw()?;
     root.present()?;
     Ok(())
+}
+
+/// The quicall cluster client's settings the flags give.
+fn cluster_options(args: &Args) -> ClusterOptions {
+    let defaults = ClusterOptions::default();
+    ClusterOptions {
+        max_attempts: args.max_attempts,
+        throttle: defaults.throttle.map(|t| ThrottleConfig {
+            k: args.throttle_k,
+            ..t
+        }),
+        ..defaults
+    }
 }

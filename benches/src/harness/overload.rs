@@ -27,8 +27,11 @@ const SPIN: Method<[u8], [u8]> = Method::new("bench.Load/Spin").idempotent();
 pub enum Contender {
     /// quicall with its fixed limits only (1,024 calls in flight).
     QuicallFixed,
-    /// quicall with adaptive admission.
+    /// quicall with adaptive admission (and the cluster client's throttle,
+    /// on by default).
     QuicallAdaptive,
+    /// quicall with adaptive admission, the client's throttle off.
+    QuicallUnthrottled,
     /// tonic with `concurrency_limit_per_connection(n)` and `load_shed`.
     Tonic(usize),
 }
@@ -38,6 +41,7 @@ impl Contender {
         match self {
             Contender::QuicallFixed => "quicall fixed".into(),
             Contender::QuicallAdaptive => "quicall adaptive".into(),
+            Contender::QuicallUnthrottled => "quicall adaptive, no throttle".into(),
             Contender::Tonic(n) => format!("tonic limit {n} + load_shed"),
         }
     }
@@ -101,7 +105,7 @@ impl CoreServer {
             }
             quicall => {
                 let tls = pki.server_tls();
-                let admission = (quicall == Contender::QuicallAdaptive).then(|| Adaptive {
+                let admission = (quicall != Contender::QuicallFixed).then(|| Adaptive {
                     // One worker: one call at a time.
                     min_limit: 1,
                     initial_limit: 1,
@@ -170,13 +174,13 @@ pub enum Caller {
 pub const DEADLINE: Duration = Duration::from_secs(1);
 
 impl Caller {
-    /// A client of `servers`; quicall's makes at most `max_attempts` of a
-    /// call (the first and the retries).
+    /// A client of `servers`; quicall's is a cluster client with
+    /// `options` (its throttle off for [`Contender::QuicallUnthrottled`]).
     pub async fn connect(
         contender: Contender,
         pki: &Pki,
         servers: &[CoreServer],
-        max_attempts: u32,
+        options: ClusterOptions,
     ) -> anyhow::Result<Self> {
         Ok(match contender {
             Contender::Tonic(_) => {
@@ -195,8 +199,10 @@ impl Caller {
                     .iter()
                     .map(|s| (s.addr.to_string(), "localhost".to_string()));
                 let options = ClusterOptions {
-                    max_attempts,
-                    ..ClusterOptions::default()
+                    throttle: options
+                        .throttle
+                        .filter(|_| contender != Contender::QuicallUnthrottled),
+                    ..options
                 };
                 let cluster =
                     Cluster::new(Discovery::fixed(list), pki.client_tls(), options).await?;

@@ -11,6 +11,8 @@
 
 use std::time::Duration;
 
+use super::window::Window;
+
 /// Retry budget settings.
 ///
 /// ```
@@ -38,13 +40,14 @@ impl Default for RetryBudgetConfig {
     }
 }
 
-const SLOTS: usize = 10;
+const CALLS: usize = 0;
+const RETRIES: usize = 1;
 
 /// A token bucket of retries: each call deposits `ratio` of a token, each
 /// retry or hedge withdraws one, deposits expire after `ttl`, and a reserve
 /// of `min_per_second × ttl` tokens is always there.
 ///
-/// Time is kept in `SLOTS` slices of `ttl / SLOTS`; a deposit or withdrawal
+/// Time is kept in ten slices of `ttl / 10`; a deposit or withdrawal
 /// expires with its slice.
 ///
 /// ```
@@ -63,57 +66,27 @@ const SLOTS: usize = 10;
 #[derive(Debug, Clone)]
 pub struct RetryBudget {
     config: RetryBudgetConfig,
-    slot_len: Duration,
-    /// Calls and retries per slice, as a ring.
-    calls: [u64; SLOTS],
-    retries: [u64; SLOTS],
-    /// Index of the current slice since time zero.
-    current: u64,
+    /// Calls and retries.
+    window: Window<2>,
 }
 
 impl RetryBudget {
     /// An empty budget (only the reserve is available).
     pub fn new(config: RetryBudgetConfig) -> Self {
-        let slot_len = (config.ttl / SLOTS as u32).max(Duration::from_millis(1));
         Self {
             config,
-            slot_len,
-            calls: [0; SLOTS],
-            retries: [0; SLOTS],
-            current: 0,
+            window: Window::new(config.ttl),
         }
-    }
-
-    fn advance(&mut self, now: Duration) {
-        let slot = (now.as_nanos() / self.slot_len.as_nanos()) as u64;
-        if slot <= self.current {
-            return;
-        }
-        let expired = (slot - self.current).min(SLOTS as u64);
-        for k in 1..=expired {
-            let i = ((self.current + k) % SLOTS as u64) as usize;
-            self.calls[i] = 0;
-            self.retries[i] = 0;
-        }
-        self.current = slot;
-    }
-
-    fn index(&self) -> usize {
-        (self.current % SLOTS as u64) as usize
     }
 
     /// Records a call (a first attempt) at `now`.
     pub fn deposit(&mut self, now: Duration) {
-        self.advance(now);
-        let i = self.index();
-        self.calls[i] += 1;
+        self.window.add(now, CALLS);
     }
 
     /// Tokens available at `now`.
     pub fn balance(&mut self, now: Duration) -> f64 {
-        self.advance(now);
-        let calls: u64 = self.calls.iter().sum();
-        let retries: u64 = self.retries.iter().sum();
+        let [calls, retries] = self.window.sums(now);
         let reserve = f64::from(self.config.min_per_second) * self.config.ttl.as_secs_f64();
         calls as f64 * self.config.ratio + reserve - retries as f64
     }
@@ -123,8 +96,7 @@ impl RetryBudget {
         if self.balance(now) < 1.0 {
             return false;
         }
-        let i = self.index();
-        self.retries[i] += 1;
+        self.window.add(now, RETRIES);
         true
     }
 }

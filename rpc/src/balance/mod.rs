@@ -1,5 +1,6 @@
 //! Pure logic of the cluster client: load estimates, server selection,
-//! ejection of failing servers, and the retry budget.
+//! ejection of failing servers, the retry budget and client-side
+//! throttling.
 //!
 //! Nothing here does I/O or reads a clock: time comes in as a [`Duration`]
 //! since an origin the caller chooses, and randomness as a function that
@@ -11,8 +12,11 @@ mod budget;
 mod eject;
 mod ewma;
 mod policy;
+mod throttle;
+mod window;
 
 pub use budget::{RetryBudget, RetryBudgetConfig};
 pub use eject::{EjectionConfig, Health, may_eject};
 pub use ewma::PeakEwma;
 pub use policy::{Candidate, Policy};
+pub use throttle::{Throttle, ThrottleConfig, Throttled};

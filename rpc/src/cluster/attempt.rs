@@ -10,7 +10,7 @@ use tokio::time::Instant;
 
 use super::Inner;
 use super::member::Member;
-use crate::balance::may_eject;
+use crate::balance::{Throttle, may_eject};
 use crate::client::{Answer, exchange, transport_status};
 use crate::metrics::Stats;
 use crate::{Chunks, Code, Hedge, Status};
@@ -60,6 +60,9 @@ pub(super) struct Call<'a, X> {
     pub(super) stats: &'a Stats,
     pub(super) idempotent: bool,
     pub(super) hedge: Option<Hedge>,
+    /// Whether the client's throttle may refuse the call (not a
+    /// high-priority one).
+    pub(super) throttled: bool,
     pub(super) head: Bytes,
     pub(super) tail: Chunks,
     pub(super) deadline: Option<Instant>,
@@ -86,6 +89,8 @@ impl Tried {
 
 impl<X: Exchange> Call<'_, X> {
     pub(super) async fn run(&self) -> Result<X::Output, Status> {
+        self.admit()?;
+        self.inner.lock_budget().deposit(self.inner.now());
         let servers = self.inner.servers();
         let mut tried = Tried::default();
         let (mut attempts, mut shed) = (0u32, 0u32);
@@ -131,6 +136,32 @@ impl<X: Exchange> Call<'_, X> {
             self.inner.total.add_retry();
             servers[first].stats.add_retry();
         }
+    }
+
+    /// The client's throttle decides whether the call is sent; a call it
+    /// refuses is counted and gets RESOURCE_EXHAUSTED, not processed.
+    fn admit(&self) -> Result<(), Status> {
+        let inner = self.inner;
+        let Some(throttle) = inner.throttle.as_ref().filter(|_| self.throttled) else {
+            return Ok(());
+        };
+        let verdict = throttle
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .admit(inner.now(), fastrand::f64());
+        verdict.map_err(|t| {
+            self.stats.add_throttled();
+            inner.total.add_throttled();
+            inner.throttled.inc();
+            Status::resource_exhausted(format!(
+                "overloaded: refused by this client before sending, its servers shed {} of its last {} \
+                 attempts (client-side throttling, refusing {:.0}% of calls; ClusterOptions::throttle)",
+                t.requests - t.accepts,
+                t.requests,
+                100.0 * t.probability
+            ))
+            .not_processed()
+        })
     }
 
     /// Picks a server: preferably connected and not tried by this call yet;
@@ -404,6 +435,7 @@ impl Outcome<'_> {
         self.member.ewma().observe(latency, now);
         self.member.health().on_success(now);
         self.member.stats.record(latency, code);
+        self.inner.throttle_learns(Throttle::accepted);
     }
 
     /// The server answered, but shed the call: it is alive, and past its
@@ -418,6 +450,7 @@ impl Outcome<'_> {
             .overloaded(floor, SHED_PENALTY_CAP.max(floor), now);
         self.member.health().on_success(now);
         self.member.stats.record(self.start.elapsed(), code);
+        self.inner.throttle_learns(Throttle::shed);
     }
 
     fn failure(&mut self, status: &Status, conn: Option<&Connection>) {

@@ -19,7 +19,9 @@ use tokio::time::Instant;
 
 pub use discovery::{Discovery, Resolve, SystemResolver, host_of};
 
-use crate::balance::{EjectionConfig, Policy, RetryBudget, RetryBudgetConfig};
+use crate::balance::{
+    EjectionConfig, Policy, RetryBudget, RetryBudgetConfig, Throttle, ThrottleConfig,
+};
 use crate::metrics::{Stats, StatsSnapshot};
 use crate::{CallOptions, ClientOptions, Code, Encode, Message, Method, Msg, Status};
 use member::Member;
@@ -43,6 +45,13 @@ pub struct ClusterOptions {
     pub retry_budget: RetryBudgetConfig,
     /// Attempts of one call at most (first + retries), whatever the budget. Default 3.
     pub max_attempts: u32,
+    /// Client-side throttling: when the servers shed more than they accept
+    /// (by `k`), part of the calls are refused here, before they are sent,
+    /// with RESOURCE_EXHAUSTED (not processed), so that the servers spend
+    /// their CPU on calls rather than on refusals. High-priority calls
+    /// ([`Priority::High`](crate::admission::Priority)) are never refused
+    /// here. `None` turns it off. Default: on, `k` 2, a 2 s window.
+    pub throttle: Option<ThrottleConfig>,
     /// Latency estimate of a server not yet observed. Default 1 ms: low, so
     /// that a new server is tried soon.
     pub initial_latency: Duration,
@@ -64,6 +73,7 @@ impl Default for ClusterOptions {
             ejection: EjectionConfig::default(),
             retry_budget: RetryBudgetConfig::default(),
             max_attempts: 3,
+            throttle: Some(ThrottleConfig::default()),
             initial_latency: Duration::from_millis(1),
             latency_decay: Duration::from_secs(5),
             client: ClientOptions::default(),
@@ -107,6 +117,9 @@ pub(crate) struct Inner {
     methods: RwLock<HashMap<u64, Arc<MethodEntry>>>,
     turn: AtomicU64,
     budget: Mutex<RetryBudget>,
+    throttle: Option<Mutex<Throttle>>,
+    /// Calls refused by the throttle, for Prometheus.
+    throttled: prometheus_client::metrics::counter::Counter,
     origin: Instant,
     options: ClusterOptions,
     total: Stats,
@@ -171,6 +184,12 @@ impl Cluster {
         let mut registry = prometheus_client::registry::Registry::default();
         method_metrics.register_client(&mut registry, "call");
         server_metrics.register_client(&mut registry, "attempt");
+        let throttled = prometheus_client::metrics::counter::Counter::default();
+        registry.register(
+            "quicall_client_throttled",
+            "Calls refused by this client's throttle, not sent (the servers shed more than they accepted)",
+            throttled.clone(),
+        );
         let inner = Arc::new(Inner {
             pool,
             endpoint,
@@ -178,6 +197,8 @@ impl Cluster {
             methods: RwLock::new(HashMap::new()),
             turn: AtomicU64::new(0),
             budget: Mutex::new(RetryBudget::new(options.retry_budget)),
+            throttle: options.throttle.map(|c| Mutex::new(Throttle::new(c))),
+            throttled,
             origin: Instant::now(),
             total: Stats::default(),
             options,
@@ -257,6 +278,7 @@ impl Cluster {
         let budget = options.deadline.or(inner.options.client.default_deadline);
         let deadline = budget.map(|b| start + b);
         let interceptors = &inner.options.client.interceptors;
+        let throttled = !streams::is_high(&options);
         let (span, framed) = crate::client::begin_call(
             method,
             request,
@@ -278,7 +300,6 @@ impl Cluster {
         entry.stats.begin();
         let meter = entry.meter.begin(start.into_std());
         let sent = head.len() + tail.len();
-        inner.lock_budget().deposit(inner.now());
         let call = attempt::Call {
             exchange: attempt::Unary {
                 max_response: inner.options.client.max_response_size,
@@ -288,6 +309,7 @@ impl Cluster {
             stats: &entry.stats,
             idempotent: method.is_idempotent(),
             hedge: method.hedge().filter(|_| method.is_idempotent()),
+            throttled,
             head,
             tail,
             deadline,
@@ -428,6 +450,16 @@ impl Inner {
 
     fn lock_budget(&self) -> std::sync::MutexGuard<'_, RetryBudget> {
         self.budget.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Tells the throttle (if on) what became of an attempt.
+    fn throttle_learns(&self, learn: impl FnOnce(&mut Throttle, Duration)) {
+        if let Some(throttle) = &self.throttle {
+            learn(
+                &mut throttle.lock().unwrap_or_else(|e| e.into_inner()),
+                self.now(),
+            );
+        }
     }
 
     fn method_entry(&self, id: u64, name: &'static str) -> Arc<MethodEntry> {

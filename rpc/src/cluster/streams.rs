@@ -94,6 +94,7 @@ impl Cluster {
         check_shape(method, Shape::ServerStreaming)?;
         let inner = &*self.inner;
         let timing = Timing::new(options.deadline.or(inner.options.client.default_deadline));
+        let throttled = !is_high(&options);
         let (span, framed) = begin_call(
             method,
             request,
@@ -108,7 +109,13 @@ impl Cluster {
             timing,
         };
         let opened = self
-            .open_stream(method, framed, exchange, timing, method.is_idempotent())
+            .open_stream(
+                method,
+                framed,
+                exchange,
+                timing,
+                (method.is_idempotent(), throttled),
+            )
             .await;
         let ending = Ending::new(span, &inner.options.client.interceptors, method.name());
         let (responses, ending) = opened_with(opened, ending, timing)?;
@@ -175,6 +182,7 @@ impl Cluster {
     {
         let inner = &*self.inner;
         let timing = Timing::new(options.deadline.or(inner.options.client.default_deadline));
+        let throttled = !is_high(&options);
         let (span, head) = begin_stream(
             method,
             timing.budget(),
@@ -185,7 +193,7 @@ impl Cluster {
         // Requests are not kept: only a call that never reached a server
         // (not processed) is tried elsewhere.
         let opened = self
-            .open_stream(method, framed, Opening, timing, false)
+            .open_stream(method, framed, Opening, timing, (false, throttled))
             .await;
         let ending = Ending::new(span, &inner.options.client.interceptors, method.name());
         let (call, ending) = opened_with(opened, ending, timing)?;
@@ -200,7 +208,7 @@ impl Cluster {
         framed: Result<crate::client::Framed, Status>,
         exchange: X,
         timing: Timing,
-        idempotent: bool,
+        (idempotent, throttled): (bool, bool),
     ) -> Result<X::Output, Status>
     where
         Req: Message + ?Sized,
@@ -211,13 +219,13 @@ impl Cluster {
         let entry = inner.method_entry(method.id(), method.name());
         entry.stats.begin();
         let meter = entry.meter.begin(timing.start.into_std());
-        inner.lock_budget().deposit(inner.now());
         let call = Call {
             exchange,
             inner,
             stats: &entry.stats,
             idempotent,
             hedge: None,
+            throttled,
             head,
             tail,
             deadline: timing.deadline(),
@@ -248,4 +256,9 @@ fn opened_with<T>(
             Err(status)
         }
     }
+}
+
+/// Whether a call is high-priority (never throttled by the client).
+pub(super) fn is_high(options: &CallOptions) -> bool {
+    crate::admission::Priority::of(&options.metadata) == crate::admission::Priority::High
 }

@@ -213,12 +213,13 @@ pub async fn run(dir: &Path, phase: Duration) -> anyhow::Result<()> {
         fmt_latency(unloaded.p99())
     );
     println!(
-        "   {:<9} {:>10} {:>10} {:>9} {:>7} {:>13} {:>13} {:>6}",
+        "   {:<9} {:>10} {:>10} {:>9} {:>7} {:>10} {:>13} {:>13} {:>6}",
         "admission",
         "offered/s",
         "goodput/s",
         "capacity",
         "shed",
+        "by client",
         "p99 answered",
         "timed out",
         "limit"
@@ -238,6 +239,7 @@ pub async fn run(dir: &Path, phase: Duration) -> anyhow::Result<()> {
         let servers = start_three(dir, admission)?;
         let client = cluster(dir, &servers).await?;
         let mut spike = open_loop(&client, offered, phase).await;
+        let throttled = client.snapshot().total.throttled;
         client.close();
         let limits: Vec<String> = servers
             .into_iter()
@@ -250,12 +252,13 @@ pub async fn run(dir: &Path, phase: Duration) -> anyhow::Result<()> {
         let calls = spike.answered.len() as u64 + spike.shed + spike.failed;
         let goodput = spike.answered.len() as f64 / phase.as_secs_f64();
         println!(
-            "   {:<9} {:>10.0} {:>10.0} {:>8.0}% {:>6.1}% {:>13} {:>13} {:>6}",
+            "   {:<9} {:>10.0} {:>10.0} {:>8.0}% {:>6.1}% {:>9.1}% {:>13} {:>13} {:>6}",
             name,
             offered,
             goodput,
             100.0 * goodput / measured,
             100.0 * spike.shed as f64 / calls.max(1) as f64,
+            100.0 * throttled as f64 / calls.max(1) as f64,
             fmt_latency(spike.p99()),
             spike.failed,
             limits.join("/"),
@@ -264,7 +267,8 @@ pub async fn run(dir: &Path, phase: Duration) -> anyhow::Result<()> {
     println!(
         "   (fixed: every call admitted, queued behind the CPU until deadlines pass; adaptive: \
          each server learns how many calls it finishes without a queue and refuses the rest at \
-         once, not processed)"
+         once, not processed; \"by client\": calls the client refused itself, unsent, while its \
+         servers shed more than half of what it sent)"
     );
     Ok(())
 }
