@@ -24,6 +24,9 @@ pub struct Stats {
     budget_exhausted: AtomicU64,
     throttled: AtomicU64,
     in_flight: AtomicU64,
+    /// The last [`Stats::recent_quantile`]: the quantile's bits, the calls
+    /// it was read at, and its value in µs.
+    cached_quantile: [AtomicU64; 3],
 }
 
 impl Default for Stats {
@@ -38,6 +41,7 @@ impl Default for Stats {
             budget_exhausted: AtomicU64::new(0),
             throttled: AtomicU64::new(0),
             in_flight: AtomicU64::new(0),
+            cached_quantile: std::array::from_fn(|_| AtomicU64::new(u64::MAX)),
         }
     }
 }
@@ -90,6 +94,45 @@ impl Stats {
     pub fn quantile(&self, q: f64) -> Option<Duration> {
         let h = self.latency.lock().unwrap_or_else(|e| e.into_inner());
         (!h.is_empty()).then(|| Duration::from_micros(h.value_at_quantile(q)))
+    }
+
+    /// [`Stats::quantile`], read again only when enough calls were
+    /// recorded since it was last read to move it: after each call up to
+    /// 8, then after an eighth more calls, and at least every 64 calls. A
+    /// quantile walks the histogram's buckets (thousands of instructions),
+    /// which a hedged method's every call would otherwise pay.
+    ///
+    /// ```
+    /// use quicall_rpc::Code;
+    /// use quicall_rpc::metrics::Stats;
+    /// use std::time::Duration;
+    ///
+    /// let stats = Stats::default();
+    /// for _ in 0..100 {
+    ///     stats.record(Duration::from_millis(1), Code::Ok);
+    /// }
+    /// assert_eq!(stats.recent_quantile(0.95), stats.quantile(0.95));
+    /// ```
+    pub fn recent_quantile(&self, q: f64) -> Option<Duration> {
+        let [bits, at, value] = &self.cached_quantile;
+        let calls = self.calls();
+        let cached_at = at.load(Ordering::Relaxed);
+        let stale = cached_at == u64::MAX
+            || bits.load(Ordering::Relaxed) != q.to_bits()
+            || calls.saturating_sub(cached_at) >= (cached_at / 8).clamp(1, 64);
+        if !stale {
+            let us = value.load(Ordering::Relaxed);
+            return (us != u64::MAX).then(|| Duration::from_micros(us));
+        }
+        let quantile = self.quantile(q);
+        // Racing readers may each store theirs: any of them is recent.
+        value.store(
+            quantile.map_or(u64::MAX, |d| d.as_micros() as u64),
+            Ordering::Relaxed,
+        );
+        bits.store(q.to_bits(), Ordering::Relaxed);
+        at.store(calls, Ordering::Relaxed);
+        quantile
     }
 
     /// Calls recorded so far.
@@ -232,5 +275,60 @@ impl fmt::Debug for StatsSnapshot {
             .field("p50", &self.p50())
             .field("p99", &self.p99())
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    /// A recent quantile follows the latencies within 64 calls, and is
+    /// exact whenever it is read again.
+    #[test]
+    fn a_recent_quantile_follows_the_latencies() {
+        let stats = Stats::default();
+        assert_eq!(stats.recent_quantile(0.5), None);
+        for _ in 0..1000 {
+            stats.record(ms(1), Code::Ok);
+        }
+        assert_eq!(stats.recent_quantile(0.5), stats.quantile(0.5));
+        // Slower calls: the value read stays until it is read again ...
+        for _ in 0..63 {
+            stats.record(ms(50), Code::Ok);
+        }
+        let before = stats.recent_quantile(0.5).unwrap();
+        assert!(before < ms(2), "{before:?}");
+        // ... which is at 64 calls at the latest: once the exact median has
+        // stayed put for 64 calls, the recent one is it.
+        let (mut exact_since, mut last_exact) = (0, None);
+        for i in 0..2000 {
+            stats.record(ms(50), Code::Ok);
+            let recent = stats.recent_quantile(0.5);
+            let exact = stats.quantile(0.5);
+            if exact != last_exact {
+                (exact_since, last_exact) = (i, exact);
+            }
+            assert!(
+                i - exact_since < 64 || recent == exact,
+                "call {i}: {recent:?} vs {exact:?}"
+            );
+        }
+        assert!(stats.recent_quantile(0.5).unwrap() >= ms(49));
+        // Another quantile is read at once.
+        assert_eq!(stats.recent_quantile(0.99), stats.quantile(0.99));
+    }
+
+    /// Early on it is read after every call.
+    #[test]
+    fn a_recent_quantile_of_few_calls_is_exact() {
+        let stats = Stats::default();
+        for i in 1..=8u64 {
+            stats.record(ms(i), Code::Ok);
+            assert_eq!(stats.recent_quantile(1.0), stats.quantile(1.0));
+        }
     }
 }

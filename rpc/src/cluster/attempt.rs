@@ -89,8 +89,9 @@ impl Tried {
 
 impl<X: Exchange> Call<'_, X> {
     pub(super) async fn run(&self) -> Result<X::Output, Status> {
-        self.admit()?;
-        self.inner.lock_budget().deposit(self.inner.now());
+        let now = self.inner.now();
+        self.admit(now)?;
+        self.inner.lock_budget().deposit(now);
         let servers = self.inner.servers();
         let mut tried = Tried::default();
         let (mut attempts, mut shed) = (0u32, 0u32);
@@ -140,7 +141,7 @@ impl<X: Exchange> Call<'_, X> {
 
     /// The client's throttle decides whether the call is sent; a call it
     /// refuses is counted and gets RESOURCE_EXHAUSTED, not processed.
-    fn admit(&self) -> Result<(), Status> {
+    fn admit(&self, now: Duration) -> Result<(), Status> {
         let inner = self.inner;
         let Some(throttle) = inner.throttle.as_ref().filter(|_| self.throttled) else {
             return Ok(());
@@ -148,7 +149,7 @@ impl<X: Exchange> Call<'_, X> {
         let verdict = throttle
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .admit(inner.now(), fastrand::f64());
+            .admit(now, fastrand::f64());
         verdict.map_err(|t| {
             self.stats.add_throttled();
             inner.total.add_throttled();
@@ -207,7 +208,7 @@ impl<X: Exchange> Call<'_, X> {
         match self.hedge? {
             Hedge::After(delay) => Some(delay),
             Hedge::Percentile(q) => (self.stats.calls() >= MIN_HEDGE_SAMPLES)
-                .then(|| self.stats.quantile(q))
+                .then(|| self.stats.recent_quantile(q))
                 .flatten(),
         }
     }
@@ -435,7 +436,7 @@ impl Outcome<'_> {
         self.member.ewma().observe(latency, now);
         self.member.health().on_success(now);
         self.member.stats.record(latency, code);
-        self.inner.throttle_learns(Throttle::accepted);
+        self.inner.throttle_learns(now, Throttle::accepted);
     }
 
     /// The server answered, but shed the call: it is alive, and past its
@@ -450,7 +451,7 @@ impl Outcome<'_> {
             .overloaded(floor, SHED_PENALTY_CAP.max(floor), now);
         self.member.health().on_success(now);
         self.member.stats.record(self.start.elapsed(), code);
-        self.inner.throttle_learns(Throttle::shed);
+        self.inner.throttle_learns(now, Throttle::shed);
     }
 
     fn failure(&mut self, status: &Status, conn: Option<&Connection>) {

@@ -452,13 +452,10 @@ impl Inner {
         self.budget.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Tells the throttle (if on) what became of an attempt.
-    fn throttle_learns(&self, learn: impl FnOnce(&mut Throttle, Duration)) {
+    /// Tells the throttle (if on) what became of an attempt at `now`.
+    fn throttle_learns(&self, now: Duration, learn: impl FnOnce(&mut Throttle, Duration)) {
         if let Some(throttle) = &self.throttle {
-            learn(
-                &mut throttle.lock().unwrap_or_else(|e| e.into_inner()),
-                self.now(),
-            );
+            learn(&mut throttle.lock().unwrap_or_else(|e| e.into_inner()), now);
         }
     }
 
