@@ -82,9 +82,9 @@ impl CertificateAuthority {
     /// Loads a CA from `cert` and `key` PEM files, as written by [`write_pem`](Self::write_pem).
     pub fn read_pem(cert: &Path, key: &Path) -> Result<Self, Error> {
         let read = |p: &Path| {
-            std::fs::read_to_string(p).map_err(|source| Error::Io {
+            std::fs::read_to_string(p).map_err(|error| Error::Io {
                 path: p.to_owned(),
-                source,
+                error,
             })
         };
         Self::from_pem(&read(cert)?, &read(key)?)

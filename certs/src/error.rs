@@ -16,12 +16,13 @@ pub enum Error {
         reason: String,
     },
     /// A file could not be read or written.
-    #[error("{path}: {source}")]
+    #[error("{path}: {error}")]
     Io {
         /// The file.
         path: PathBuf,
-        /// The underlying error.
-        source: std::io::Error,
+        /// The underlying error: in the message, and not also the
+        /// `source()`, so that a printed chain says it once.
+        error: std::io::Error,
     },
     /// A PEM file holds no usable item of the kind asked for, or is malformed.
     #[error("{path}: {reason}")]

@@ -138,13 +138,13 @@ fn found(bytes: &[u8], expected: &str) -> String {
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, Error> {
-    std::fs::read(path).map_err(|source| io_error(path, source))
+    std::fs::read(path).map_err(|error| io_error(path, error))
 }
 
-fn io_error(path: &Path, source: std::io::Error) -> Error {
+fn io_error(path: &Path, error: std::io::Error) -> Error {
     Error::Io {
         path: path.to_owned(),
-        source,
+        error,
     }
 }
 
@@ -158,6 +158,22 @@ fn pem_error(path: &Path, reason: String) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A file that cannot be read says so once, with its path: the reason
+    /// is in the message and not also the `source()`, which a printed
+    /// chain (`quicall serve`'s `error: {e:#}`) would repeat.
+    #[test]
+    fn an_unreadable_file_is_named_with_its_reason_once() {
+        let missing = Path::new("/nonexistent/quicall/node.key");
+        let e = read_key(missing).unwrap_err();
+        let message = e.to_string();
+        assert!(
+            message.starts_with("/nonexistent/quicall/node.key: "),
+            "{message}"
+        );
+        assert_eq!(message.matches("os error").count(), 1, "{message}");
+        assert!(std::error::Error::source(&e).is_none());
+    }
 
     #[test]
     fn messages_say_what_was_found_and_what_was_expected() {
