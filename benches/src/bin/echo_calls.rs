@@ -157,11 +157,7 @@ fn main() -> anyhow::Result<()> {
                     .call(&quicall::demo::ECHO, payload.clone())
                     .await
                     .context("echo call")?;
-                anyhow::ensure!(
-                    reply.len() == args.payload,
-                    "echo returned {} bytes",
-                    reply.len()
-                );
+                echoed(reply.len(), args.payload)?;
             }
             return Ok(());
         }
@@ -175,18 +171,20 @@ fn main() -> anyhow::Result<()> {
                     .call_with(&quicall::demo::ECHO, payload.clone(), options.clone())
                     .await
                     .context("echo call")?;
-                anyhow::ensure!(
-                    reply.len() == args.payload,
-                    "echo returned {} bytes",
-                    reply.len()
-                );
+                echoed(reply.len(), args.payload)?;
             }
             return Ok(());
         }
         for _ in 0..args.calls {
             let len = echo.call(&payload).await.context("echo call")?;
-            anyhow::ensure!(len == args.payload, "echo returned {len} bytes");
+            echoed(len, args.payload)?;
         }
         Ok(())
     })
+}
+
+/// An echo returns what it was sent.
+fn echoed(len: usize, sent: usize) -> anyhow::Result<()> {
+    anyhow::ensure!(len == sent, "echo returned {len} of {sent} bytes");
+    Ok(())
 }
