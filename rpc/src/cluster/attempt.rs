@@ -257,6 +257,12 @@ impl<X: Exchange> Call<'_, X> {
     }
 }
 
+/// Whether the client's throttle may refuse a call made with `options`:
+/// any but a high-priority one.
+pub(super) fn may_throttle(options: &crate::CallOptions) -> bool {
+    crate::admission::Priority::of(&options.metadata) != crate::admission::Priority::High
+}
+
 /// The status of a call that found no server to take it, with why the
 /// servers that failed last did (UNAUTHENTICATED when every one of them
 /// failed TLS, so that a certificate problem reads as one).

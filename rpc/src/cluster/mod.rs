@@ -278,7 +278,7 @@ impl Cluster {
         let budget = options.deadline.or(inner.options.client.default_deadline);
         let deadline = budget.map(|b| start + b);
         let interceptors = &inner.options.client.interceptors;
-        let throttled = !streams::is_high(&options);
+        let throttled = attempt::may_throttle(&options);
         let (span, framed) = crate::client::begin_call(
             method,
             request,

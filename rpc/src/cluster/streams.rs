@@ -10,7 +10,7 @@ use bytes::Bytes;
 use quicall_transport::Connection;
 
 use super::Cluster;
-use super::attempt::{Call, Exchange};
+use super::attempt::{Call, Exchange, may_throttle};
 use crate::client::{
     Ending, Timing, begin_call, begin_stream, bidi_halves, check_shape, client_stream_on,
     first_part, open_on, response_stream,
@@ -94,7 +94,7 @@ impl Cluster {
         check_shape(method, Shape::ServerStreaming)?;
         let inner = &*self.inner;
         let timing = Timing::new(options.deadline.or(inner.options.client.default_deadline));
-        let throttled = !is_high(&options);
+        let throttled = may_throttle(&options);
         let (span, framed) = begin_call(
             method,
             request,
@@ -182,7 +182,7 @@ impl Cluster {
     {
         let inner = &*self.inner;
         let timing = Timing::new(options.deadline.or(inner.options.client.default_deadline));
-        let throttled = !is_high(&options);
+        let throttled = may_throttle(&options);
         let (span, head) = begin_stream(
             method,
             timing.budget(),
@@ -256,9 +256,4 @@ fn opened_with<T>(
             Err(status)
         }
     }
-}
-
-/// Whether a call is high-priority (never throttled by the client).
-pub(super) fn is_high(options: &CallOptions) -> bool {
-    crate::admission::Priority::of(&options.metadata) == crate::admission::Priority::High
 }
