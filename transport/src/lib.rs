@@ -39,6 +39,8 @@ mod identity;
 mod limits;
 mod liveness;
 mod pool;
+#[cfg(test)]
+mod probe_sim;
 mod server;
 mod socket;
 mod throttle;

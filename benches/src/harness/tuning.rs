@@ -18,6 +18,10 @@ pub struct QuicTuning {
     /// millisecond itself.
     #[arg(long)]
     pub coarse_timers: bool,
+    /// The granularity of the QUIC systems' loss-recovery timers
+    /// (microseconds; `Limits::timer_granularity`).
+    #[arg(long)]
+    pub timer_granularity_us: Option<u64>,
     /// Congestion controller of the QUIC systems, towards loopback and
     /// network peers alike: cubic, newreno, bbr (default: `Limits`', CUBIC
     /// on loopback and BBR towards the network).
@@ -35,6 +39,9 @@ impl QuicTuning {
                 (us > 0).then(|| Duration::from_micros(us))
             }),
             precise_timers: limits.precise_timers && !self.coarse_timers,
+            timer_granularity: self
+                .timer_granularity_us
+                .map_or(limits.timer_granularity, Duration::from_micros),
             ..limits
         }
     }
@@ -55,6 +62,7 @@ mod tests {
         let tuned = QuicTuning {
             max_ack_delay_us: Some(0),
             coarse_timers: true,
+            timer_granularity_us: Some(250),
             congestion: Some(Congestion::NewReno),
         }
         .apply(defaults.clone());
@@ -62,6 +70,7 @@ mod tests {
         assert_eq!(tuned.loopback_congestion, Congestion::NewReno);
         assert_eq!(tuned.max_ack_delay, None);
         assert!(!tuned.precise_timers);
+        assert_eq!(tuned.timer_granularity, Duration::from_micros(250));
         let delay = QuicTuning {
             max_ack_delay_us: Some(250),
             ..QuicTuning::default()
