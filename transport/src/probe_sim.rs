@@ -4,6 +4,7 @@
 //! quicall's transport configurations. No socket and no real time: the
 //! clock jumps from one event to the next, so every figure is exact.
 
+use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -38,8 +39,8 @@ struct Sim {
     client: End,
     server: End,
     path: Vec<InFlight>,
-    /// Drop the next datagram the client sends.
-    drop_next_from_client: bool,
+    /// The client's datagrams to drop, by their index among all it sends.
+    drop_from_client: BTreeSet<usize>,
     /// When the client last sent a datagram (dropped or not).
     client_sent: Vec<Instant>,
 }
@@ -48,6 +49,17 @@ impl Sim {
     /// A client and a server `rtt` apart, each configured from its side's
     /// transport configuration, handshake done and the path quiet.
     fn connected(client: Arc<TransportConfig>, server: Arc<TransportConfig>, rtt: Duration) -> Sim {
+        Self::connected_losing(client, server, rtt, &[])
+    }
+
+    /// Like [`Sim::connected`], the client's datagrams at these indices
+    /// lost on the way.
+    fn connected_losing(
+        client: Arc<TransportConfig>,
+        server: Arc<TransportConfig>,
+        rtt: Duration,
+        lost: &[usize],
+    ) -> Sim {
         let ca =
             quicall_certs::CertificateAuthority::new("sim CA", Duration::from_secs(3600)).unwrap();
         let node = ca
@@ -80,18 +92,27 @@ impl Sim {
                 conn: None,
             },
             path: Vec::new(),
-            drop_next_from_client: false,
+            drop_from_client: BTreeSet::new(),
             client_sent: Vec::new(),
         };
+        sim.drop_from_client.extend(lost);
         let conn = sim
             .client
             .endpoint
             .connect(now, client_config, SERVER, "localhost")
             .unwrap();
         sim.client.conn = Some(conn);
-        // The handshake, the ACK_FREQUENCY frames and their acknowledgements.
+        // The handshake (a lost Initial is sent again after about three
+        // initial RTTs), then the ACK_FREQUENCY frames, their
+        // acknowledgements and any recovery of what was lost.
+        for _ in 0..50 {
+            sim.run_for(Duration::from_millis(100));
+            if !Self::conn(&mut sim.client).is_handshaking() {
+                break;
+            }
+        }
         sim.run_for(Duration::from_millis(100));
-        let client = &sim.client.conn.as_ref().unwrap().1;
+        let client = Self::conn(&mut sim.client);
         assert!(!client.is_handshaking() && !client.is_closed());
         sim
     }
@@ -126,7 +147,10 @@ impl Sim {
                 let data = BytesMut::from(&buf[..transmit.size]);
                 if to_server {
                     self.client_sent.push(now);
-                    if std::mem::take(&mut self.drop_next_from_client) {
+                    if self
+                        .drop_from_client
+                        .contains(&(self.client_sent.len() - 1))
+                    {
                         continue;
                     }
                 }
@@ -210,8 +234,8 @@ impl Sim {
         let stream = client.streams().open(Dir::Bi).unwrap();
         client.send_stream(stream).write(&[7; 64]).unwrap();
         client.send_stream(stream).finish().unwrap();
-        self.drop_next_from_client = true;
         let sent = self.client_sent.len();
+        self.drop_from_client.insert(sent);
         let start = self.now;
         self.run_for(Duration::from_secs(1));
         let probe = self
@@ -266,4 +290,20 @@ fn a_peer_on_quinns_own_granularity_is_asked_for_no_less_than_its_1_ms() {
     let probe = sim.lost_request_probed_after();
     assert!(probe >= RTT + Duration::from_micros(1100), "{probe:?}");
     assert!(probe < Duration::from_micros(1500), "{probe:?}");
+}
+
+#[test]
+fn whichever_packet_of_the_connections_start_is_lost_the_short_ack_delay_is_asked_for() {
+    // The client asks for its 250 us in an ACK_FREQUENCY frame early in the
+    // connection; if the packet that carries it is lost, the frame must be
+    // sent again, or every later probe waits for the peer's 25 ms.
+    let (client, server) = network(&Limits::default());
+    for lost in 0..12 {
+        let mut sim = Sim::connected_losing(client.clone(), server.clone(), RTT, &[lost]);
+        let probe = sim.lost_request_probed_after();
+        assert!(
+            probe < Duration::from_micros(600),
+            "client datagram {lost} lost: the probe waited {probe:?}"
+        );
+    }
 }

@@ -506,9 +506,12 @@ impl Connection {
             _ => false,
         };
 
-        // Check whether we need to send an ACK_FREQUENCY frame
+        // Check whether we need to send an ACK_FREQUENCY frame. A lost one is
+        // already pending (its packet's retransmits): keep it so, or the peer
+        // never hears the request, and the in-flight request's delay stays
+        // in every probe timeout (quicall's patch: it was overwritten here).
         if let Some(config) = &self.config.ack_frequency_config {
-            self.spaces[SpaceId::Data].pending.ack_frequency = self
+            self.spaces[SpaceId::Data].pending.ack_frequency |= self
                 .ack_frequency
                 .should_send_ack_frequency(self.path.rtt.get(), config, &self.peer_params)
                 && self.highest_space == SpaceId::Data
