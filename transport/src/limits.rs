@@ -143,6 +143,16 @@ pub struct Limits {
     /// (vendor/quinn-proto). Applied towards network peers only: loopback
     /// loses nothing, and its peers keep RFC 9002's 1 ms.
     pub timer_granularity: Duration,
+    /// The round trip a connection assumes before it has measured one
+    /// (RFC 9002's kInitialRtt): a lost handshake packet is sent again
+    /// after three times this (its probe timeout), doubled per further
+    /// loss. Default 10 ms, where RFC 9002 and quinn assume 333 ms for a
+    /// path nothing is known of: quicall's peers are mostly in one data
+    /// centre or region, and a first call that lost a handshake packet took
+    /// about 1 s with 333 ms against 30-60 ms with 10 ms (1% and 5% loss,
+    /// `netbench --first-calls`, docs/benchmarks.md). On a longer path the
+    /// cost is a few early copies of the first flight, at 30, 90, 210 ms...
+    pub initial_rtt: Duration,
     /// Kernel receive buffer of the UDP socket (SO_RCVBUF), 0 for the
     /// system's default. Default 4 MiB: a burst of a full window must not
     /// overflow it (the kernel caps it at `net.core.rmem_max`; a warning is
@@ -177,6 +187,7 @@ impl Default for Limits {
             max_ack_delay: Some(Duration::from_micros(250)),
             precise_timers: true,
             timer_granularity: Duration::from_micros(100),
+            initial_rtt: Duration::from_millis(10),
             socket_receive_buffer: 4 << 20,
             socket_send_buffer: 4 << 20,
         }
@@ -262,7 +273,8 @@ impl Limits {
             .stream_receive_window(VarInt::from_u32(self.stream_receive_window))
             .receive_window(VarInt::from_u32(self.receive_window))
             .send_window(self.send_window)
-            .timer_granularity(self.timer_granularity_towards(peer));
+            .timer_granularity(self.timer_granularity_towards(peer))
+            .initial_rtt(self.initial_rtt);
         match self.congestion_towards(peer) {
             Congestion::Cubic => {
                 config.congestion_controller_factory(Arc::new(

@@ -307,3 +307,24 @@ fn whichever_packet_of_the_connections_start_is_lost_the_short_ack_delay_is_aske
         );
     }
 }
+
+#[test]
+fn a_lost_first_handshake_packet_is_sent_again_after_three_initial_rtts() {
+    // Before any round trip is measured the probe timeout is the initial
+    // RTT plus twice it (its variation): 30 ms with quicall's 10 ms, about
+    // 1 s with RFC 9002's 333 ms, the wait of a first call that lost it.
+    let resent_after = |limits: &Limits| {
+        let (client, server) = network(limits);
+        let sim = Sim::connected_losing(client, server, RTT, &[0]);
+        sim.client_sent[1] - sim.client_sent[0]
+    };
+    let quick = resent_after(&Limits::default());
+    assert!(quick >= Duration::from_millis(30), "{quick:?}");
+    assert!(quick < Duration::from_millis(31), "{quick:?}");
+    let rfc = resent_after(&Limits {
+        initial_rtt: Duration::from_millis(333),
+        ..Limits::default()
+    });
+    assert!(rfc >= Duration::from_millis(999), "{rfc:?}");
+    assert!(rfc < Duration::from_millis(1000), "{rfc:?}");
+}

@@ -65,6 +65,12 @@ struct Args {
     /// host may choose only among `net.ipv4.tcp_allowed_congestion_control`.
     #[arg(long)]
     tcp_congestion: Option<String>,
+    /// Instead of the closed loop: on each path, this many first calls per
+    /// system, one after another, each on a new connection of a new client
+    /// (its handshake and one call of the first payload), as a caller meets
+    /// a new or restarted server; written to first-calls.md.
+    #[arg(long)]
+    first_calls: Option<usize>,
     /// Where to write matrix.md, results.jsonl and the charts.
     #[arg(long, default_value = "target/netbench")]
     out: PathBuf,
@@ -144,6 +150,7 @@ fn main() -> anyhow::Result<()> {
     );
     let started = Instant::now();
     let mut cells = Vec::new();
+    let mut first_rows = Vec::new();
     for spec in &paths {
         let path = Path {
             loss: spec.loss_pct / 100.0,
@@ -153,6 +160,26 @@ fn main() -> anyhow::Result<()> {
         };
         server.set_path(path)?;
         client.set_path(path)?;
+        if let Some(count) = args.first_calls {
+            let payload = bytes::Bytes::from(vec![7u8; args.payloads[0]]);
+            for &system in &args.systems {
+                let echo = clients.block_on(Echo::start_at(
+                    system,
+                    &pki,
+                    &limits,
+                    Arc::new(quicall::demo::Knobs::default()),
+                    (Some(servers.handle()), server.addr().into()),
+                ))?;
+                let firsts = clients.block_on(first_calls(&echo, &pki, &limits, &payload, count));
+                let line = format!(
+                    "| {}% | {} ms | {system} | {} |",
+                    spec.loss_pct, spec.rtt_ms, firsts
+                );
+                println!("{line}");
+                first_rows.push(line);
+            }
+            continue;
+        }
         println!(
             "\npath: {}% loss each way, {} ms round trip added, {} ms jitter\n{}",
             spec.loss_pct,
@@ -227,6 +254,15 @@ fn main() -> anyhow::Result<()> {
         }
     }
     drop((clients, servers));
+    if args.first_calls.is_some() {
+        let table = format!(
+            "| loss | round trip added | system | first call: p50 / p90 / p99 / max ms (calls, failed) |\n|---|---|---|---|\n{}\n",
+            first_rows.join("\n")
+        );
+        std::fs::write(args.out.join("first-calls.md"), &table)?;
+        println!("{table}");
+        return Ok(());
+    }
     let names: Vec<&str> = args.systems.iter().map(|s| s.name()).collect();
     let table = format!(
         "QUIC congestion control {:?} (network peers), TCP's {tcp_congestion}; {:.1} s per system and cell.\n{}",
@@ -265,6 +301,36 @@ fn main() -> anyhow::Result<()> {
         started.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+/// `count` first calls of `echo`'s system, one after another (each bounded
+/// by 30 s): their quantiles, and how many failed.
+async fn first_calls(
+    echo: &Echo,
+    pki: &Pki,
+    limits: &Limits,
+    payload: &bytes::Bytes,
+    count: usize,
+) -> String {
+    let mut times = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)
+        .expect("a histogram of 1 µs to 60 s");
+    let mut failed = 0;
+    for _ in 0..count {
+        let call = echo.first_call(pki, limits, payload);
+        match tokio::time::timeout(Duration::from_secs(30), call).await {
+            Ok(Ok(took)) => times.saturating_record(took.as_micros() as u64),
+            Ok(Err(_)) | Err(_) => failed += 1,
+        }
+    }
+    let ms = |q: f64| times.value_at_quantile(q) as f64 / 1000.0;
+    format!(
+        "{:.2} / {:.2} / {:.1} / {:.1} ({}, {failed})",
+        ms(0.5),
+        ms(0.9),
+        ms(0.99),
+        times.max() as f64 / 1000.0,
+        times.len()
+    )
 }
 
 /// Packets both hosts were sent, and those lost, since their paths were

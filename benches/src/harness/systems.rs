@@ -3,6 +3,7 @@
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use bytes::Bytes;
@@ -126,10 +127,14 @@ pub enum Echo {
     },
     Grpc {
         server: tokio::task::JoinHandle<()>,
+        addr: SocketAddr,
+        /// Whether the server wants mutual TLS (`grpc-tls`).
+        tls: bool,
         client: super::grpc::GrpcClient,
     },
     Tarpc {
         server: tokio::task::JoinHandle<()>,
+        addr: SocketAddr,
         client: super::tarpc_echo::TarpcClient,
     },
 }
@@ -230,13 +235,22 @@ impl Echo {
                 let client = super::grpc::GrpcClient::connect(addr, tls.as_ref())
                     .await
                     .context("connecting to the gRPC server")?;
-                Ok(Echo::Grpc { server, client })
+                Ok(Echo::Grpc {
+                    server,
+                    addr,
+                    tls: tls.is_some(),
+                    client,
+                })
             }
             ServerSide::Tarpc(server, addr) => {
                 let client = super::tarpc_echo::TarpcClient::connect(addr)
                     .await
                     .context("connecting to the tarpc server")?;
-                Ok(Echo::Tarpc { server, client })
+                Ok(Echo::Tarpc {
+                    server,
+                    addr,
+                    client,
+                })
             }
         }
     }
@@ -273,6 +287,56 @@ impl Echo {
             Echo::Quinn { conn, .. } => Some(conn.quinn().stats().path.lost_packets),
             Echo::Grpc { .. } | Echo::Tarpc { .. } => None,
         }
+    }
+
+    /// A new client of this echo's server, on a connection of its own (its
+    /// own socket and handshake: QUIC's, or TCP's and TLS's), and one call
+    /// on it: the time from the start of the connection to the answer, as a
+    /// caller meets a server it has not called before (a new host, a
+    /// restarted one). The client is dropped after the answer.
+    pub async fn first_call(
+        &self,
+        pki: &Pki,
+        limits: &Limits,
+        payload: &Bytes,
+    ) -> anyhow::Result<Duration> {
+        let start = Instant::now();
+        let len = match self {
+            Echo::Quicall {
+                _server: Some(server),
+                ..
+            } => {
+                let addr = server.local_addr();
+                let echo = Self::connect_quicall(addr, "localhost", pki.client_tls(), limits);
+                echo.await?.call(payload).await?
+            }
+            Echo::Quicall { _server: None, .. } => {
+                anyhow::bail!("first calls need the quicall server's address")
+            }
+            Echo::Quinn { conn, .. } => {
+                let endpoint = ClientEndpoint::new(pki.client_tls(), limits.clone())?;
+                let conn = endpoint.connect(conn.remote_address(), "localhost").await?;
+                let (mut send, mut recv) = conn.open_bi().await?;
+                send.write_chunk(payload.clone()).await?;
+                send.finish()?;
+                recv.read_to_end(64 << 20).await?.len()
+            }
+            Echo::Grpc { addr, tls, .. } => {
+                let tls = tls.then(|| pki.grpc_tls());
+                let client = super::grpc::GrpcClient::connect(*addr, tls.as_ref()).await?;
+                client.echo(payload.clone()).await?
+            }
+            Echo::Tarpc { addr, .. } => {
+                let client = super::tarpc_echo::TarpcClient::connect(*addr).await?;
+                client.echo(payload).await?
+            }
+        };
+        anyhow::ensure!(
+            len == payload.len(),
+            "echoed {len} of {} bytes",
+            payload.len()
+        );
+        Ok(start.elapsed())
     }
 
     /// One echo call; the length of the answer.

@@ -22,6 +22,10 @@ pub struct QuicTuning {
     /// (microseconds; `Limits::timer_granularity`).
     #[arg(long)]
     pub timer_granularity_us: Option<u64>,
+    /// The round trip the QUIC systems assume before measuring one
+    /// (milliseconds; `Limits::initial_rtt`).
+    #[arg(long)]
+    pub initial_rtt_ms: Option<f64>,
     /// Congestion controller of the QUIC systems, towards loopback and
     /// network peers alike: cubic, newreno, bbr (default: `Limits`', CUBIC
     /// on loopback and BBR towards the network).
@@ -42,6 +46,9 @@ impl QuicTuning {
             timer_granularity: self
                 .timer_granularity_us
                 .map_or(limits.timer_granularity, Duration::from_micros),
+            initial_rtt: self.initial_rtt_ms.map_or(limits.initial_rtt, |ms| {
+                Duration::from_secs_f64(ms / 1000.0)
+            }),
             ..limits
         }
     }
@@ -63,6 +70,7 @@ mod tests {
             max_ack_delay_us: Some(0),
             coarse_timers: true,
             timer_granularity_us: Some(250),
+            initial_rtt_ms: Some(20.0),
             congestion: Some(Congestion::NewReno),
         }
         .apply(defaults.clone());
@@ -71,6 +79,7 @@ mod tests {
         assert_eq!(tuned.max_ack_delay, None);
         assert!(!tuned.precise_timers);
         assert_eq!(tuned.timer_granularity, Duration::from_micros(250));
+        assert_eq!(tuned.initial_rtt, Duration::from_millis(20));
         let delay = QuicTuning {
             max_ack_delay_us: Some(250),
             ..QuicTuning::default()
