@@ -153,6 +153,15 @@ pub struct Limits {
     /// `netbench --first-calls`, docs/benchmarks.md). On a longer path the
     /// cost is a few early copies of the first flight, at 30, 90, 210 ms...
     pub initial_rtt: Duration,
+    /// Loss detection's packet threshold (RFC 9002's kPacketThreshold): a
+    /// packet counts as lost once a packet sent this many after it is
+    /// acknowledged. Default 3, RFC 9002's (1 measured no better on lossy
+    /// paths without reordering; docs/benchmarks.md).
+    pub packet_threshold: u32,
+    /// Loss detection's time threshold (kTimeThreshold), as a factor of the
+    /// round trip: a packet counts as lost this long after it was sent, once
+    /// a later one is acknowledged. Default 9/8, RFC 9002's.
+    pub time_threshold: f32,
     /// Kernel receive buffer of the UDP socket (SO_RCVBUF), 0 for the
     /// system's default. Default 4 MiB: a burst of a full window must not
     /// overflow it (the kernel caps it at `net.core.rmem_max`; a warning is
@@ -188,6 +197,8 @@ impl Default for Limits {
             precise_timers: true,
             timer_granularity: Duration::from_micros(100),
             initial_rtt: Duration::from_millis(10),
+            packet_threshold: 3,
+            time_threshold: 9.0 / 8.0,
             socket_receive_buffer: 4 << 20,
             socket_send_buffer: 4 << 20,
         }
@@ -274,7 +285,9 @@ impl Limits {
             .receive_window(VarInt::from_u32(self.receive_window))
             .send_window(self.send_window)
             .timer_granularity(self.timer_granularity_towards(peer))
-            .initial_rtt(self.initial_rtt);
+            .initial_rtt(self.initial_rtt)
+            .packet_threshold(self.packet_threshold)
+            .time_threshold(self.time_threshold);
         match self.congestion_towards(peer) {
             Congestion::Cubic => {
                 config.congestion_controller_factory(Arc::new(

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use clap::Parser;
 use quicall::Limits;
+use quicall::transport::ClientEndpoint;
 use quicall_benches::harness::netmatrix::{self, Cell, Measured, PathSpec};
 use quicall_benches::harness::output::{self, Row};
 use quicall_benches::harness::systems::Pki;
@@ -66,9 +67,10 @@ struct Args {
     #[arg(long)]
     tcp_congestion: Option<String>,
     /// Instead of the closed loop: on each path, this many first calls per
-    /// system, one after another, each on a new connection of a new client
-    /// (its handshake and one call of the first payload), as a caller meets
-    /// a new or restarted server; written to first-calls.md.
+    /// system, one after another, each on a new connection (its handshake
+    /// and one call of the first payload; the QUIC systems' from one client
+    /// endpoint), as a caller meets a new or restarted server; written to
+    /// first-calls.md.
     #[arg(long)]
     first_calls: Option<usize>,
     /// Where to write matrix.md, results.jsonl and the charts.
@@ -315,8 +317,12 @@ async fn first_calls(
     let mut times = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)
         .expect("a histogram of 1 µs to 60 s");
     let mut failed = 0;
+    let endpoint = match ClientEndpoint::new(pki.client_tls(), limits.clone()) {
+        Ok(endpoint) => endpoint,
+        Err(error) => return format!("no client endpoint: {error}"),
+    };
     for _ in 0..count {
-        let call = echo.first_call(pki, limits, payload);
+        let call = echo.first_call(&endpoint, pki, limits, payload);
         match tokio::time::timeout(Duration::from_secs(30), call).await {
             Ok(Ok(took)) => times.saturating_record(took.as_micros() as u64),
             Ok(Err(_)) | Err(_) => failed += 1,

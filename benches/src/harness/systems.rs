@@ -289,32 +289,38 @@ impl Echo {
         }
     }
 
-    /// A new client of this echo's server, on a connection of its own (its
-    /// own socket and handshake: QUIC's, or TCP's and TLS's), and one call
-    /// on it: the time from the start of the connection to the answer, as a
-    /// caller meets a server it has not called before (a new host, a
-    /// restarted one). The client is dropped after the answer.
+    /// A new connection to this echo's server (its own handshake: QUIC's,
+    /// or TCP's and TLS's) and one call on it: the time from the start of
+    /// the connection to the answer, as a caller meets a server it has not
+    /// called before (a new host, a restarted one). The QUIC systems connect
+    /// from `endpoint`, as a process's clients share theirs (a new endpoint
+    /// costs quinn's receive buffers, megabytes zeroed, once per process);
+    /// gRPC and tarpc open a new TCP connection. The connection is dropped
+    /// after the answer.
     pub async fn first_call(
         &self,
+        endpoint: &ClientEndpoint,
         pki: &Pki,
         limits: &Limits,
         payload: &Bytes,
     ) -> anyhow::Result<Duration> {
         let start = Instant::now();
         let len = match self {
-            Echo::Quicall {
-                _server: Some(server),
-                ..
-            } => {
-                let addr = server.local_addr();
-                let echo = Self::connect_quicall(addr, "localhost", pki.client_tls(), limits);
-                echo.await?.call(payload).await?
-            }
-            Echo::Quicall { _server: None, .. } => {
-                anyhow::bail!("first calls need the quicall server's address")
+            Echo::Quicall { client, .. } => {
+                let addr = client.connection().remote_address();
+                let conn = endpoint.connect(addr, "localhost").await?;
+                let options = ClientOptions {
+                    transport: limits.clone(),
+                    max_response_size: 64 << 20,
+                    ..ClientOptions::default()
+                };
+                let echo = Echo::Quicall {
+                    _server: None,
+                    client: Client::from_connection(conn, options),
+                };
+                echo.call(payload).await?
             }
             Echo::Quinn { conn, .. } => {
-                let endpoint = ClientEndpoint::new(pki.client_tls(), limits.clone())?;
                 let conn = endpoint.connect(conn.remote_address(), "localhost").await?;
                 let (mut send, mut recv) = conn.open_bi().await?;
                 send.write_chunk(payload.clone()).await?;

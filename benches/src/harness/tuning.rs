@@ -26,6 +26,14 @@ pub struct QuicTuning {
     /// (milliseconds; `Limits::initial_rtt`).
     #[arg(long)]
     pub initial_rtt_ms: Option<f64>,
+    /// Loss detection's packet threshold of the QUIC systems
+    /// (`Limits::packet_threshold`).
+    #[arg(long)]
+    pub packet_threshold: Option<u32>,
+    /// Loss detection's time threshold of the QUIC systems, a factor of the
+    /// round trip (`Limits::time_threshold`).
+    #[arg(long)]
+    pub time_threshold: Option<f32>,
     /// Congestion controller of the QUIC systems, towards loopback and
     /// network peers alike: cubic, newreno, bbr (default: `Limits`', CUBIC
     /// on loopback and BBR towards the network).
@@ -49,6 +57,8 @@ impl QuicTuning {
             initial_rtt: self.initial_rtt_ms.map_or(limits.initial_rtt, |ms| {
                 Duration::from_secs_f64(ms / 1000.0)
             }),
+            packet_threshold: self.packet_threshold.unwrap_or(limits.packet_threshold),
+            time_threshold: self.time_threshold.unwrap_or(limits.time_threshold),
             ..limits
         }
     }
@@ -71,6 +81,8 @@ mod tests {
             coarse_timers: true,
             timer_granularity_us: Some(250),
             initial_rtt_ms: Some(20.0),
+            packet_threshold: Some(1),
+            time_threshold: Some(1.0),
             congestion: Some(Congestion::NewReno),
         }
         .apply(defaults.clone());
@@ -80,6 +92,8 @@ mod tests {
         assert!(!tuned.precise_timers);
         assert_eq!(tuned.timer_granularity, Duration::from_micros(250));
         assert_eq!(tuned.initial_rtt, Duration::from_millis(20));
+        assert_eq!(tuned.packet_threshold, 1);
+        assert_eq!(tuned.time_threshold, 1.0);
         let delay = QuicTuning {
             max_ack_delay_us: Some(250),
             ..QuicTuning::default()
