@@ -162,16 +162,20 @@ fn main() -> anyhow::Result<()> {
         };
         server.set_path(path)?;
         client.set_path(path)?;
+        // An echo server of `system` on the server host, and its client.
+        let start_echo = |system| {
+            clients.block_on(Echo::start_at(
+                system,
+                &pki,
+                &limits,
+                Arc::new(quicall::demo::Knobs::default()),
+                (Some(servers.handle()), server.addr().into()),
+            ))
+        };
         if let Some(count) = args.first_calls {
             let payload = bytes::Bytes::from(vec![7u8; args.payloads[0]]);
             for &system in &args.systems {
-                let echo = clients.block_on(Echo::start_at(
-                    system,
-                    &pki,
-                    &limits,
-                    Arc::new(quicall::demo::Knobs::default()),
-                    (Some(servers.handle()), server.addr().into()),
-                ))?;
+                let echo = start_echo(system)?;
                 let firsts = clients.block_on(first_calls(&echo, &pki, &limits, &payload, count));
                 let line = format!(
                     "| {}% | {} ms | {system} | {} |",
@@ -203,13 +207,7 @@ fn main() -> anyhow::Result<()> {
                         ""
                     );
                 }
-                let echo = clients.block_on(Echo::start_at(
-                    system,
-                    &pki,
-                    &limits,
-                    Arc::new(quicall::demo::Knobs::default()),
-                    (Some(servers.handle()), server.addr().into()),
-                ))?;
+                let echo = start_echo(system)?;
                 let outcome = clients.block_on(closed_loop(Arc::new(echo), *workload, secs));
                 let row = Row {
                     system: system.name(),
