@@ -239,6 +239,28 @@ impl Client {
     /// A server that refuses this client's certificate may do so only after
     /// the handshake completes on the client's side; the first call then
     /// fails with UNAUTHENTICATED.
+    ///
+    /// Each `connect` makes a client endpoint of its own: a UDP socket and
+    /// quinn's receive buffers (its largest UDP payload × 64 × 32, 13 MB
+    /// with the default loopback MTU bound, zeroed). A process that
+    /// connects often or to many servers connects from one
+    /// [`ClientEndpoint`] and wraps each connection with
+    /// [`Client::from_connection`], or uses a
+    /// [`Cluster`](crate::cluster::Cluster), which keeps one endpoint for
+    /// all its servers:
+    ///
+    /// ```no_run
+    /// use quicall_rpc::transport::{ClientEndpoint, ClientTls, Limits};
+    /// use quicall_rpc::{Client, ClientOptions};
+    /// # async fn run(tls: ClientTls) -> Result<(), Box<dyn std::error::Error>> {
+    /// let endpoint = ClientEndpoint::new(tls, Limits::default())?;
+    /// let mut clients = Vec::new();
+    /// for addr in ["10.0.0.7:4433", "10.0.0.8:4433"] {
+    ///     let conn = endpoint.connect(addr.parse()?, "node").await?;
+    ///     clients.push(Client::from_connection(conn, ClientOptions::default()));
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub async fn connect(
         addr: SocketAddr,
         server_name: &str,
