@@ -203,16 +203,11 @@ impl Echo {
         };
         match server {
             ServerSide::Quicall(server) => {
-                let client_options = ClientOptions {
-                    transport: limits.clone(),
-                    max_response_size: 64 << 20,
-                    ..ClientOptions::default()
-                };
                 let client = Client::connect(
                     server.local_addr(),
                     "localhost",
                     pki.client_tls(),
-                    client_options,
+                    client_options(limits),
                 )
                 .await
                 .context("connecting to the quicall server")?;
@@ -263,12 +258,7 @@ impl Echo {
         tls: ClientTls,
         limits: &Limits,
     ) -> anyhow::Result<Echo> {
-        let options = ClientOptions {
-            transport: limits.clone(),
-            max_response_size: 64 << 20,
-            ..ClientOptions::default()
-        };
-        let client = Client::connect(addr, server_name, tls, options)
+        let client = Client::connect(addr, server_name, tls, client_options(limits))
             .await
             .with_context(|| format!("connecting to {addr} as {server_name}"))?;
         Ok(Echo::Quicall {
@@ -309,23 +299,15 @@ impl Echo {
             Echo::Quicall { client, .. } => {
                 let addr = client.connection().remote_address();
                 let conn = endpoint.connect(addr, "localhost").await?;
-                let options = ClientOptions {
-                    transport: limits.clone(),
-                    max_response_size: 64 << 20,
-                    ..ClientOptions::default()
-                };
                 let echo = Echo::Quicall {
                     _server: None,
-                    client: Client::from_connection(conn, options),
+                    client: Client::from_connection(conn, client_options(limits)),
                 };
                 echo.call(payload).await?
             }
             Echo::Quinn { conn, .. } => {
                 let conn = endpoint.connect(conn.remote_address(), "localhost").await?;
-                let (mut send, mut recv) = conn.open_bi().await?;
-                send.write_chunk(payload.clone()).await?;
-                send.finish()?;
-                recv.read_to_end(64 << 20).await?.len()
+                quinn_echo(&conn, payload).await?
             }
             Echo::Grpc { addr, tls, .. } => {
                 let tls = tls.then(|| pki.grpc_tls());
@@ -357,16 +339,30 @@ impl Echo {
                 Ok(client.call(&ECHO_CHUNKS, payload.clone()).await?.len())
             }
             Echo::Quicall { client, .. } => Ok(client.call(&ECHO, payload.clone()).await?.len()),
-            Echo::Quinn { conn, .. } => {
-                let (mut send, mut recv) = conn.open_bi().await?;
-                send.write_chunk(payload.clone()).await?;
-                send.finish()?;
-                Ok(recv.read_to_end(64 << 20).await?.len())
-            }
+            Echo::Quinn { conn, .. } => quinn_echo(conn, payload).await,
             Echo::Grpc { client, .. } => client.echo(payload.clone()).await,
             Echo::Tarpc { client, .. } => client.echo(payload).await,
         }
     }
+}
+
+/// A quicall client's options in the benchmarks: `limits`, and responses
+/// up to 64 MiB.
+fn client_options(limits: &Limits) -> ClientOptions {
+    ClientOptions {
+        transport: limits.clone(),
+        max_response_size: 64 << 20,
+        ..ClientOptions::default()
+    }
+}
+
+/// One raw-quinn echo on `conn`: a stream of its own, the payload written
+/// and finished, the answer read to its end; the answer's length.
+async fn quinn_echo(conn: &Connection, payload: &Bytes) -> anyhow::Result<usize> {
+    let (mut send, mut recv) = conn.open_bi().await?;
+    send.write_chunk(payload.clone()).await?;
+    send.finish()?;
+    Ok(recv.read_to_end(64 << 20).await?.len())
 }
 
 /// What a system's server needs, owned, so that it can start on another
