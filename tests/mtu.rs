@@ -1,5 +1,5 @@
-//! The path MTU towards loopback peers: discovery reaches the loopback bound,
-//! and a bound above what one segmentation-offload batch can carry loses
+//! The path MTU towards loopback peers: a connection runs at the loopback
+//! bound (it starts there), and a bound above what one segmentation-offload batch can carry loses
 //! nothing (quinn would otherwise send batches the kernel refuses).
 
 mod common;
@@ -64,7 +64,7 @@ async fn loopback_peers_get_the_loopback_mtu() {
     let (mtu, lost) = echo_until_mtu(limits.clone(), limits.loopback_mtu).await;
     assert_eq!(
         mtu, limits.loopback_mtu,
-        "discovery should reach the loopback bound, above the network bound {}",
+        "a loopback connection should run at the loopback bound, above the network bound {}",
         limits.max_mtu
     );
     assert_eq!(lost, 0, "no packet should be lost on loopback");
@@ -82,7 +82,23 @@ async fn an_mtu_above_the_offload_limit_loses_nothing() {
     let (mtu, lost) = echo_until_mtu(limits, 16_000).await;
     assert!(
         mtu > GSO_MTU_LIMIT,
-        "discovery should pass the offload limit, reached {mtu}"
+        "the MTU should pass the offload limit, reached {mtu}"
     );
     assert_eq!(lost, 0, "no batch should be refused and lost");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bound_beyond_any_loopback_datagram_starts_at_the_largest_one() {
+    // A connection starts at its loopback bound; one above what a loopback
+    // datagram can carry starts at the largest that can (65,488 bytes), and
+    // calls go through at least at that size. (A bound over quinn's 65,527 once left
+    // the endpoint at quinn's default of 1,472 for every path.)
+    let limits = Limits {
+        loopback_mtu: u16::MAX,
+        ..Limits::default()
+    };
+    let (mtu, lost) = echo_until_mtu(limits, 65_488).await;
+    // Discovery may find up to IPv4's 65,507 above the start.
+    assert!((65_488..=65_507).contains(&mtu), "ran at {mtu}");
+    assert_eq!(lost, 0, "no packet should be refused and lost");
 }

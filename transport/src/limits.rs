@@ -2,6 +2,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use quinn::congestion::ControllerFactory;
 use quinn::{IdleTimeout, TransportConfig, VarInt};
 
 /// Transport limits, with safe defaults, for servers and clients alike.
@@ -84,6 +85,9 @@ pub struct Limits {
     /// `::1`), whose path carries up to 65,507 bytes. Default
     /// [`GSO_MTU_LIMIT`] (6,500): about 4.5 times fewer packets per byte than
     /// 1452, which doubled bulk throughput on loopback in the load benchmark.
+    /// A loopback connection starts at this bound (the loopback interface's
+    /// MTU is 65,536) rather than discovering it; where `lo` was given a
+    /// smaller MTU, quinn's black-hole detection brings it down.
     pub loopback_mtu: u16,
     /// The congestion controller of each connection to a peer on the
     /// network. Default BBR: loss on a network is not always congestion,
@@ -205,6 +209,10 @@ impl Default for Limits {
     }
 }
 
+/// The largest UDP payload both loopback paths carry (the loopback
+/// interface's MTU of 65,536 less the IPv6 and UDP headers, 40 and 8).
+const LOOPBACK_MAX_UDP_PAYLOAD: u16 = 65_488;
+
 /// The largest MTU bound at which quinn's segmentation offload (GSO) is safe.
 ///
 /// quinn sends up to 10 packets of one connection in one GSO batch, and the
@@ -288,21 +296,14 @@ impl Limits {
             .initial_rtt(self.initial_rtt)
             .packet_threshold(self.packet_threshold)
             .time_threshold(self.time_threshold);
-        match self.congestion_towards(peer) {
-            Congestion::Cubic => {
-                config.congestion_controller_factory(Arc::new(
-                    quinn::congestion::CubicConfig::default(),
-                ));
-            }
-            Congestion::NewReno => {
-                config.congestion_controller_factory(Arc::new(
-                    quinn::congestion::NewRenoConfig::default(),
-                ));
-            }
-            Congestion::Bbr => {
-                config.congestion_controller_factory(Arc::new(crate::bbr::BbrConfig::default()));
-            }
+        // Towards loopback the path is this host, whose MTU (65,536) is
+        // known: a connection starts at the bound instead of discovering it
+        // from 1,200 bytes up (and its first window is ten such packets, see
+        // `congestion_factory`).
+        if is_loopback(peer) {
+            config.initial_mtu(mtu_bound.min(LOOPBACK_MAX_UDP_PAYLOAD));
         }
+        config.congestion_controller_factory(self.congestion_factory(peer));
         if self.ack_every.is_some() || max_ack_delay.is_some() {
             let mut ack = quinn::AckFrequencyConfig::default();
             if let Some(n) = self.ack_every {
@@ -316,6 +317,37 @@ impl Limits {
         config.mtu_discovery_config(Some(mtu));
         config.enable_segmentation_offload(mtu_bound <= GSO_MTU_LIMIT);
         config
+    }
+
+    /// The congestion controller of a connection to `peer`, configured.
+    ///
+    /// Towards loopback its first window is ten packets of the MTU bound
+    /// (TCP's initial window on loopback is ten of its 64 KiB segments), not
+    /// RFC 9002's 14,720-byte cap for unknown Internet paths: with 6,500-byte
+    /// packets that cap let one packet be in flight, and the peer
+    /// acknowledges a lone packet only after its 25 ms ACK delay
+    /// (docs/benchmarks.md, "The first window towards loopback").
+    fn congestion_factory(&self, peer: IpAddr) -> Arc<dyn ControllerFactory + Send + Sync> {
+        let loopback_window = is_loopback(peer)
+            .then(|| 10 * u64::from(self.mtu_towards(peer).min(LOOPBACK_MAX_UDP_PAYLOAD)));
+        match self.congestion_towards(peer) {
+            Congestion::Cubic => {
+                let mut cubic = quinn::congestion::CubicConfig::default();
+                if let Some(window) = loopback_window {
+                    cubic.initial_window(window);
+                }
+                Arc::new(cubic)
+            }
+            Congestion::NewReno => {
+                let mut reno = quinn::congestion::NewRenoConfig::default();
+                if let Some(window) = loopback_window {
+                    reno.initial_window(window);
+                }
+                Arc::new(reno)
+            }
+            // quinn's BBR starts at 200 packets of 1,200 bytes.
+            Congestion::Bbr => Arc::new(crate::bbr::BbrConfig::default()),
+        }
     }
 
     /// The timer granularity of a connection to `peer`:
@@ -345,7 +377,10 @@ impl Limits {
     /// own transport configuration bounds its path by its peer's kind).
     pub(crate) fn endpoint_config(&self) -> quinn::EndpointConfig {
         let mut config = quinn::EndpointConfig::default();
-        let _ = config.max_udp_payload_size(self.max_mtu.max(self.loopback_mtu).max(1200));
+        // quinn refuses more than 65,527 and would then keep its default of
+        // 1,472, capping every path there.
+        let largest = self.max_mtu.max(self.loopback_mtu).clamp(1200, 65_527);
+        let _ = config.max_udp_payload_size(largest);
         config
     }
 }
@@ -435,6 +470,50 @@ mod tests {
         };
         let loopback = ack_config(&fewer_acks, "127.0.0.1");
         assert!(loopback.contains("max_ack_delay: None"), "{loopback}");
+    }
+
+    #[test]
+    fn a_loopback_peer_starts_at_its_mtu_bound_with_ten_packets_of_window() {
+        let limits = Limits::default();
+        let config = |peer: &str| format!("{:?}", limits.transport_config(peer.parse().unwrap()));
+        for loopback in ["127.0.0.1", "::1"] {
+            let config = config(loopback);
+            assert!(config.contains("initial_mtu: 6500,"), "{config}");
+        }
+        let network = config("10.77.0.1");
+        assert!(network.contains("initial_mtu: 1200,"), "{network}");
+        let first_window = |limits: &Limits, peer: &str| {
+            let peer = peer.parse().unwrap();
+            let factory = limits.congestion_factory(peer);
+            factory
+                .build(std::time::Instant::now(), limits.mtu_towards(peer))
+                .window()
+        };
+        assert_eq!(first_window(&limits, "127.0.0.1"), 65_000);
+        assert_eq!(first_window(&limits, "::1"), 65_000);
+        assert_eq!(first_window(&limits, "10.77.0.1"), 240_000);
+        let cubic_network = Limits {
+            congestion: Congestion::Cubic,
+            ..Limits::default()
+        };
+        assert_eq!(first_window(&cubic_network, "10.77.0.1"), 12_000);
+        let reno = Limits {
+            loopback_congestion: Congestion::NewReno,
+            loopback_mtu: 9000,
+            ..Limits::default()
+        };
+        let config = format!("{:?}", reno.transport_config("::1".parse().unwrap()));
+        assert!(config.contains("initial_mtu: 9000,"), "{config}");
+        assert_eq!(first_window(&reno, "::1"), 90_000);
+        // Beyond what a loopback datagram carries, the start is that much
+        // (discovery may still probe up to the bound, and find it refused).
+        let beyond = Limits {
+            loopback_mtu: u16::MAX,
+            ..Limits::default()
+        };
+        let config = format!("{:?}", beyond.transport_config("127.0.0.1".parse().unwrap()));
+        assert!(config.contains("initial_mtu: 65488,"), "{config}");
+        assert_eq!(first_window(&beyond, "127.0.0.1"), 654_880);
     }
 
     #[test]
