@@ -22,7 +22,9 @@ use quicall_benches::harness::output::{self, Row};
 use quicall_benches::harness::streams::StreamArgs;
 use quicall_benches::harness::systems::Pki;
 use quicall_benches::harness::tuning::QuicTuning;
-use quicall_benches::harness::{Echo, Outcome, System, Workload, closed_loop, open_loop};
+use quicall_benches::harness::{
+    Echo, Outcome, System, Workload, closed_loop, first_calls, open_loop,
+};
 
 #[derive(Parser)]
 #[command(about = "quicall against raw quinn and gRPC: an echo benchmark over loopback")]
@@ -125,6 +127,12 @@ struct Args {
     /// Skip the streams at the end.
     #[arg(long)]
     no_streams: bool,
+    /// Instead of the closed loop: this many first calls per system and
+    /// payload, one after another, each on a new connection (its handshake
+    /// and one call; the QUIC systems' from one client endpoint), as a
+    /// caller meets a new or restarted server. Prints p50 / p90 / p99 / max.
+    #[arg(long, conflicts_with = "connect")]
+    first_calls: Option<usize>,
     /// Run the servers and the clients on two hosts of a network lab
     /// (network namespaces joined by a router, each with its own address;
     /// needs root and nftables), the router dropping this percentage of
@@ -182,7 +190,8 @@ fn main() -> anyhow::Result<()> {
     let server_handle = servers.as_ref().map(|rt| rt.handle().clone());
     let server_ip = host("server").map_or(IpAddr::from([127, 0, 0, 1]), |h| h.addr().into());
     let streams =
-        (!args.no_streams && args.connect.is_none() && lab.is_none()).then(|| args.streams.clone());
+        (!args.no_streams && args.connect.is_none() && args.first_calls.is_none() && lab.is_none())
+            .then(|| args.streams.clone());
     clients.block_on(run(args, (server_handle, server_ip)))?;
     drop((clients, servers));
     if let Some(lab) = &lab {
@@ -292,6 +301,21 @@ async fn run(
         } else {
             args.systems.len()
         };
+    if let Some(count) = args.first_calls {
+        println!(
+            "first calls, {count} per cell, each on a new connection: p50 / p90 / p99 / max ms (answered, failed)"
+        );
+        for &payload in &args.payloads {
+            let data = bytes::Bytes::from(vec![7u8; payload]);
+            for &system in &args.systems {
+                let echo =
+                    start(&args, system, &pki, &limits, (servers.as_ref(), server_ip)).await?;
+                let firsts = first_calls(&echo, &pki, &limits, &data, count).await;
+                println!("| {} | {system} | {firsts} |", output::size(payload));
+            }
+        }
+        return Ok(());
+    }
     let started = Instant::now();
     let mut done = 0;
     let lab = if server_ip.is_loopback() {

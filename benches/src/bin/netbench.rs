@@ -19,12 +19,11 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use clap::Parser;
 use quicall::Limits;
-use quicall::transport::ClientEndpoint;
 use quicall_benches::harness::netmatrix::{self, Cell, Measured, PathSpec};
 use quicall_benches::harness::output::{self, Row};
 use quicall_benches::harness::systems::Pki;
 use quicall_benches::harness::tuning::QuicTuning;
-use quicall_benches::harness::{Echo, System, Workload, closed_loop};
+use quicall_benches::harness::{Echo, System, Workload, closed_loop, first_calls};
 use quicall_netlab::{Lab, LabError, Path};
 
 #[derive(Parser)]
@@ -301,40 +300,6 @@ fn main() -> anyhow::Result<()> {
         started.elapsed().as_secs_f64()
     );
     Ok(())
-}
-
-/// `count` first calls of `echo`'s system, one after another (each bounded
-/// by 30 s): their quantiles, and how many failed.
-async fn first_calls(
-    echo: &Echo,
-    pki: &Pki,
-    limits: &Limits,
-    payload: &bytes::Bytes,
-    count: usize,
-) -> String {
-    let mut times = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)
-        .expect("a histogram of 1 µs to 60 s");
-    let mut failed = 0;
-    let endpoint = match ClientEndpoint::new(pki.client_tls(), limits.clone()) {
-        Ok(endpoint) => endpoint,
-        Err(error) => return format!("no client endpoint: {error}"),
-    };
-    for _ in 0..count {
-        let call = echo.first_call(&endpoint, pki, limits, payload);
-        match tokio::time::timeout(Duration::from_secs(30), call).await {
-            Ok(Ok(took)) => times.saturating_record(took.as_micros() as u64),
-            Ok(Err(_)) | Err(_) => failed += 1,
-        }
-    }
-    let ms = |q: f64| times.value_at_quantile(q) as f64 / 1000.0;
-    format!(
-        "{:.2} / {:.2} / {:.1} / {:.1} ({}, {failed})",
-        ms(0.5),
-        ms(0.9),
-        ms(0.99),
-        times.max() as f64 / 1000.0,
-        times.len()
-    )
 }
 
 /// Packets both hosts were sent, and those lost, since their paths were

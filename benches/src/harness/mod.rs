@@ -12,7 +12,7 @@ pub mod systems;
 pub mod tarpc_echo;
 pub mod tuning;
 
-pub use run::{Mode, Outcome, Workload, closed_loop, open_loop};
+pub use run::{Mode, Outcome, Workload, closed_loop, first_calls, open_loop};
 pub use systems::{Echo, System};
 pub mod grpc_stream;
 

@@ -180,7 +180,8 @@ fn us(v: u64) -> String {
     }
 }
 
-fn size(bytes: usize) -> String {
+/// A payload size as the tables write it: `64B`, `16KiB`, `1MiB`.
+pub fn size(bytes: usize) -> String {
     match bytes {
         b if b >= 1 << 20 && b % (1 << 20) == 0 => format!("{}MiB", b >> 20),
         b if b >= 1 << 10 && b % (1 << 10) == 0 => format!("{}KiB", b >> 10),

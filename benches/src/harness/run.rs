@@ -199,6 +199,41 @@ pub async fn open_loop(
     counters.outcome(&echo, late, errors.load(Ordering::Relaxed), start.elapsed())
 }
 
+/// `count` first calls of `echo`'s system, one after another, each on a
+/// new connection (its handshake and one call of `payload`, bounded by
+/// 30 s; see [`Echo::first_call`]): "p50 / p90 / p99 / max ms (answered,
+/// failed)".
+pub async fn first_calls(
+    echo: &Echo,
+    pki: &super::systems::Pki,
+    limits: &quicall::Limits,
+    payload: &Bytes,
+    count: usize,
+) -> String {
+    let mut times = new_histogram();
+    let mut failed = 0;
+    let endpoint = match quicall::transport::ClientEndpoint::new(pki.client_tls(), limits.clone()) {
+        Ok(endpoint) => endpoint,
+        Err(error) => return format!("no client endpoint: {error}"),
+    };
+    for _ in 0..count {
+        let call = echo.first_call(&endpoint, pki, limits, payload);
+        match tokio::time::timeout(Duration::from_secs(30), call).await {
+            Ok(Ok(took)) => record(&mut times, took),
+            Ok(Err(_)) | Err(_) => failed += 1,
+        }
+    }
+    let ms = |q: f64| times.value_at_quantile(q) as f64 / 1000.0;
+    format!(
+        "{:.2} / {:.2} / {:.1} / {:.1} ({}, {failed})",
+        ms(0.5),
+        ms(0.9),
+        ms(0.99),
+        times.max() as f64 / 1000.0,
+        times.len()
+    )
+}
+
 /// The kernel's count of UDP datagrams dropped for a full receive buffer
 /// (`Udp: RcvbufErrors` in /proc/net/snmp); zero where unavailable.
 pub fn udp_rcvbuf_errors() -> u64 {
