@@ -511,7 +511,10 @@ mod tests {
             loopback_mtu: u16::MAX,
             ..Limits::default()
         };
-        let config = format!("{:?}", beyond.transport_config("127.0.0.1".parse().unwrap()));
+        let config = format!(
+            "{:?}",
+            beyond.transport_config("127.0.0.1".parse().unwrap())
+        );
         assert!(config.contains("initial_mtu: 65488,"), "{config}");
         assert_eq!(first_window(&beyond, "127.0.0.1"), 654_880);
     }
