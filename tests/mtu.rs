@@ -1,6 +1,7 @@
 //! The path MTU towards loopback peers: a connection runs at the loopback
-//! bound (it starts there), and a bound above what one segmentation-offload batch can carry loses
-//! nothing (quinn would otherwise send batches the kernel refuses).
+//! bound (it starts there), and a bound above what one segmentation-offload
+//! batch can carry loses nothing (quinn would otherwise send batches the
+//! kernel refuses).
 
 mod common;
 
@@ -91,8 +92,8 @@ async fn an_mtu_above_the_offload_limit_loses_nothing() {
 async fn a_bound_beyond_any_loopback_datagram_starts_at_the_largest_one() {
     // A connection starts at its loopback bound; one above what a loopback
     // datagram can carry starts at the largest that can (65,488 bytes), and
-    // calls go through at least at that size. (A bound over quinn's 65,527 once left
-    // the endpoint at quinn's default of 1,472 for every path.)
+    // calls go through at least at that size. (A bound over quinn's 65,527
+    // once left the endpoint at quinn's default of 1,472 for every path.)
     let limits = Limits {
         loopback_mtu: u16::MAX,
         ..Limits::default()
