@@ -107,7 +107,9 @@ pub struct Limits {
     pub congestion: Congestion,
     /// The congestion controller towards a peer on a loopback address.
     /// Default CUBIC (quinn's own default): loopback loses nothing, and
-    /// there CUBIC gave 64 B calls the higher rate.
+    /// there CUBIC gave 64 B calls the higher rate. CUBIC and NewReno start
+    /// there with a window of ten packets of [`Limits::loopback_mtu`] (RFC
+    /// 9002's 14,720-byte cap would hold one 6,500-byte packet in flight).
     pub loopback_congestion: Congestion,
     /// With `Some(n)`, asks the peer (QUIC ACK frequency extension) to
     /// acknowledge only every `n` ack-eliciting packets (or after its max ACK
