@@ -538,3 +538,57 @@ fn a_cluster_follows_real_dns_and_loses_no_call_when_a_host_vanishes() {
     drop(servers);
     drop(clients);
 }
+
+#[test]
+fn a_loopback_with_a_small_mtu_is_started_within_it() {
+    // A loopback connection starts at its MTU bound (6,500) where `lo`
+    // carries it, and at what `lo` carries where its MTU is smaller:
+    // starting above it would lose every full packet until quinn's
+    // black-hole detection stepped down.
+    let Some(lab) = lab(&["host"], Path::default()) else {
+        return;
+    };
+    let host = lab.host("host");
+    let set_mtu = std::process::Command::new("ip")
+        .args(["-n", host.namespace(), "link", "set", "lo", "mtu", "1500"])
+        .status()
+        .unwrap();
+    assert!(set_mtu.success(), "ip link set lo mtu 1500");
+    let pki = Arc::new(Pki::new());
+    let runtime = runtime_on(host);
+    let (mtu, lost) = runtime
+        .block_on(runtime.spawn(async move {
+            let server = Server::bind(
+                common::loopback(),
+                pki.server_tls(),
+                quicall::demo::router(),
+                ServerOptions::default(),
+            )
+            .unwrap();
+            let client = Client::connect(
+                server.local_addr(),
+                "localhost",
+                pki.client_tls(),
+                ClientOptions::default(),
+            )
+            .await
+            .unwrap();
+            let body = vec![7u8; 1 << 20];
+            let options = CallOptions::deadline(Duration::from_secs(30));
+            for _ in 0..3 {
+                let reply = client
+                    .call_with(&ECHO_CHUNKS, &body[..], options.clone())
+                    .await
+                    .unwrap();
+                assert_eq!(reply.to_bytes(), body);
+            }
+            let stats = client.connection().quinn().stats();
+            (stats.path.current_mtu, stats.path.lost_packets)
+        }))
+        .unwrap();
+    assert!(
+        mtu <= 1500 - 48,
+        "ran at {mtu} over a loopback of MTU 1,500"
+    );
+    assert_eq!(lost, 0, "no packet should be too large for the loopback");
+}

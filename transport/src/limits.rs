@@ -85,9 +85,9 @@ pub struct Limits {
     /// `::1`), whose path carries up to 65,507 bytes. Default
     /// [`GSO_MTU_LIMIT`] (6,500): about 4.5 times fewer packets per byte than
     /// 1452, which doubled bulk throughput on loopback in the load benchmark.
-    /// A loopback connection starts at this bound (the loopback interface's
-    /// MTU is 65,536) rather than discovering it; where `lo` was given a
-    /// smaller MTU, quinn's black-hole detection brings it down.
+    /// A loopback connection starts at this bound rather than discovering
+    /// it, or at what the `lo` interface carries where the kernel reports a
+    /// smaller MTU for it (it is 65,536 unless set otherwise).
     pub loopback_mtu: u16,
     /// The congestion controller of each connection to a peer on the
     /// network. Default BBR: loss on a network is not always congestion,
@@ -211,9 +211,15 @@ impl Default for Limits {
     }
 }
 
-/// The largest UDP payload both loopback paths carry (the loopback
-/// interface's MTU of 65,536 less the IPv6 and UDP headers, 40 and 8).
-const LOOPBACK_MAX_UDP_PAYLOAD: u16 = 65_488;
+/// The first UDP payload size of a loopback connection: its MTU bound, or
+/// what the loopback interface carries (`lo_payload`) if that is less; none
+/// (quinn's 1,200, discovering upwards) where that is unknown or smaller.
+/// Starting above what `lo` carries would lose every full packet until
+/// quinn's black-hole detection stepped down (a first 1 MiB call took
+/// 209 ms instead of 8.7 with `lo` at MTU 1,500).
+fn initial_mtu(bound: u16, lo_payload: Option<u16>) -> Option<u16> {
+    Some(bound.min(lo_payload?)).filter(|&start| start > 1200)
+}
 
 /// The largest MTU bound at which quinn's segmentation offload (GSO) is safe.
 ///
@@ -298,12 +304,14 @@ impl Limits {
             .initial_rtt(self.initial_rtt)
             .packet_threshold(self.packet_threshold)
             .time_threshold(self.time_threshold);
-        // Towards loopback the path is this host, whose MTU (65,536) is
-        // known: a connection starts at the bound instead of discovering it
-        // from 1,200 bytes up (and its first window is ten such packets, see
-        // `congestion_factory`).
-        if is_loopback(peer) {
-            config.initial_mtu(mtu_bound.min(LOOPBACK_MAX_UDP_PAYLOAD));
+        // Towards loopback the path is this host's `lo` interface, whose MTU
+        // the kernel tells: a connection starts at the bound (or what `lo`
+        // carries, if less) instead of discovering it from 1,200 bytes up;
+        // its first window is ten packets of the bound (`congestion_factory`).
+        if is_loopback(peer)
+            && let Some(start) = initial_mtu(mtu_bound, crate::socket::loopback_payload())
+        {
+            config.initial_mtu(start);
         }
         config.congestion_controller_factory(self.congestion_factory(peer));
         if self.ack_every.is_some() || max_ack_delay.is_some() {
@@ -330,8 +338,7 @@ impl Limits {
     /// acknowledges a lone packet only after its 25 ms ACK delay
     /// (docs/benchmarks.md, "The first window towards loopback").
     fn congestion_factory(&self, peer: IpAddr) -> Arc<dyn ControllerFactory + Send + Sync> {
-        let loopback_window = is_loopback(peer)
-            .then(|| 10 * u64::from(self.mtu_towards(peer).min(LOOPBACK_MAX_UDP_PAYLOAD)));
+        let loopback_window = is_loopback(peer).then(|| 10 * u64::from(self.mtu_towards(peer)));
         match self.congestion_towards(peer) {
             Congestion::Cubic => {
                 let mut cubic = quinn::congestion::CubicConfig::default();
@@ -476,11 +483,15 @@ mod tests {
 
     #[test]
     fn a_loopback_peer_starts_at_its_mtu_bound_with_ten_packets_of_window() {
+        // The start this machine's `lo` allows (6,500 and 9,000 where its
+        // MTU is the usual 65,536).
+        let lo = crate::socket::loopback_payload();
+        let start = |bound| format!("initial_mtu: {},", initial_mtu(bound, lo).unwrap_or(1200));
         let limits = Limits::default();
         let config = |peer: &str| format!("{:?}", limits.transport_config(peer.parse().unwrap()));
         for loopback in ["127.0.0.1", "::1"] {
             let config = config(loopback);
-            assert!(config.contains("initial_mtu: 6500,"), "{config}");
+            assert!(config.contains(&start(6500)), "{config}");
         }
         let network = config("10.77.0.1");
         assert!(network.contains("initial_mtu: 1200,"), "{network}");
@@ -505,7 +516,7 @@ mod tests {
             ..Limits::default()
         };
         let config = format!("{:?}", reno.transport_config("::1".parse().unwrap()));
-        assert!(config.contains("initial_mtu: 9000,"), "{config}");
+        assert!(config.contains(&start(9000)), "{config}");
         assert_eq!(first_window(&reno, "::1"), 90_000);
         // Beyond what a loopback datagram carries, the start is that much
         // (discovery may still probe up to the bound, and find it refused).
@@ -517,8 +528,20 @@ mod tests {
             "{:?}",
             beyond.transport_config("127.0.0.1".parse().unwrap())
         );
-        assert!(config.contains("initial_mtu: 65488,"), "{config}");
-        assert_eq!(first_window(&beyond, "127.0.0.1"), 654_880);
+        assert!(config.contains(&start(u16::MAX)), "{config}");
+        assert_eq!(first_window(&beyond, "127.0.0.1"), 655_350);
+    }
+
+    #[test]
+    fn a_loopback_connection_starts_at_what_both_its_bound_and_lo_allow() {
+        assert_eq!(initial_mtu(6500, Some(65_487)), Some(6500));
+        assert_eq!(initial_mtu(u16::MAX, Some(65_487)), Some(65_487));
+        // `lo` at MTU 1,500: start at its 1,452, not at the bound.
+        assert_eq!(initial_mtu(6500, Some(1452)), Some(1452));
+        // Unknown, or no more than quinn's own start: discover as before.
+        assert_eq!(initial_mtu(6500, None), None);
+        assert_eq!(initial_mtu(6500, Some(1200)), None);
+        assert_eq!(initial_mtu(1200, Some(65_487)), None);
     }
 
     #[test]

@@ -60,3 +60,36 @@ pub(crate) fn endpoint(
         crate::timer::runtime(limits.precise_timers),
     )?)
 }
+
+/// The largest UDP payload of the loopback path in this thread's network
+/// namespace: the MTU the kernel reports for a UDP socket connected to
+/// 127.0.0.1 (`IP_MTU`: the `lo` interface's, 65,535 for its usual 65,536)
+/// less the IPv6 and UDP headers, so that it holds for `::1` too. `None`
+/// where it cannot be read (not Linux, no loopback).
+pub(crate) fn loopback_payload() -> Option<u16> {
+    #[cfg(target_os = "linux")]
+    {
+        use std::net::Ipv4Addr;
+        let socket = std::net::UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).ok()?;
+        socket.connect((Ipv4Addr::LOCALHOST, 9)).ok()?;
+        let mtu = nix::sys::socket::getsockopt(&socket, nix::sys::socket::sockopt::IpMtu).ok()?;
+        u16::try_from(mtu.saturating_sub(40 + 8)).ok()
+    }
+    #[cfg(not(target_os = "linux"))]
+    None
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    #[test]
+    fn the_loopback_payload_is_what_the_lo_interface_carries() {
+        let mtu: usize = std::fs::read_to_string("/sys/class/net/lo/mtu")
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        // IP_MTU reports at most 65,535 (an IP packet's largest).
+        let expected = mtu.min(65_535) - 48;
+        assert_eq!(super::loopback_payload().map(usize::from), Some(expected));
+    }
+}
