@@ -558,21 +558,8 @@ fn a_loopback_with_a_small_mtu_is_started_within_it() {
     let runtime = runtime_on(host);
     let (mtu, lost) = runtime
         .block_on(runtime.spawn(async move {
-            let server = Server::bind(
-                common::loopback(),
-                pki.server_tls(),
-                quicall::demo::router(),
-                ServerOptions::default(),
-            )
-            .unwrap();
-            let client = Client::connect(
-                server.local_addr(),
-                "localhost",
-                pki.client_tls(),
-                ClientOptions::default(),
-            )
-            .await
-            .unwrap();
+            let server = common::serve(&pki, quicall::demo::router());
+            let client = common::connect(&pki, &server).await;
             let body = vec![7u8; 1 << 20];
             let options = CallOptions::deadline(Duration::from_secs(30));
             for _ in 0..3 {
