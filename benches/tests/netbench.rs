@@ -89,6 +89,40 @@ fn a_small_matrix_writes_its_table_lines_and_chart() {
     assert!(chart.starts_with("<svg") && chart.contains("quicall"));
 }
 
+/// `--first-calls N`: N first calls per system on each path, each on a new
+/// connection, every one answered, in `first-calls.md`.
+#[test]
+fn first_calls_write_their_table() {
+    if !is_root() {
+        eprintln!("SKIPPED: the network lab needs root");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_netbench"))
+        .args(["--first-calls", "3", "--systems", "quicall,grpc-tls"])
+        .args(["--loss-pct", "1", "--rtt-ms", "0", "--payloads", "64"])
+        .arg("--out")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if out.status.code() == Some(2) {
+        eprintln!("SKIPPED: {stderr}");
+        return;
+    }
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    let table = std::fs::read_to_string(dir.path().join("first-calls.md")).unwrap();
+    for system in ["quicall", "grpc-tls"] {
+        let row = table
+            .lines()
+            .find(|l| l.starts_with(&format!("| 1% | 0 ms | {system} |")))
+            .unwrap_or_else(|| panic!("no row for {system}: {table}"));
+        // p50 / p90 / p99 / max, then 3 answered and none failed.
+        assert!(row.ends_with("(3, 0) |"), "{row}");
+    }
+}
+
 fn is_root() -> bool {
     use std::os::unix::fs::MetadataExt as _;
     std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
