@@ -114,6 +114,7 @@ async fn what_connections_and_streams_cost_a_server() {
         tls(),
         Limits {
             stream_receive_window: 16,
+            loopback_stream_receive_window: 16,
             ..Limits::default()
         },
     )

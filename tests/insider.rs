@@ -198,6 +198,7 @@ async fn slow_readers_from_one_peer_do_not_starve_the_others() {
         &pki,
         Limits {
             stream_receive_window: 4 << 10,
+            loopback_stream_receive_window: 4 << 10,
             receive_window: 1 << 20,
             ..Limits::default()
         },

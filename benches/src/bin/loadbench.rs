@@ -87,10 +87,15 @@ struct Args {
     /// carries up to 65,507; above 6,500 segmentation offload is turned off.
     #[arg(long, default_value_t = Limits::default().loopback_mtu)]
     loopback_mtu: u16,
-    /// Bytes a peer may send on one stream before it is read
-    /// (`Limits::stream_receive_window`).
+    /// Bytes a peer on the network may send on one stream before it is
+    /// read (`Limits::stream_receive_window`): --connect to a non-loopback
+    /// address.
     #[arg(long, default_value_t = Limits::default().stream_receive_window)]
     stream_window: u32,
+    /// The same towards a loopback peer, as in-process servers are
+    /// (`Limits::loopback_stream_receive_window`).
+    #[arg(long, default_value_t = Limits::default().loopback_stream_receive_window)]
+    loopback_stream_window: u32,
     /// Bytes a peer may send on a connection before they are read
     /// (`Limits::receive_window`).
     #[arg(long, default_value_t = Limits::default().receive_window)]
@@ -257,6 +262,7 @@ async fn run(
         max_mtu: args.max_mtu,
         loopback_mtu: args.loopback_mtu,
         stream_receive_window: args.stream_window,
+        loopback_stream_receive_window: args.loopback_stream_window,
         receive_window: args.receive_window,
         send_window: args.send_window,
         ack_every: args.ack_every,
@@ -272,7 +278,7 @@ async fn run(
         args.rounds.max(1),
         limits.max_mtu,
         limits.loopback_mtu,
-        limits.stream_receive_window,
+        limits.stream_window_towards(server_ip),
         limits.receive_window,
         limits.send_window,
         format!("{:?}", limits.congestion_towards(server_ip)).to_lowercase(),

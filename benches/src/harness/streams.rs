@@ -65,8 +65,8 @@ pub struct StreamArgs {
     #[arg(long)]
     pub batched_requests: bool,
     /// quicall's per-stream receive window on both sides, in KiB
-    /// (`Limits::stream_receive_window`; default 2 MiB, as tonic's client;
-    /// its server has 1 MiB).
+    /// (`Limits::loopback_stream_receive_window`: default 512 KiB; tonic's
+    /// client has 2 MiB, its server 1 MiB).
     #[arg(id = "streams_window_kib", long = "stream-window-kib")]
     pub stream_window_kib: Option<u32>,
 }
@@ -121,7 +121,7 @@ async fn measure(args: StreamArgs, servers: tokio::runtime::Handle) -> anyhow::R
     let pki = Pki::new()?;
     let mut limits = Limits::default();
     if let Some(kib) = args.stream_window_kib {
-        limits.stream_receive_window = kib << 10;
+        limits.loopback_stream_receive_window = kib << 10;
     }
     let quicall_server = servers
         .spawn({

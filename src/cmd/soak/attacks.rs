@@ -66,6 +66,7 @@ impl Attacker {
         let tls = || ClientTls::new(ca.clone()).with_identity(chain.clone(), key.clone_key());
         let small_window = Limits {
             stream_receive_window: 4 << 10,
+            loopback_stream_receive_window: 4 << 10,
             ..Limits::default()
         };
         Ok(Self {
