@@ -49,8 +49,13 @@ impl Produced {
 
 /// `size` bytes (at least 8) starting with the time now.
 pub fn stamped(size: usize) -> Bytes {
+    stamped_with(size, super::stamp())
+}
+
+/// `size` bytes (at least 8) starting with `stamp`.
+pub fn stamped_with(size: usize, stamp: u64) -> Bytes {
     let mut bytes = vec![0u8; size.max(8)];
-    bytes[..8].copy_from_slice(&super::stamp().to_le_bytes());
+    bytes[..8].copy_from_slice(&stamp.to_le_bytes());
     Bytes::from(bytes)
 }
 

@@ -25,6 +25,11 @@ pub fn stamp() -> u64 {
     ORIGIN.elapsed().as_nanos() as u64
 }
 
+/// [`stamp`]'s reading at `at` (0 before the first stamp).
+pub fn stamp_at(at: std::time::Instant) -> u64 {
+    at.saturating_duration_since(*ORIGIN).as_nanos() as u64
+}
+
 /// Burns `cost` of CPU on the calling thread (no await: what a CPU-bound
 /// handler does to its runtime's worker).
 pub fn spin(cost: std::time::Duration) {

@@ -69,12 +69,24 @@ pub struct StreamArgs {
     /// client has 2 MiB, its server 1 MiB).
     #[arg(id = "streams_window_kib", long = "stream-window-kib")]
     pub stream_window_kib: Option<u32>,
+    /// Also echo at a paced rate, the same for both systems: this fraction
+    /// of the slower one's echo rate in the same run (0: no paced echo).
+    /// At full speed a message's latency is the queue in front of the
+    /// slowest stage, as long as the windows allow wherever the writer
+    /// outruns the echo; paced below both systems' rates, it is what each
+    /// system adds to a message.
+    #[arg(long, default_value_t = 0.5)]
+    pub paced_fraction: f64,
+    /// Seconds of each paced echo (its messages: rate x seconds).
+    #[arg(long, default_value_t = 2.0)]
+    pub paced_secs: f64,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Shape {
     ServerStream,
     Bidi,
+    PacedBidi,
 }
 
 impl Shape {
@@ -82,6 +94,7 @@ impl Shape {
         match self {
             Shape::ServerStream => "server-stream",
             Shape::Bidi => "bidi-echo",
+            Shape::PacedBidi => "paced-echo",
         }
     }
 }
@@ -157,6 +170,7 @@ async fn measure(args: StreamArgs, servers: tokio::runtime::Handle) -> anyhow::R
         args.threads
     );
     let mut rows = Vec::new();
+    let mut echo_rates = Vec::new();
     for &size in &args.sizes {
         let n = if size <= 1024 {
             args.small_messages
@@ -169,17 +183,40 @@ async fn measure(args: StreamArgs, servers: tokio::runtime::Handle) -> anyhow::R
             }
             let row = match shape {
                 Shape::ServerStream => quicall_produce(&client, n, size).await?,
-                Shape::Bidi => quicall_echo(&client, n, size, args.batched_requests).await?,
+                _ => quicall_echo(&client, n, size, args.batched_requests, None).await?,
             };
             print_row(&row, None);
             if !args.no_grpc {
                 let theirs = match shape {
                     Shape::ServerStream => grpc_produce(&grpc, n, size).await?,
-                    Shape::Bidi => grpc_echo(&grpc, n, size).await?,
+                    _ => grpc_echo(&grpc, n, size, None).await?,
                 };
+                if shape == Shape::Bidi {
+                    echo_rates.push(theirs.rate());
+                }
                 print_row(&theirs, Some(&row));
             }
+            if shape == Shape::Bidi {
+                echo_rates.push(row.rate());
+            }
             rows.push(row);
+        }
+        let slowest = echo_rates.drain(..).reduce(f64::min);
+        if let Some(rate) = slowest
+            .map(|r| r * args.paced_fraction)
+            .filter(|r| *r >= 1.0)
+        {
+            let n = (rate * args.paced_secs).max(1.0) as u64;
+            println!(
+                "paced echo of {size} B: {rate:.0} msgs/s offered to each system ({} x the slower one's), \
+                 latency from when a message was due",
+                args.paced_fraction
+            );
+            let row = quicall_echo(&client, n, size, false, Some(rate)).await?;
+            print_row(&row, None);
+            if !args.no_grpc {
+                print_row(&grpc_echo(&grpc, n, size, Some(rate)).await?, Some(&row));
+            }
         }
     }
     let size = args.sizes.iter().copied().min().unwrap_or(64);
@@ -283,12 +320,23 @@ async fn quicall_produce(client: &Client, n: u64, size: usize) -> anyhow::Result
     })
 }
 
-async fn quicall_echo(client: &Client, n: u64, size: usize, batched: bool) -> anyhow::Result<Row> {
+async fn quicall_echo(
+    client: &Client,
+    n: u64,
+    size: usize,
+    batched: bool,
+    paced: Option<f64>,
+) -> anyhow::Result<Row> {
     let mut latency = histogram();
     let start = Instant::now();
     let (mut sink, mut echoes) = client.bidi_stream(&ECHO, CallOptions::default()).await?;
     let writer = tokio::spawn(async move {
-        if batched {
+        if let Some(rate) = paced {
+            let mut pacer = Pacer::new(n, rate);
+            while let Some(due) = pacer.next().await {
+                sink.send(grpc_stream::stamped_with(size, due)).await?;
+            }
+        } else if batched {
             // Every request ready at once: framed together, as many as a
             // batch holds, written at once.
             let requests = (0..n).map(|_| grpc_stream::stamped(size));
@@ -310,7 +358,7 @@ async fn quicall_echo(client: &Client, n: u64, size: usize, batched: bool) -> an
     anyhow::ensure!(got == n, "quicall echoed {got} of {n}");
     Ok(Row {
         system: "quicall",
-        shape: Shape::Bidi.name(),
+        shape: shape_of(paced),
         size,
         messages: n,
         elapsed: start.elapsed(),
@@ -357,6 +405,7 @@ async fn grpc_echo(
     grpc: &tonic::client::Grpc<tonic::transport::Channel>,
     n: u64,
     size: usize,
+    paced: Option<f64>,
 ) -> anyhow::Result<Row> {
     let mut grpc = grpc.clone();
     let mut latency = histogram();
@@ -365,8 +414,15 @@ async fn grpc_echo(
     // does, when the transport does not take them.
     let (requests, outgoing) = stream::channel::<EchoMessage>(16);
     let writer = tokio::spawn(async move {
+        let mut pacer = paced.map(|rate| Pacer::new(n, rate));
         for _ in 0..n {
-            let data = grpc_stream::stamped(size);
+            let data = match &mut pacer {
+                Some(pacer) => match pacer.next().await {
+                    Some(due) => grpc_stream::stamped_with(size, due),
+                    None => break,
+                },
+                None => grpc_stream::stamped(size),
+            };
             if requests.send(EchoMessage { data }).await.is_err() {
                 break;
             }
@@ -390,12 +446,61 @@ async fn grpc_echo(
     anyhow::ensure!(got == n, "gRPC echoed {got} of {n}");
     Ok(Row {
         system: "grpc-tls",
-        shape: Shape::Bidi.name(),
+        shape: shape_of(paced),
         size,
         messages: n,
         elapsed: start.elapsed(),
         latency,
     })
+}
+
+fn shape_of(paced: Option<f64>) -> &'static str {
+    match paced {
+        Some(_) => Shape::PacedBidi.name(),
+        None => Shape::Bidi.name(),
+    }
+}
+
+/// When each of `n` messages offered at `rate` a second is due, as a
+/// [`stamp`]. Message `i` is due at `i / rate` after the first; the writer
+/// sleeps until then when it is early, and tokio's timer wakes it up to a
+/// millisecond late, so a message that fell due while the writer slept is
+/// stamped with the waking (the benchmark's timer is not the system's
+/// latency), and one that fell due while the writer was sending (a send
+/// held back by flow control, or the messages before it) with its due time,
+/// so that wait counts (no coordinated omission).
+struct Pacer {
+    start: Instant,
+    n: u64,
+    rate: f64,
+    given: u64,
+    woke: Instant,
+}
+
+impl Pacer {
+    fn new(n: u64, rate: f64) -> Self {
+        let start = Instant::now();
+        Pacer {
+            start,
+            n,
+            rate,
+            given: 0,
+            woke: start,
+        }
+    }
+
+    async fn next(&mut self) -> Option<u64> {
+        if self.given == self.n {
+            return None;
+        }
+        let due = self.start + Duration::from_secs_f64(self.given as f64 / self.rate);
+        self.given += 1;
+        if due > Instant::now() {
+            tokio::time::sleep_until(due.into()).await;
+            self.woke = Instant::now();
+        }
+        Some(super::stamp_at(due.max(self.woke)))
+    }
 }
 
 /// Unary calls of `size` bytes by `callers` concurrent callers for
