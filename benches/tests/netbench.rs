@@ -4,6 +4,9 @@
 
 use std::process::Command;
 
+mod common;
+use common::is_root;
+
 /// Where the lab cannot be made (here: not root), say so and exit 2.
 #[test]
 fn without_a_lab_it_says_why_and_exits_2() {
@@ -34,42 +37,34 @@ fn a_small_matrix_writes_its_table_lines_and_chart() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_netbench"))
-        .args([
+    let ran = common::run(
+        env!("CARGO_BIN_EXE_netbench"),
+        &[
             "--systems",
             "quicall,grpc-tls",
             "--loss-pct",
             "1",
             "--rtt-ms",
             "0",
-        ])
-        .args(["--payloads", "64", "--concurrency", "1", "--secs", "0.3"])
-        .arg("--out")
-        .arg(dir.path())
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    if out.status.code() == Some(2) {
-        eprintln!("SKIPPED: {stderr}");
+            "--payloads",
+            "64",
+            "--concurrency",
+            "1",
+            "--secs",
+            "0.3",
+        ],
+        Some(dir.path()),
+    );
+    if ran.without_lab() {
         return;
     }
-    assert!(out.status.success(), "{stdout}\n{stderr}");
+    ran.assert_success();
     // Every row as it goes, then the table.
-    assert!(
-        stdout.lines().any(|l| l.starts_with("quicall ")),
-        "{stdout}"
-    );
-    assert!(
-        stdout.lines().any(|l| l.starts_with("grpc-tls ")),
-        "{stdout}"
-    );
+    common::line(&ran.stdout, "quicall ");
+    common::line(&ran.stdout, "grpc-tls ");
     let table = std::fs::read_to_string(dir.path().join("matrix.md")).unwrap();
     assert!(table.contains("#### no added delay"), "{table}");
-    let row = table
-        .lines()
-        .find(|l| l.starts_with("| 1% ("))
-        .unwrap_or_else(|| panic!("{table}"));
+    let row = common::line(&table, "| 1% (");
     // The loss set, the loss measured, the cell, both systems, four targets.
     assert!(row.contains("| 64 B | 1 |"), "{row}");
     assert_eq!(row.split('|').count(), 9 + 2, "{row}");
@@ -98,32 +93,30 @@ fn first_calls_write_their_table() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_netbench"))
-        .args(["--first-calls", "3", "--systems", "quicall,grpc-tls"])
-        .args(["--loss-pct", "1", "--rtt-ms", "0", "--payloads", "64"])
-        .arg("--out")
-        .arg(dir.path())
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    if out.status.code() == Some(2) {
-        eprintln!("SKIPPED: {stderr}");
+    let ran = common::run(
+        env!("CARGO_BIN_EXE_netbench"),
+        &[
+            "--first-calls",
+            "3",
+            "--systems",
+            "quicall,grpc-tls",
+            "--loss-pct",
+            "1",
+            "--rtt-ms",
+            "0",
+            "--payloads",
+            "64",
+        ],
+        Some(dir.path()),
+    );
+    if ran.without_lab() {
         return;
     }
-    assert!(out.status.success(), "{stdout}\n{stderr}");
+    ran.assert_success();
     let table = std::fs::read_to_string(dir.path().join("first-calls.md")).unwrap();
     for system in ["quicall", "grpc-tls"] {
-        let row = table
-            .lines()
-            .find(|l| l.starts_with(&format!("| 1% | 0 ms | {system} |")))
-            .unwrap_or_else(|| panic!("no row for {system}: {table}"));
+        let row = common::line(&table, &format!("| 1% | 0 ms | {system} |"));
         // p50 / p90 / p99 / max, then 3 answered and none failed.
         assert!(row.ends_with("(3, 0) |"), "{row}");
     }
-}
-
-fn is_root() -> bool {
-    use std::os::unix::fs::MetadataExt as _;
-    std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
 }

@@ -2,38 +2,38 @@
 //! cluster's capacity, offers it a multiple of it through each system, and
 //! writes the table, the JSON lines and the charts.
 
-use std::process::Command;
+mod common;
 
 /// A short run at 5x, quicall adaptive against tonic: every row, and what
 /// adaptive admission does there (it sheds; no call runs out of time).
 #[test]
 fn a_short_run_writes_its_table_lines_and_charts() {
     let dir = tempfile::tempdir().unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_overloadbench"))
-        .args(["--systems", "quicall-adaptive,tonic", "--tonic-limits", "2"])
-        .args(["--loads", "5", "--secs", "0.6", "--rounds", "1"])
-        .arg("--out")
-        .arg(dir.path())
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stdout}\n{stderr}");
+    let ran = common::run(
+        env!("CARGO_BIN_EXE_overloadbench"),
+        &[
+            "--systems",
+            "quicall-adaptive,tonic",
+            "--tonic-limits",
+            "2",
+            "--loads",
+            "5",
+            "--secs",
+            "0.6",
+            "--rounds",
+            "1",
+        ],
+        Some(dir.path()),
+    );
+    ran.assert_success();
     assert!(
-        stdout.contains("capacity (24 callers back to back)"),
-        "{stdout}"
+        ran.stdout.contains("capacity (24 callers back to back)"),
+        "{}",
+        ran.stdout
     );
     let table = std::fs::read_to_string(dir.path().join("overload.md")).unwrap();
-    let adaptive = table
-        .lines()
-        .find(|l| l.starts_with("| 5x | quicall adaptive |"))
-        .unwrap_or_else(|| panic!("no adaptive row: {table}"));
-    assert!(
-        table
-            .lines()
-            .any(|l| l.starts_with("| 5x | tonic limit 2 + load_shed |")),
-        "{table}"
-    );
+    let adaptive = common::line(&table, "| 5x | quicall adaptive |");
+    common::line(&table, "| 5x | tonic limit 2 + load_shed |");
     // Columns: load, system, offered, goodput, of capacity, shed, failed.
     let cells: Vec<&str> = adaptive.split('|').map(str::trim).collect();
     let percent = |cell: &str| cell.trim_end_matches('%').parse::<f64>().unwrap();

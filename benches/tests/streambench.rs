@@ -3,19 +3,28 @@
 //! echo paced at a rate both systems carry, quicall and tonic in the same
 //! run, each row counting every message.
 
-use std::process::Command;
+mod common;
 
 #[test]
 fn every_stream_prints_its_row_and_the_paced_echo_offers_both_the_same_rate() {
-    let out = Command::new(env!("CARGO_BIN_EXE_streambench"))
-        .args(["--stream-sizes", "64,16384"])
-        .args(["--small-messages", "20000", "--large-messages", "2000"])
-        .args(["--paced-secs", "0.2", "--unary-secs", "0.1"])
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stdout}\n{stderr}");
+    let ran = common::run(
+        env!("CARGO_BIN_EXE_streambench"),
+        &[
+            "--stream-sizes",
+            "64,16384",
+            "--small-messages",
+            "20000",
+            "--large-messages",
+            "2000",
+            "--paced-secs",
+            "0.2",
+            "--unary-secs",
+            "0.1",
+        ],
+        None,
+    );
+    ran.assert_success();
+    let stdout = &ran.stdout;
     let row = |system: &str, shape: &str, size: &str| -> Vec<String> {
         let line = stdout
             .lines()
