@@ -32,33 +32,22 @@ fn without_a_lab_it_says_why_and_exits_2() {
 /// chart, with the loss the lab applied.
 #[test]
 fn a_small_matrix_writes_its_table_lines_and_chart() {
-    if !is_root() {
-        eprintln!("SKIPPED: the network lab needs root");
+    let Some((dir, ran)) = in_a_lab(&[
+        "--systems",
+        "quicall,grpc-tls",
+        "--loss-pct",
+        "1",
+        "--rtt-ms",
+        "0",
+        "--payloads",
+        "64",
+        "--concurrency",
+        "1",
+        "--secs",
+        "0.3",
+    ]) else {
         return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let ran = common::run(
-        env!("CARGO_BIN_EXE_netbench"),
-        &[
-            "--systems",
-            "quicall,grpc-tls",
-            "--loss-pct",
-            "1",
-            "--rtt-ms",
-            "0",
-            "--payloads",
-            "64",
-            "--concurrency",
-            "1",
-            "--secs",
-            "0.3",
-        ],
-        Some(dir.path()),
-    );
-    if ran.without_lab() {
-        return;
-    }
-    ran.assert_success();
+    };
     // Every row as it goes, then the table.
     common::line(&ran.stdout, "quicall ");
     common::line(&ran.stdout, "grpc-tls ");
@@ -88,35 +77,41 @@ fn a_small_matrix_writes_its_table_lines_and_chart() {
 /// connection, every one answered, in `first-calls.md`.
 #[test]
 fn first_calls_write_their_table() {
-    if !is_root() {
-        eprintln!("SKIPPED: the network lab needs root");
+    let Some((dir, _)) = in_a_lab(&[
+        "--first-calls",
+        "3",
+        "--systems",
+        "quicall,grpc-tls",
+        "--loss-pct",
+        "1",
+        "--rtt-ms",
+        "0",
+        "--payloads",
+        "64",
+    ]) else {
         return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let ran = common::run(
-        env!("CARGO_BIN_EXE_netbench"),
-        &[
-            "--first-calls",
-            "3",
-            "--systems",
-            "quicall,grpc-tls",
-            "--loss-pct",
-            "1",
-            "--rtt-ms",
-            "0",
-            "--payloads",
-            "64",
-        ],
-        Some(dir.path()),
-    );
-    if ran.without_lab() {
-        return;
-    }
-    ran.assert_success();
+    };
     let table = std::fs::read_to_string(dir.path().join("first-calls.md")).unwrap();
     for system in ["quicall", "grpc-tls"] {
         let row = common::line(&table, &format!("| 1% | 0 ms | {system} |"));
         // p50 / p90 / p99 / max, then 3 answered and none failed.
         assert!(row.ends_with("(3, 0) |"), "{row}");
     }
+}
+
+/// Runs netbench with `args` and `--out` a new folder, where a network lab
+/// can be made (root; else a skip): the folder and how it ended, which
+/// must be well.
+fn in_a_lab(args: &[&str]) -> Option<(tempfile::TempDir, common::Ran)> {
+    if !is_root() {
+        eprintln!("SKIPPED: the network lab needs root");
+        return None;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let ran = common::run(env!("CARGO_BIN_EXE_netbench"), args, Some(dir.path()));
+    if ran.without_lab() {
+        return None;
+    }
+    ran.assert_success();
+    Some((dir, ran))
 }
