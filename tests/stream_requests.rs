@@ -1,5 +1,6 @@
 //! Client-streaming and bidirectional calls over real QUIC: every message
-//! in order each way, interleaved, a handler that answers early, a caller
+//! in order each way, interleaved, a handler that stops reading (its
+//! caller held to the stream window), a handler that answers early, a caller
 //! that goes away, hostile framing on a raw stream (lying lengths, garbage
 //! between messages, a message over the limit), and the server back to its
 //! baseline after each.
@@ -22,10 +23,14 @@ const ECHO: Method<U64, U64> = Method::new("test.Both/Echo").bidi_streaming();
 const BYTES: Method<[u8], U64> = Method::new("test.Up/Bytes").client_streaming();
 const BYTES_ECHO: Method<[u8], [u8]> = Method::new("test.Both/Bytes").bidi_streaming();
 const STALL: Method<U64, U64> = Method::new("test.Up/Stall").client_streaming();
+const HOLD: Method<U64, U64> = Method::new("test.Up/Hold").client_streaming();
 const UNARY: Method<[u8], [u8]> = Method::new("test.Up/Unary");
 
 /// Lets the STALL handler read on.
 static RESUME: tokio::sync::Notify = tokio::sync::Notify::const_new();
+
+/// Lets the HOLD handler read on.
+static RELEASE: tokio::sync::Notify = tokio::sync::Notify::const_new();
 
 /// The server's largest request (and so request message).
 const MAX_REQUEST: u32 = 64 * 1024;
@@ -127,6 +132,16 @@ fn router(
             numbers.message().await?;
             RESUME.notified().await;
             let mut sum = 0;
+            while let Some(n) = numbers.message().await? {
+                sum += n.get();
+            }
+            Ok::<_, Status>(U64::new(sum))
+        })
+        .unwrap()
+        // The same, for the test of the request window alone.
+        .route_client_stream(&HOLD, |_ctx, mut numbers| async move {
+            let mut sum = numbers.message().await?.map_or(0, |n| n.get());
+            RELEASE.notified().await;
             while let Some(n) = numbers.message().await? {
                 sum += n.get();
             }
@@ -384,6 +399,65 @@ async fn a_send_dropped_mid_write_resets_the_requests_instead_of_cutting_a_messa
     sink.finish();
     let status = bounded(sink.send(&U64::new(1))).await.unwrap_err();
     assert_eq!(status.code(), Code::FailedPrecondition, "{status}");
+    settles(&server, 1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handler_that_stops_reading_holds_the_caller_to_the_stream_window() {
+    let pki = Pki::new();
+    let (server, _ended, _) = start(&pki);
+    let client = connect(&pki, &server).await;
+    // The server's window for each stream of a loopback client.
+    let window = u64::from(Limits::default().loopback_stream_receive_window);
+    assert_eq!(window, 512 << 10);
+    // Each request is 16 bytes on the stream (8 of header, 8 of body);
+    // four windows of them.
+    let in_window = window / 16;
+    let total = 4 * in_window;
+    let mut call = bounded(client.client_stream(&HOLD, CallOptions::default()))
+        .await
+        .unwrap();
+    let sent = Arc::new(AtomicU64::new(0));
+    let counter = sent.clone();
+    let sender = tokio::spawn(async move {
+        for n in 0..total {
+            call.send(&U64::new(n)).await.unwrap();
+            counter.fetch_add(1, Ordering::SeqCst);
+        }
+        call
+    });
+    // The handler read one request (and the packet it came in) and stops:
+    // the caller's sends stop once the window is full.
+    let stalled = bounded(async {
+        let mut last = u64::MAX;
+        loop {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let now = sent.load(Ordering::SeqCst);
+            if now == last {
+                break now;
+            }
+            last = now;
+        }
+    })
+    .await;
+    // Credit for what the handler read goes out once it is an eighth of
+    // the window (64 KiB, 4,096 requests); less was read (a packet), so the
+    // caller holds to the window as first given, less the stream's first
+    // bytes (its request head).
+    assert!(
+        stalled <= in_window,
+        "{stalled} requests sent to a handler that read one (the window holds {in_window})"
+    );
+    assert!(
+        stalled + 8 >= in_window,
+        "{stalled} requests sent to a handler that read one: the window ({in_window}) is not full"
+    );
+    // Reading again: every request arrives.
+    RELEASE.notify_one();
+    let call = bounded(sender).await.unwrap();
+    assert_eq!(call.count(), total);
+    let answer = bounded(call.finish()).await.unwrap();
+    assert_eq!(answer.message.get(), total * (total - 1) / 2);
     settles(&server, 1).await;
 }
 
