@@ -351,8 +351,8 @@ impl<Req: Message + ?Sized> RequestSink<Req> {
     /// reads the requests (it has answered; the response says why).
     ///
     /// Each `send` is one write to QUIC, which wakes the connection's
-    /// driver; from a task on another worker of a multi-thread runtime
-    /// that is a wake across threads per request. Many small requests in a
+    /// driver if it is idle; from a task on another worker of a
+    /// multi-thread runtime that can be a wake across threads per request. Many small requests in a
     /// row go faster through [`RequestSink::send_all`] (those ready at once
     /// in one write): 1.7-1.9 times the messages per second in the
     /// streams benchmark with two workers a side (docs/benchmarks.md).
