@@ -174,6 +174,94 @@ async fn handler_panic_is_internal_and_the_connection_lives_on() {
     }
 }
 
+/// Panics where the server runs code of its user outside a handler's
+/// future: before an interceptor's future (in `before` itself) and in
+/// `after` (an access predicate that panics is in the test).
+struct Panicky;
+
+const BEFORE: Method<[u8], [u8]> = Method::new("test.Bad/Before");
+const AFTER: Method<[u8], [u8]> = Method::new("test.Bad/After");
+const EARLY: Method<[u8], [u8]> = Method::new("test.Bad/Early");
+const GUARDED: Method<[u8], [u8]> = Method::new("test.Bad/Guarded");
+
+impl quicall::Interceptor for Panicky {
+    fn before(&self, ctx: quicall::Context) -> quicall::rpc::InterceptFuture {
+        assert_ne!(
+            ctx.method(),
+            BEFORE.name(),
+            "interceptor bug before its future"
+        );
+        Box::pin(async move { Ok(ctx) })
+    }
+
+    fn after(&self, outcome: &quicall::Outcome<'_>) {
+        assert_ne!(
+            outcome.method,
+            AFTER.name(),
+            "interceptor bug after the call"
+        );
+    }
+}
+
+#[tokio::test]
+async fn code_of_its_user_that_panics_outside_a_handlers_future_fails_only_its_call() {
+    let pki = Pki::new();
+    let router = quicall::demo::router()
+        .intercept(Panicky)
+        .route(&EARLY, |_ctx, request| {
+            // The closure panics before it makes its future.
+            assert!(!request.is_empty(), "handler bug before its future");
+            async move { Ok::<_, Status>(bytes::Bytes::new()) }
+        })
+        .unwrap()
+        .route(
+            &BEFORE,
+            |_ctx, request| async move { Ok::<_, Status>(request) },
+        )
+        .unwrap()
+        .route(
+            &AFTER,
+            |_ctx, request| async move { Ok::<_, Status>(request) },
+        )
+        .unwrap()
+        .route(
+            &GUARDED,
+            |_ctx, request| async move { Ok::<_, Status>(request) },
+        )
+        .unwrap()
+        .method_access(
+            &GUARDED,
+            quicall::Access::custom(|_peer, method| panic!("access policy bug for {method}")),
+        )
+        .unwrap();
+    let server = serve(&pki, router);
+    let client = connect(&pki, &server).await;
+    for _ in 0..3 {
+        // A handler that panics before its future, and an interceptor that
+        // panics in `before`: the call fails with INTERNAL.
+        for method in [&EARLY, &BEFORE] {
+            let status = bounded(client.call(method, "")).await.unwrap_err();
+            assert_eq!(status.code(), Code::Internal, "{}: {status}", method.name());
+            assert!(status.message().contains("panicked"), "{status}");
+        }
+        // One that panics in `after`, which only observes: the answer
+        // stands.
+        let echo = bounded(client.call(&AFTER, "answered")).await.unwrap();
+        assert_eq!(&echo[..], b"answered");
+        // An access predicate that panics denies.
+        let status = bounded(client.call(&GUARDED, "x")).await.unwrap_err();
+        assert_eq!(status.code(), Code::PermissionDenied, "{status}");
+        // The handler that needs a body answers once it has one.
+        assert!(bounded(client.call(&EARLY, "x")).await.unwrap().is_empty());
+    }
+    // Other calls on the connection go on; the server holds nothing.
+    let sum = bounded(client.call(&ADD, &add_request(2, 3)))
+        .await
+        .unwrap();
+    assert_eq!(sum.sum.get(), 5);
+    common::settles(&server, 1).await;
+}
+
 #[tokio::test]
 async fn a_thousand_concurrent_calls_on_one_connection() {
     let pki = Pki::new();

@@ -308,3 +308,44 @@ async fn a_stream_and_a_unary_call_are_not_confused() {
     assert_eq!(status.code(), Code::Internal, "{status}");
     settles(&server, 1).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_that_panics_ends_the_call_internal_after_the_messages_before_it() {
+    const PANICS: Method<U64, U64> = Method::new("test.Stream/Panics").server_streaming();
+    let pki = Pki::new();
+    let (ended, _) = tokio::sync::mpsc::unbounded_channel();
+    let router = router(ended)
+        .route_server_stream(&PANICS, |_ctx, n| async move {
+            let n = n.get();
+            Ok::<_, Status>(stream::iter((0..=n).map(move |i| {
+                assert!(i < n, "producer bug at message {i}");
+                Ok::<_, Status>(U64::new(i))
+            })))
+        })
+        .unwrap();
+    let server = serve(&pki, router);
+    let client = connect(&pki, &server).await;
+    let mut messages = client
+        .server_stream(&PANICS, &U64::new(3), CallOptions::default())
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    let status = bounded(async {
+        loop {
+            match messages.message().await {
+                Ok(Some(message)) => got.push(message.get()),
+                Ok(None) => panic!("a stream whose producer panicked ended well"),
+                Err(status) => break status,
+            }
+        }
+    })
+    .await;
+    assert_eq!(
+        (got, status.code()),
+        (vec![0, 1, 2], Code::Internal),
+        "{status}"
+    );
+    settles(&server, 1).await;
+    let echo = bounded(client.call(&UNARY, "still here")).await.unwrap();
+    assert_eq!(&echo[..], b"still here");
+}

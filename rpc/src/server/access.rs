@@ -1,4 +1,5 @@
 use std::fmt;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 
 use quicall_transport::PeerIdentity;
@@ -32,7 +33,8 @@ pub enum Access {
     Names(Arc<[String]>),
     /// Callers for whom the predicate holds. It receives the verified
     /// identity (`None` for a caller without a certificate, possible only when
-    /// the server does not require one) and the method name.
+    /// the server does not require one) and the method name. A predicate
+    /// that panics denies the call (and the panic is logged).
     Custom(Arc<AccessFn>),
 }
 
@@ -61,7 +63,17 @@ impl Access {
                     p.common_name() == Some(n.as_str()) || p.dns_names().iter().any(|d| d == n)
                 })
             }),
-            Access::Custom(allow) => allow(peer, method),
+            // A predicate that panics denies: a policy's bug shuts its
+            // door, and only this call's.
+            Access::Custom(allow) => catch_unwind(AssertUnwindSafe(|| allow(peer, method)))
+                .unwrap_or_else(|panic| {
+                    tracing::error!(
+                        method,
+                        "access predicate panicked (the call is denied): {}",
+                        super::unwind::panic_message(&*panic)
+                    );
+                    false
+                }),
         }
     }
 }

@@ -2,6 +2,7 @@
 //! refuse the call or attach values for it) and sees every outcome.
 
 use std::future::Future;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,7 +26,8 @@ pub type InterceptFuture = Pin<Box<dyn Future<Output = Result<Context, Status>> 
 /// NOT_PROCESSED. Interceptors run in the order they were added; the first
 /// refusal ends the call. The call's deadline covers them.
 /// [`after`](Interceptor::after) sees every outcome, refusals included,
-/// in the same order.
+/// in the same order. A panic in `before` (or in its future) refuses the
+/// call with INTERNAL; one in `after` is logged, and the answer stands.
 ///
 /// Why not `tower`: a call here is a typed method with a body read in
 /// place, cancelled by dropping its future; tower's `Service<Request>`
@@ -100,7 +102,13 @@ pub(crate) async fn before(
     mut ctx: Context,
 ) -> Result<Context, Status> {
     for interceptor in interceptors {
-        ctx = match CatchUnwind(interceptor.before(ctx)).await {
+        // `before` itself may panic, before it makes its future.
+        let entered = catch_unwind(AssertUnwindSafe(|| interceptor.before(ctx)));
+        let outcome = match entered {
+            Ok(future) => CatchUnwind(future).await,
+            Err(panic) => Err(panic),
+        };
+        ctx = match outcome {
             Ok(result) => result?,
             Err(panic) => {
                 tracing::error!("interceptor panicked: {}", panic_message(&*panic));
@@ -114,6 +122,13 @@ pub(crate) async fn before(
 /// Tells `interceptors` of an outcome.
 pub(crate) fn after(interceptors: &[Arc<dyn Interceptor>], outcome: &Outcome<'_>) {
     for interceptor in interceptors {
-        interceptor.after(outcome);
+        // An observer's panic changes nothing of the call's answer.
+        if let Err(panic) = catch_unwind(AssertUnwindSafe(|| interceptor.after(outcome))) {
+            tracing::error!(
+                method = outcome.method,
+                "interceptor panicked after the call: {}",
+                panic_message(&*panic)
+            );
+        }
     }
 }

@@ -2,6 +2,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::hash::{BuildHasherDefault, Hasher};
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
 
 use bytes::{Bytes, BytesMut};
@@ -13,6 +14,7 @@ use quicall_transport::PeerIdentity;
 
 use super::Access;
 use super::requests::{Reader, Requests};
+use super::unwind::panic_message;
 use crate::{Chunks, Code, Context, Encode, Message, Method, Msg, Shape, Status};
 
 /// A handler's answer, laid out for the wire: the response header followed
@@ -98,6 +100,7 @@ where
         stream: Box::pin(stream),
         method,
         max_response,
+        panicked: false,
         _resp: std::marker::PhantomData,
     });
     Reply {
@@ -289,6 +292,8 @@ struct Framed<S, Resp: ?Sized> {
     stream: Pin<Box<S>>,
     method: &'static str,
     max_response: u32,
+    /// The stream panicked: it is not polled again.
+    panicked: bool,
     _resp: std::marker::PhantomData<fn() -> *const Resp>,
 }
 
@@ -305,24 +310,44 @@ where
         batch: &mut BytesMut,
     ) -> std::task::Poll<Option<Result<Chunks, Status>>> {
         let this = self.get_mut();
+        if this.panicked {
+            return std::task::Poll::Ready(None);
+        }
         let (method, max) = (this.method, this.max_response);
-        this.stream.as_mut().poll_next(cx).map(|item| {
-            let value = item?.map_err(Into::into);
-            Some(value.and_then(|value| {
-                let start = batch.len();
-                let (tail, body_len) = frame_append::<Resp, RESPONSE_HEADER_LEN>(
-                    batch,
-                    value,
-                    header(ResponseFlags::MESSAGE),
-                )
-                .map_err(|e| encode_failed(method, &e))?;
-                if let Err(status) = within_limit(body_len, max) {
-                    batch.truncate(start);
-                    return Err(status);
-                }
-                Ok(tail)
-            }))
-        })
+        let start = batch.len();
+        // The handler's code runs here, in its stream and in its messages'
+        // encoding, after the handler's future has returned: a panic ends
+        // the stream with INTERNAL after the messages before it, as a
+        // panic ends a unary call, and nothing of the message that panicked
+        // is framed.
+        let polled = catch_unwind(AssertUnwindSafe(|| {
+            this.stream.as_mut().poll_next(cx).map(|item| {
+                let value = item?.map_err(Into::into);
+                Some(value.and_then(|value| {
+                    let (tail, body_len) = frame_append::<Resp, RESPONSE_HEADER_LEN>(
+                        batch,
+                        value,
+                        header(ResponseFlags::MESSAGE),
+                    )
+                    .map_err(|e| encode_failed(method, &e))?;
+                    within_limit(body_len, max)?;
+                    Ok(tail)
+                }))
+            })
+        }));
+        let polled = polled.unwrap_or_else(|panic| {
+            this.panicked = true;
+            tracing::error!(
+                method,
+                "handler's stream panicked: {}",
+                panic_message(&*panic)
+            );
+            std::task::Poll::Ready(Some(Err(Status::internal("handler panicked"))))
+        });
+        if let std::task::Poll::Ready(Some(Err(_))) = &polled {
+            batch.truncate(start);
+        }
+        polled
     }
 }
 
@@ -338,8 +363,15 @@ pub(crate) struct Route {
 }
 
 impl Route {
+    /// The handler's future. A handler that panics before it makes its
+    /// future (a closure's code ahead of its `async` block) gives one that
+    /// panics again when polled, where a panic of the future itself is
+    /// caught: either way the call, and only it, fails with INTERNAL.
     pub(crate) fn call(&self, ctx: Context, input: Input, max_response: u32) -> HandlerFuture {
-        self.handler.call(ctx, input, max_response)
+        catch_unwind(AssertUnwindSafe(|| {
+            self.handler.call(ctx, input, max_response)
+        }))
+        .unwrap_or_else(|panic| Box::pin(async move { std::panic::resume_unwind(panic) }))
     }
 }
 
