@@ -527,3 +527,59 @@ async fn client_interceptors_see_every_stream_end_once() {
         [("demo.Echo/Each", Code::Ok), ("test.Meta/Total", Code::Ok)]
     );
 }
+
+/// Panics in `after`, for one method.
+struct PanicsAfter;
+
+impl ClientInterceptor for PanicsAfter {
+    fn after(&self, method: &'static str, _code: Code, _elapsed: Duration) {
+        assert_ne!(method, "demo.Count/Up", "client interceptor bug");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_interceptor_that_panics_after_a_call_changes_nothing_of_it() {
+    use quicall::demo::COUNT;
+    use quicall::zerocopy::little_endian::U64;
+    let pki = Pki::new();
+    let server = serve(&pki, quicall::demo::router());
+    let ends = Ends::default();
+    let mut options = ClientOptions::default();
+    options.interceptors.push(PanicsAfter);
+    options.interceptors.push(ends.clone());
+    let client =
+        quicall::Client::connect(server.local_addr(), "localhost", pki.client_tls(), options)
+            .await
+            .unwrap();
+    let none = CallOptions::default;
+    // Read to its end: the messages and the end stand, and the interceptor
+    // after the one that panicked is told too.
+    let mut numbers = bounded(client.server_stream(&COUNT, U64::new(3), none()))
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    while let Some(n) = bounded(numbers.message()).await.unwrap() {
+        got.push(n.get());
+    }
+    assert_eq!(got.len(), 3);
+    assert_eq!(ends.take(), [("demo.Count/Up", Code::Ok)]);
+    // Given up while the caller's own code unwinds from a panic: the stream
+    // is dropped then, and the interceptor's panic inside that drop would
+    // abort the process; the caller's panic is what comes out.
+    let numbers = bounded(client.server_stream(&COUNT, U64::new(1 << 40), none()))
+        .await
+        .unwrap();
+    let unwound = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+        let _numbers = numbers;
+        panic!("caller bug");
+    }));
+    let panic = unwound.unwrap_err();
+    assert_eq!(panic.downcast_ref::<&str>(), Some(&"caller bug"));
+    assert_eq!(ends.take(), [("demo.Count/Up", Code::Cancelled)]);
+    // The client goes on.
+    let mut numbers = bounded(client.server_stream(&COUNT, U64::new(2), none()))
+        .await
+        .unwrap();
+    while bounded(numbers.message()).await.unwrap().is_some() {}
+    common::settles(&server, 1).await;
+}

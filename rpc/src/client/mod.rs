@@ -90,6 +90,8 @@ pub trait ClientInterceptor: Send + Sync + 'static {
     }
 
     /// After the call: its status (OK on success) and how long it took.
+    /// It may run while a stream is dropped (a stream given up ends
+    /// CANCELLED); a panic in it is logged and changes nothing.
     fn after(&self, method: &'static str, code: Code, elapsed: Duration) {
         let _ = (method, code, elapsed);
     }
@@ -125,10 +127,21 @@ impl Interceptors {
         Ok(metadata)
     }
 
-    /// Tells every interceptor of an outcome.
+    /// Tells every interceptor of an outcome. A panic in one is logged:
+    /// `after` runs where a stream is dropped, and a panic there while the
+    /// caller's code unwinds from one of its own would abort the process.
     pub(crate) fn after(&self, method: &'static str, code: Code, elapsed: Duration) {
         for interceptor in &self.0 {
-            interceptor.after(method, code, elapsed);
+            let told = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                interceptor.after(method, code, elapsed);
+            }));
+            if let Err(panic) = told {
+                tracing::error!(
+                    method,
+                    "client interceptor panicked after the call: {}",
+                    crate::server::panic_message(&*panic)
+                );
+            }
         }
     }
 }

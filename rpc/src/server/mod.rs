@@ -28,6 +28,7 @@ pub use options::ServerOptions;
 pub use requests::Requests;
 pub use router::{RouteError, Router};
 use shares::{PeerKey, PeerLimits, Peers};
+pub(crate) use unwind::panic_message;
 
 use crate::wire::ErrorCode;
 
