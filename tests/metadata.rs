@@ -347,10 +347,7 @@ async fn an_interceptor_demands_a_token_and_hands_the_tenant_to_the_handler() {
     // handler.
     let mut options = ClientOptions::default();
     options.interceptors.push(Token("Bearer tenant-acme"));
-    let client =
-        quicall::Client::connect(server.local_addr(), "localhost", pki.client_tls(), options)
-            .await
-            .unwrap();
+    let client = common::connect_with(&pki, &server, options).await;
     let reply = bounded(client.call(&WHO, "")).await.unwrap();
     assert_eq!(&reply[..], b"acme");
     assert_eq!(handled.load(Ordering::Relaxed), 1);
@@ -455,14 +452,7 @@ async fn client_interceptors_see_every_stream_end_once() {
     let ends = Ends::default();
     let mut options = ClientOptions::default();
     options.interceptors.push(ends.clone());
-    let client = quicall::Client::connect(
-        server.local_addr(),
-        "localhost",
-        pki.client_tls(),
-        options.clone(),
-    )
-    .await
-    .unwrap();
+    let client = common::connect_with(&pki, &server, options.clone()).await;
     let none = CallOptions::default;
 
     // A server stream read to its end, then one dropped after a message.
@@ -547,10 +537,7 @@ async fn a_client_interceptor_that_panics_after_a_call_changes_nothing_of_it() {
     let mut options = ClientOptions::default();
     options.interceptors.push(PanicsAfter);
     options.interceptors.push(ends.clone());
-    let client =
-        quicall::Client::connect(server.local_addr(), "localhost", pki.client_tls(), options)
-            .await
-            .unwrap();
+    let client = common::connect_with(&pki, &server, options).await;
     let none = CallOptions::default;
     // Read to its end: the messages and the end stand, and the interceptor
     // after the one that panicked is told too.

@@ -65,14 +65,14 @@ pub fn serve_with(pki: &Pki, router: Router, options: ServerOptions) -> Server {
 }
 
 pub async fn connect(pki: &Pki, server: &Server) -> Client {
-    Client::connect(
-        server.local_addr(),
-        "localhost",
-        pki.client_tls(),
-        ClientOptions::default(),
-    )
-    .await
-    .unwrap()
+    connect_with(pki, server, ClientOptions::default()).await
+}
+
+/// A client of `server` with `options`.
+pub async fn connect_with(pki: &Pki, server: &Server, options: ClientOptions) -> Client {
+    Client::connect(server.local_addr(), "localhost", pki.client_tls(), options)
+        .await
+        .unwrap()
 }
 
 /// Runs `fut` with a bound on its time, so that a hang fails the test
