@@ -330,25 +330,31 @@ where
                         header(ResponseFlags::MESSAGE),
                     )
                     .map_err(|e| encode_failed(method, &e))?;
-                    within_limit(body_len, max)?;
+                    if let Err(status) = within_limit(body_len, max) {
+                        batch.truncate(start);
+                        return Err(status);
+                    }
                     Ok(tail)
                 }))
             })
         }));
-        let polled = polled.unwrap_or_else(|panic| {
+        polled.unwrap_or_else(|panic| {
             this.panicked = true;
-            tracing::error!(
-                method,
-                "handler's stream panicked: {}",
-                panic_message(&*panic)
-            );
-            std::task::Poll::Ready(Some(Err(Status::internal("handler panicked"))))
-        });
-        if let std::task::Poll::Ready(Some(Err(_))) = &polled {
             batch.truncate(start);
-        }
-        polled
+            std::task::Poll::Ready(Some(Err(stream_panicked(method, &*panic))))
+        })
     }
+}
+
+/// The status of a handler's stream that panicked, logged.
+#[cold]
+fn stream_panicked(method: &'static str, panic: &(dyn std::any::Any + Send)) -> Status {
+    tracing::error!(
+        method,
+        "handler's stream panicked: {}",
+        panic_message(panic)
+    );
+    Status::internal("handler panicked")
 }
 
 pub(crate) struct Route {
