@@ -174,9 +174,8 @@ async fn handler_panic_is_internal_and_the_connection_lives_on() {
     }
 }
 
-/// Panics where the server runs code of its user outside a handler's
-/// future: before an interceptor's future (in `before` itself) and in
-/// `after` (an access predicate that panics is in the test).
+/// An interceptor that panics in `before` itself (before it makes its
+/// future) for BEFORE, and in `after` for AFTER.
 struct Panicky;
 
 const BEFORE: Method<[u8], [u8]> = Method::new("test.Bad/Before");
