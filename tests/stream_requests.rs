@@ -427,19 +427,12 @@ async fn a_handler_that_stops_reading_holds_the_caller_to_the_stream_window() {
         call
     });
     // The handler read one request (and the packet it came in) and stops:
-    // the caller's sends fill the window...
-    bounded(async {
-        while sent.load(Ordering::SeqCst) + 8 < in_window {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await;
-    // ...and go no further. Credit for what the handler read goes out once
-    // it is an eighth of the window (64 KiB, 4,096 requests); less was read
-    // (a packet), so the caller holds to the window as first given, less
-    // the stream's first bytes (its request head).
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let stalled = sent.load(Ordering::SeqCst);
+    // the caller's sends fill the window and go no further. Credit for what
+    // the handler read goes out once it is an eighth of the window (64 KiB,
+    // 4,096 requests); less was read (a packet), so the caller holds to the
+    // window as first given, less the stream's first bytes (its request
+    // head).
+    let stalled = common::held_at(&sent, in_window - 8).await;
     assert!(
         stalled <= in_window,
         "{stalled} requests sent to a handler that read one (the window holds {in_window})"

@@ -136,16 +136,9 @@ async fn a_reader_that_stops_stops_the_producer_and_everything_arrives_once_it_r
     // The reader stops: the producer fills the window (as many messages as
     // the loopback window holds, not the network's 2 MiB)...
     let window = u64::from(window) / (KIB as u64 + 8);
-    bounded(async {
-        while sent.load(std::sync::atomic::Ordering::SeqCst) + 2 < 3 + window {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await;
     // ...and stops there, once the window, the server's one message in
     // hand and the channel's 4 are full.
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let stalled = sent.load(std::sync::atomic::Ordering::SeqCst);
+    let stalled = common::held_at(&sent, 3 + window - 2).await;
     assert!(
         stalled <= 3 + window + 4 + 2,
         "{stalled} messages produced for a reader that took 3 (window {window})"

@@ -75,6 +75,20 @@ pub async fn connect_with(pki: &Pki, server: &Server, options: ClientOptions) ->
         .unwrap()
 }
 
+/// What `counter` says half a second after it reached `reached`: where a
+/// producer held by flow control stopped (one not held would have gone on).
+pub async fn held_at(counter: &std::sync::atomic::AtomicU64, reached: u64) -> u64 {
+    use std::sync::atomic::Ordering::SeqCst;
+    bounded(async {
+        while counter.load(SeqCst) < reached {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    counter.load(SeqCst)
+}
+
 /// Runs `fut` with a bound on its time, so that a hang fails the test
 /// instead of stalling it.
 pub async fn bounded<F: std::future::Future>(fut: F) -> F::Output {

@@ -352,10 +352,11 @@ impl<Req: Message + ?Sized> RequestSink<Req> {
     ///
     /// Each `send` is one write to QUIC, which wakes the connection's
     /// driver if it is idle; from a task on another worker of a
-    /// multi-thread runtime that can be a wake across threads per request. Many small requests in a
-    /// row go faster through [`RequestSink::send_all`] (those ready at once
-    /// in one write): 1.7-1.9 times the messages per second in the
-    /// streams benchmark with two workers a side (docs/benchmarks.md).
+    /// multi-thread runtime that can be a wake across threads per request.
+    /// Many small requests in a row go faster through
+    /// [`RequestSink::send_all`] (those ready at once in one write): 1.7-1.9
+    /// times the messages per second in the streams benchmark with two
+    /// workers a side (docs/benchmarks.md).
     pub async fn send(&mut self, request: impl Encode<Req>) -> Result<(), Status> {
         self.send_message(request)
             .await
